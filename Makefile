@@ -1,0 +1,71 @@
+# clinops — the single entry point. `make run` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON      ?= python3.11
+VENV        ?= .venv
+BIN         := $(VENV)/bin
+export CLINOPS_HOME ?= $(CURDIR)/.clinops
+WORKLOAD    ?= heart-disease
+PROFILE     ?= quick
+PYTEST_ARGS ?=
+
+REQS  := requirements/main.txt requirements/dev.txt requirements/constraints.txt setup.cfg pyproject.toml
+STAMP := $(VENV)/.stamp-$(shell cat $(REQS) 2>/dev/null | sha256sum | cut -c1-16)
+
+.PHONY: help venv run test test-fast pipeline compile serve lint bench bench-train bench-serve manifests lock clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): $(REQS)
+	@echo ">> setting up $(VENV) (first time: a few minutes)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@rm -f $(VENV)/.stamp-*
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/pip install -q -c requirements/constraints.txt -r requirements/main.txt -r requirements/dev.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+venv: $(STAMP)  ## create or refresh the virtual environment (idempotent)
+
+run: $(STAMP)  ## the main job on embedded defaults: pipelines, then the serving demo
+	$(BIN)/clinops run
+
+test: $(STAMP)  ## set up and run the whole test suite (what CI runs)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)  ## unit tests only
+	$(BIN)/python -m pytest -m "not integration and not pipeline and not slow" $(PYTEST_ARGS)
+
+pipeline: $(STAMP)  ## one pipeline locally: make pipeline WORKLOAD=heart-disease PROFILE=quick|full
+	$(BIN)/clinops pipeline $(WORKLOAD) --profile $(PROFILE)
+
+compile: $(STAMP)  ## write pipelines/compiled/<workload>.yaml for every pipeline
+	$(BIN)/clinops compile
+
+serve: $(STAMP)  ## start predictors + transformers on localhost for every exported bundle
+	$(BIN)/clinops serve
+
+lint: $(STAMP)  ## ruff over the code
+	$(BIN)/ruff check components pipelines inference tests
+
+manifests: $(STAMP)  ## render every kustomize entry point
+	$(BIN)/clinops manifests
+
+bench: bench-train bench-serve  ## all benchmarks (not tests)
+
+bench-train: $(STAMP)  ## training throughput: plain PyTorch loop vs Ray Train
+	$(BIN)/python tests/bench/train_throughput.py
+
+bench-serve: $(STAMP)  ## serving throughput and latency vs MLServer and stock KServe
+	$(BIN)/python tests/bench/serve_throughput.py
+
+lock:  ## re-resolve requirements into requirements/constraints.txt
+	rm -rf /tmp/clinops-lock && $(PYTHON) -m venv /tmp/clinops-lock
+	/tmp/clinops-lock/bin/pip install -q -r requirements/main.txt -r requirements/dev.txt
+	(echo '# Exact versions of the whole main environment, resolved here; regenerate with `make lock`.'; \
+	 /tmp/clinops-lock/bin/pip freeze | grep -v '^-e') > requirements/constraints.txt
+
+clean:  ## remove local state (models, runs, MLflow database)
+	rm -rf $(CLINOPS_HOME)

@@ -1,0 +1,1 @@
+"""clinops: KFP components and the library code they run."""

@@ -1,0 +1,78 @@
+"""One settings object for the whole project, read from the environment (prefix ``CLINOPS_``).
+
+Library code and components read configuration only through :func:`get_settings`; nothing reads
+``os.environ`` elsewhere. Defaults are the embedded, cluster-free ones: SQLite MLflow and a local
+artifact folder under ``$CLINOPS_HOME``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLINOPS_", extra="ignore")
+
+    home: Path = Field(Path(".clinops"), description="Local state: MLflow, pipeline roots, bundles.")
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        validation_alias=AliasChoices("CLINOPS_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+        description="MLflow server or database; default: SQLite under home.",
+    )
+    bundle_store: str | None = Field(
+        None, description="Where serving bundles go: a folder or s3://bucket/prefix; default home/bundles."
+    )
+    s3_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices("CLINOPS_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+        description="S3/MinIO endpoint URL (http://host:port) for s3:// stores.",
+    )
+    s3_access_key: str | None = Field(None, validation_alias=AliasChoices("AWS_ACCESS_KEY_ID", "MINIO_ACCESS_KEY"))
+    s3_secret_key: str | None = Field(
+        None, validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY", "MINIO_SECRET_KEY")
+    )
+    s3_region: str | None = Field(None, validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
+
+    @field_validator("home")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifact_root(self) -> str:
+        """Artifact root for experiments this project creates when tracking to a local database."""
+        return (self.home / "mlflow" / "artifacts").as_uri()
+
+    @property
+    def bundles(self) -> str:
+        return self.bundle_store or str(self.home / "bundles")
+
+    def pipeline_dir(self, workload: str) -> Path:
+        return self.home / "pipelines" / workload
+
+    @property
+    def optuna_storage(self) -> str:
+        return f"sqlite:///{self.home / 'optuna' / 'studies.db'}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    settings = Settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return settings
+
+
+def reload_settings() -> Settings:
+    """Forget the cached settings (tests and the command line change the environment)."""
+    get_settings.cache_clear()
+    return get_settings()

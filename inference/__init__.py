@@ -1,0 +1,1 @@
+"""clinops serving: KServe transformer, predictors and the local stack."""

@@ -1,0 +1,1 @@
+"""clinops pipelines: definitions, local runner, compiler, command line."""

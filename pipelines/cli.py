@@ -1,0 +1,133 @@
+"""``clinops``: the command line behind the Makefile targets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from components.common.settings import reload_settings
+from pipelines import catalog
+
+
+def _print_pipeline_summary(record: dict) -> None:
+    metrics = record.get("metrics", {})
+    auc = metrics.get("roc_auc")
+    print(
+        f"[{record['workload']}] {record['status']} in {record.get('wall_seconds')} s — "
+        f"test ROC-AUC {auc:.4f} · model {record.get('model_name')} v{record.get('model_version')} · "
+        f"{'promoted to champion' if record.get('promoted') else 'not promoted'}"
+        + (f" ({record['gate_reasons']})" if record.get("gate_reasons") else "")
+        + f"\n    bundle: {record.get('bundle_uri')}"
+    )
+
+
+def cmd_pipeline(args) -> int:
+    from pipelines import local
+
+    overrides = dict(kv.split("=", 1) for kv in args.set or [])
+    record = local.run(args.workload, args.profile, **_typed(args.workload, args.profile, overrides))
+    _print_pipeline_summary(record)
+    return 0
+
+
+def _typed(workload: str, profile: str, overrides: dict[str, str]) -> dict:
+    """Cast ``--set name=value`` strings to the type the profile uses for that argument."""
+    defaults = catalog.profile_arguments(workload, profile)
+    typed = {}
+    for key, value in overrides.items():
+        kind = type(defaults.get(key, ""))
+        typed[key] = value.lower() in {"1", "true", "yes"} if kind is bool else kind(value)
+    return typed
+
+
+def cmd_compile(_args) -> int:
+    from pipelines.compile import compile_all
+
+    for path in compile_all():
+        print(f"compiled {path}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    """The main job: every workload's pipeline on its quick profile, then the serving demo."""
+    from pipelines import local
+
+    settings = reload_settings()
+    summary: dict = {"started_at": time.time()}
+    failed = False
+    for workload in catalog.WORKLOADS:
+        try:
+            record = local.run(workload, args.profile)
+            _print_pipeline_summary(record)
+            summary[workload] = {k: record.get(k) for k in (
+                "status", "metrics", "model_name", "model_version", "promoted", "bundle_uri", "wall_seconds")}
+        except Exception as err:  # keep going so the summary says what failed
+            failed = True
+            print(f"[{workload}] FAILED: {err}", file=sys.stderr)
+            summary[workload] = {"status": "failed", "error": str(err)}
+    if not failed and not args.no_serve:
+        serving = _serving_demo()
+        if serving is not None:
+            summary["serving"] = serving
+            failed = failed or serving.get("status") != "succeeded"
+    summary["finished_at"] = time.time()
+    path = settings.home / "run-summary.json"
+    path.write_text(json.dumps(summary, indent=2, default=str))
+    print(f"summary written to {path}")
+    return 1 if failed else 0
+
+
+def _serving_demo() -> dict | None:
+    try:
+        from inference import demo
+    except ImportError:
+        return None
+    return demo.run_demo()
+
+
+def cmd_serve(_args) -> int:
+    from inference import local_stack
+
+    return local_stack.main([])
+
+
+def cmd_manifests(_args) -> int:
+    from pipelines import manifests
+
+    return manifests.main()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clinops", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run every pipeline (quick profile) and the serving demo")
+    run.add_argument("--profile", default="quick")
+    run.add_argument("--no-serve", action="store_true", help="skip the serving demo")
+    run.set_defaults(func=cmd_run)
+
+    pipe = sub.add_parser("pipeline", help="run one pipeline locally with kfp.local")
+    pipe.add_argument("workload", choices=list(catalog.WORKLOADS))
+    pipe.add_argument("--profile", default="quick")
+    pipe.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a pipeline argument")
+    pipe.set_defaults(func=cmd_pipeline)
+
+    sub.add_parser("compile", help="compile every pipeline to IR YAML").set_defaults(func=cmd_compile)
+    sub.add_parser("serve", help="start the local serving stack").set_defaults(func=cmd_serve)
+    sub.add_parser("manifests", help="render every kustomize entry point").set_defaults(func=cmd_manifests)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyError as err:
+        print(f"clinops: {err.args[0]}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Run a pipeline on this machine with ``kfp.local`` and record the outcome in ``last-run.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from components.common.settings import reload_settings
+from pipelines import catalog
+
+LAST_RUN = "last-run.json"
+
+
+def _init_kfp_local(pipeline_root: Path) -> None:
+    from kfp import local
+
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
+               raise_on_error=True)
+
+
+def run(workload: str, profile: str = "quick", **overrides) -> dict:
+    """Run ``workload``'s pipeline locally; returns (and writes) the last-run record.
+
+    The record always has ``status``; on success also ``metrics``, ``model_name``,
+    ``model_version``, ``promoted`` and ``bundle_uri`` (what the export step returned).
+    """
+    settings = reload_settings()
+    # Component subprocesses inherit the environment: give them the same absolute home.
+    os.environ["CLINOPS_HOME"] = str(settings.home)
+    module = catalog.load(workload)
+    arguments = catalog.profile_arguments(workload, profile) | overrides
+    out_dir = settings.pipeline_dir(workload)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _init_kfp_local(out_dir / "root")
+
+    record: dict = {"workload": workload, "profile": profile, "arguments": arguments,
+                    "started_at": time.time()}
+    try:
+        task = module.PIPELINE(**arguments)
+        record |= json.loads(task.output)
+        record["status"] = "succeeded"
+    except Exception as err:
+        record["status"] = "failed"
+        record["error"] = f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        record["finished_at"] = time.time()
+        record["wall_seconds"] = round(record["finished_at"] - record["started_at"], 1)
+        (out_dir / LAST_RUN).write_text(json.dumps(record, indent=2, default=str))
+    return record
+
+
+def last_run(workload: str) -> dict | None:
+    path = reload_settings().pipeline_dir(workload) / LAST_RUN
+    return json.loads(path.read_text()) if path.is_file() else None
