@@ -1,0 +1,1 @@
+"""Heart-disease risk from the UCI data: ingest, validate, split, train, evaluate (library code + KFP components)."""

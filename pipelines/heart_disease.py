@@ -1,0 +1,58 @@
+"""Heart-disease training pipeline: ingest → validate → split → train (Optuna) → evaluate →
+register (MLflow) → gate → export. Runs locally with kfp.local or compiles for Kubeflow Pipelines."""
+
+
+from kfp import dsl
+
+from components.heart_disease import component as c
+from components.heart_disease.data import DEFAULT_SOURCE
+
+PIPELINE_NAME = "heart-disease-training"
+DEFAULT_PROFILE = "quick"
+PROFILES: dict[str, dict] = {
+    "quick": {"n_trials": 12, "cv_folds": 5},
+    "full": {"n_trials": 100, "cv_folds": 5},
+}
+
+
+@dsl.pipeline(name=PIPELINE_NAME, description="Train, evaluate, register, gate and export the "
+              "heart-disease risk model on the UCI data.")
+def heart_disease_pipeline(
+    source: str = DEFAULT_SOURCE,
+    test_size: float = 0.2,
+    seed: int = 42,
+    holdout_sites: str = "",
+    n_trials: int = 12,
+    cv_folds: int = 5,
+    threshold: float = 0.5,
+    floors: str = "roc_auc=0.85",
+    model_name: str = "heart-disease",
+    experiment: str = "heart-disease",
+    store: str = "",
+) -> str:
+    ingest = c.ingest(source=source).set_display_name("ingest")
+    validate = c.validate(data=ingest.outputs["data"]).set_display_name("validate")
+    split = c.split(data=validate.outputs["clean"], test_size=test_size, seed=seed,
+                    holdout_sites=holdout_sites).set_display_name("split")
+    train = c.train(train=split.outputs["train"], n_trials=n_trials, seed=seed,
+                    cv_folds=cv_folds).set_display_name("train (Optuna)")
+    train.set_cpu_limit("2").set_memory_limit("4G")
+    evaluate = c.evaluate(model=train.outputs["model"], test=split.outputs["test"], train_info=train.outputs["Output"],
+                          threshold=threshold).set_display_name("evaluate")
+    register = c.register(model=train.outputs["model"], train=split.outputs["train"],
+                          evaluation=evaluate.outputs["evaluation"], study=train.outputs["study"],
+                          train_info=train.outputs["Output"], metrics_json=evaluate.outputs["Output"],
+                          model_name=model_name, experiment=experiment, seed=seed).set_display_name("register")
+    gate = c.gate(model_name=model_name, version=register.outputs["version"], test=split.outputs["test"],
+                  metrics_json=evaluate.outputs["Output"], floors=floors).set_display_name("gate")
+    export = c.export(model=train.outputs["model"], train=split.outputs["train"], model_name=model_name,
+                      version=register.outputs["version"], run_id=register.outputs["run_id"],
+                      metrics_json=evaluate.outputs["Output"], promoted=gate.outputs["promoted"],
+                      reasons=gate.outputs["reasons"], threshold=threshold, store=store).set_display_name("export")
+    # Registering, promoting and exporting change the world: never answer them from the cache.
+    for task in (register, gate, export):
+        task.set_caching_options(False)
+    return export.output
+
+
+PIPELINE = heart_disease_pipeline
