@@ -1,0 +1,106 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from components.common.settings import reload_settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def clinops_home(tmp_path, monkeypatch):
+    """A private ``CLINOPS_HOME`` with embedded defaults (no tracking server, no S3)."""
+    home = tmp_path / "clinops-home"
+    monkeypatch.setenv("CLINOPS_HOME", str(home))
+    for name in ("MLFLOW_TRACKING_URI", "CLINOPS_MLFLOW_TRACKING_URI", "CLINOPS_BUNDLE_STORE", "CLINOPS_S3_ENDPOINT",
+                 "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    reload_settings()
+    yield home
+    reload_settings()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status < 500:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def start_process(args: list[str], log: Path, **kwargs) -> subprocess.Popen:
+    handle = open(log, "w")  # noqa: SIM115 - closed when the process is stopped
+    return subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, **kwargs)
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def s3_server(tmp_path, monkeypatch):
+    """A real S3-compatible HTTP server (moto) on localhost; environment set for the minio client."""
+    port = free_port()
+    proc = start_process([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                         tmp_path / "moto.log")
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(endpoint + "/moto-api/", proc=proc)
+        monkeypatch.setenv("CLINOPS_S3_ENDPOINT", endpoint)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "clinops-test")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "clinops-test-secret")
+        monkeypatch.setenv("AWS_REGION", "us-east-1")
+        reload_settings()
+        yield endpoint
+    finally:
+        stop_process(proc)
+        reload_settings()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path, monkeypatch):
+    """A real ``mlflow server`` process on localhost (SQLite backend, proxied artifacts)."""
+    port = free_port()
+    root = tmp_path / "mlflow-server"
+    root.mkdir()
+    proc = start_process(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts")],
+        tmp_path / "mlflow.log")
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(uri + "/health", timeout=120, proc=proc)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        reload_settings()
+        yield uri
+    finally:
+        stop_process(proc)
+        reload_settings()
