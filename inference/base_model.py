@@ -1,0 +1,29 @@
+"""A ``kserve.Model`` that counts every request's outcome in ``clinops_requests_total``."""
+
+from __future__ import annotations
+
+from kserve import Model
+from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
+
+from inference import metrics
+
+
+def status_of(err: Exception) -> str:
+    if isinstance(err, InvalidInput):
+        return "400"
+    if isinstance(err, ModelNotFound):
+        return "404"
+    if isinstance(err, ModelNotReady):
+        return "503"
+    return "500"
+
+
+class CountedModel(Model):
+    async def __call__(self, body, headers=None, verb=None):
+        try:
+            result = await super().__call__(body, headers)
+        except Exception as err:
+            metrics.REQUESTS.labels(self.name, status_of(err)).inc()
+            raise
+        metrics.REQUESTS.labels(self.name, "200").inc()
+        return result

@@ -1,0 +1,215 @@
+"""Checks on the raw V2 REST request, before KServe's decoder sees it.
+
+KServe decodes the body into an ``InferRequest``; a few malformed bodies (binary-data extension
+with a bad ``Inference-Header-Content-Length``, truncated binary tensors, a JSON part that is not
+an object) would surface there as a 500. This ASGI middleware answers them with a 400 that names
+the problem, enforces the body size limit, and re-encodes raw non-UTF-8 ``BYTES`` elements (image
+files sent with the binary-data extension) as base64 strings, the JSON form of the same input, since
+KServe's REST decoder only keeps UTF-8 text for ``BYTES``.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+
+import numpy as np
+import orjson
+
+from inference import metrics
+
+HEADER = b"inference-header-content-length"
+DATATYPE_SIZES = {"BOOL": 1, "UINT8": 1, "UINT16": 2, "UINT32": 4, "UINT64": 8, "INT8": 1, "INT16": 2,
+                  "INT32": 4, "INT64": 8, "FP16": 2, "FP32": 4, "FP64": 8, "BYTES": None}
+BASE64_PARAMETER = "clinops_base64"
+
+
+class BadRequest(Exception):
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+def split_bytes_elements(raw: bytes, name: str) -> list[bytes]:
+    """Length-prefixed ``BYTES`` elements of the V2 binary format; a 400 when truncated."""
+    elements, offset = [], 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise BadRequest("binary", f"input '{name}': truncated BYTES tensor (length prefix cut off)")
+        (length,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + length > len(raw):
+            raise BadRequest("binary", f"input '{name}': truncated BYTES tensor (element of {length} bytes "
+                                       f"with {len(raw) - offset} left)")
+        elements.append(raw[offset:offset + length])
+        offset += length
+    return elements
+
+
+def _shape_size(spec: dict, name: str) -> int:
+    shape = spec.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                              for d in shape):
+        raise BadRequest("shape", f"input '{name}': shape must be a list of non-negative integers, got {shape!r}")
+    return int(np.prod(shape)) if shape else 1
+
+
+def check_json_part(document, binary: bool) -> None:
+    if not isinstance(document, dict):
+        raise BadRequest("json", "the request body must be a JSON object with an 'inputs' list")
+    inputs = document.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise BadRequest("missing_input", "the request has no 'inputs' (a non-empty list is required)")
+    for position, spec in enumerate(inputs):
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise BadRequest("json", f"inputs[{position}] must be an object with a string 'name'")
+        name = spec["name"]
+        datatype = spec.get("datatype")
+        if datatype not in DATATYPE_SIZES:
+            raise BadRequest("datatype", f"input '{name}': unknown datatype {datatype!r}")
+        _shape_size(spec, name)
+        parameters = spec.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise BadRequest("json", f"input '{name}': 'parameters' must be an object")
+        has_binary = bool(parameters) and "binary_data_size" in parameters
+        if "data" not in spec and not (binary and has_binary):
+            raise BadRequest("missing_data", f"input '{name}': no 'data'")
+
+
+def rewrite_binary(body: bytes, json_length: int) -> tuple[bytes, int]:
+    """Validate a binary-extension body; base64 non-UTF-8 BYTES elements. Returns (body, json_length)."""
+    if json_length > len(body):
+        raise BadRequest("binary", f"Inference-Header-Content-Length {json_length} exceeds the body "
+                                   f"({len(body)} bytes)")
+    try:
+        document = orjson.loads(body[:json_length])
+    except orjson.JSONDecodeError as err:
+        raise BadRequest("json", f"the JSON part of the request is not valid JSON: {err}") from None
+    check_json_part(document, binary=True)
+    offset, chunks, changed = json_length, [], False
+    for spec in document["inputs"]:
+        parameters = spec.get("parameters") or {}
+        if "data" in spec or "binary_data_size" not in parameters:
+            continue
+        name, size = spec["name"], parameters["binary_data_size"]
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise BadRequest("binary", f"input '{name}': binary_data_size must be a non-negative integer")
+        if offset + size > len(body):
+            raise BadRequest("binary", f"input '{name}': binary_data_size {size} runs past the end of the body")
+        raw = body[offset:offset + size]
+        offset += size
+        itemsize, count = DATATYPE_SIZES[spec["datatype"]], _shape_size(spec, name)
+        if itemsize is not None:
+            if size != count * itemsize:
+                raise BadRequest("shape", f"input '{name}': {size} bytes do not hold shape {spec['shape']} of "
+                                          f"{spec['datatype']} ({count * itemsize} bytes)")
+            chunks.append(raw)
+            continue
+        elements = split_bytes_elements(raw, name)
+        if len(elements) != count:
+            raise BadRequest("shape", f"input '{name}': {len(elements)} BYTES elements for shape {spec['shape']}")
+        try:
+            for element in elements:
+                element.decode("utf-8")
+            chunks.append(raw)
+        except UnicodeDecodeError:
+            spec["data"] = [base64.b64encode(e).decode("ascii") for e in elements]
+            parameters.pop("binary_data_size")
+            parameters[BASE64_PARAMETER] = True
+            changed = True
+    if offset != len(body):
+        raise BadRequest("binary", f"{len(body) - offset} bytes after the last binary input are unaccounted for")
+    if not changed:
+        return body, json_length
+    header = orjson.dumps(document)
+    return header + b"".join(chunks), len(header)
+
+
+class EnvelopeMiddleware:
+    """ASGI middleware for ``POST .../infer``: size limit, envelope checks, 400 on failure."""
+
+    def __init__(self, app, max_body_bytes: int, models: frozenset[str] = frozenset()):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.models = models  # metric labels only for served names: a fuzzer must not grow the registry
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/infer"):
+            return await self.app(scope, receive, send)
+        model = _model_from_path(scope["path"])
+        model = model if model in self.models else "unknown"
+        headers = dict(scope.get("headers") or [])
+        try:
+            declared = headers.get(b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+                raise BadRequest("body_too_large", f"request body of {int(declared)} bytes exceeds the limit of "
+                                                   f"{self.max_body_bytes} bytes")
+            body = await self._read(receive)
+            new_body, new_headers = self._check(body, headers)
+        except BadRequest as err:
+            metrics.REJECTED.labels(model, err.kind).inc()
+            metrics.REQUESTS.labels(model, "400").inc()
+            return await _reply(send, 400, {"error": err.message})
+        scope = dict(scope, headers=[(k, v) for k, v in new_headers.items()])
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": new_body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+    async def _read(self, receive) -> bytes:
+        parts, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise BadRequest("body", "client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise BadRequest("body_too_large", f"request body exceeds the limit of {self.max_body_bytes} bytes")
+            parts.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(parts)
+
+    def _check(self, body: bytes, headers: dict) -> tuple[bytes, dict]:
+        if not body:
+            raise BadRequest("json", "the request body is empty")
+        length = headers.get(HEADER)
+        if length is None:
+            try:
+                document = orjson.loads(body)
+            except orjson.JSONDecodeError as err:
+                raise BadRequest("json", f"the request body is not valid JSON: {err}") from None
+            check_json_part(document, binary=False)
+            # KServe picks its decoder by content type; JSON bodies are JSON whatever the client said
+            headers = dict(headers)
+            headers[b"content-type"] = b"application/json"
+            return body, headers
+        text = length.decode("latin-1").strip()
+        if not text.isdigit():
+            raise BadRequest("binary", f"Inference-Header-Content-Length must be a non-negative integer, "
+                                       f"got {text!r}")
+        new_body, new_length = rewrite_binary(body, int(text))
+        headers = dict(headers)
+        headers[HEADER] = str(new_length).encode()
+        headers[b"content-length"] = str(len(new_body)).encode()
+        headers[b"content-type"] = b"application/octet-stream"
+        return new_body, headers
+
+
+def _model_from_path(path: str) -> str:
+    parts = path.strip("/").split("/")
+    return parts[2] if len(parts) > 2 and parts[1] == "models" else "unknown"
+
+
+async def _reply(send, status: int, payload: dict) -> None:
+    body = orjson.dumps(payload)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

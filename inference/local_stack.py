@@ -1,0 +1,318 @@
+"""The serving stack on localhost: for each workload with a bundle, its predictor and its transformer as
+separate processes (``python -m inference.<runtime>``), exactly the processes a cluster runs; only
+the addresses differ.
+
+``make serve`` → :func:`main`. Tests and the demo use :class:`LocalStack` as a context manager::
+
+    with LocalStack({"heart-disease": bundle_dir}, ports="ephemeral") as stack:
+        url = stack.endpoints["heart-disease"].rest_url
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+WORKLOADS = ("heart-disease", "pneumonia")
+PREDICTOR_RUNTIME = {"heart-disease": "inference.sklearn_predictor", "pneumonia": "inference.torch_predictor"}
+
+
+class LocalStackSettings(BaseSettings):
+    """``make serve`` settings (env prefix ``CLINOPS_SERVE_``; flags override)."""
+
+    model_config = SettingsConfigDict(env_prefix="CLINOPS_SERVE_", extra="ignore")
+
+    heart_disease_ports: str = Field("8080,8081,8082,8084", description="transformer REST,gRPC, predictor REST,gRPC")
+    pneumonia_ports: str = Field("8090,8091,8092,8094", description="transformer REST,gRPC, predictor REST,gRPC")
+    predictor_protocol: str = Field("v2", description="Transformer → predictor protocol: v2 (REST) or grpc-v2.")
+    ready_timeout_s: float = Field(180.0, description="How long to wait for every process to be ready.")
+    host: str = Field("127.0.0.1", description="Address the printed endpoints and the transformer use.")
+
+
+@dataclass
+class Ports:
+    transformer_http: int
+    transformer_grpc: int
+    predictor_http: int
+    predictor_grpc: int
+
+    @classmethod
+    def parse(cls, text: str) -> Ports:
+        values = [int(v) for v in text.split(",")]
+        if len(values) != 4:
+            raise ValueError(f"ports {text!r}: four comma-separated numbers needed")
+        return cls(*values)
+
+    @classmethod
+    def ephemeral(cls) -> Ports:
+        return cls(*free_ports(4))
+
+
+@dataclass
+class Endpoint:
+    workload: str
+    host: str
+    ports: Ports
+    bundle: str
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.host}:{self.ports.transformer_http}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"{self.host}:{self.ports.transformer_grpc}"
+
+    @property
+    def predictor_rest_url(self) -> str:
+        return f"http://{self.host}:{self.ports.predictor_http}"
+
+    @property
+    def predictor_grpc_target(self) -> str:
+        return f"{self.host}:{self.ports.predictor_grpc}"
+
+    @property
+    def infer_url(self) -> str:
+        return f"{self.rest_url}/v2/models/{self.workload}/infer"
+
+
+@dataclass
+class _Process:
+    name: str
+    argv: list[str]
+    log_path: Path
+    popen: subprocess.Popen | None = None
+    log_file: object = field(default=None, repr=False)
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the OS hands out now (held together so that they differ)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+class LocalStack:
+    """Predictor + transformer per workload, as child processes; a context manager."""
+
+    def __init__(self, bundles: dict[str, str], ports: dict[str, Ports] | str = "default",
+                 predictor_protocol: str = "v2", host: str = "127.0.0.1", log_dir: Path | None = None,
+                 extra_args: dict[str, list[str]] | None = None, ready_timeout_s: float = 180.0,
+                 env: dict[str, str] | None = None):
+        unknown = set(bundles) - set(WORKLOADS)
+        if unknown:
+            raise ValueError(f"unknown workloads {sorted(unknown)}; known: {WORKLOADS}")
+        settings = LocalStackSettings()
+        defaults = {"heart-disease": settings.heart_disease_ports, "pneumonia": settings.pneumonia_ports}
+        self.endpoints: dict[str, Endpoint] = {}
+        for workload, bundle in bundles.items():
+            if ports == "ephemeral":
+                chosen = Ports.ephemeral()
+            elif isinstance(ports, dict) and workload in ports:
+                chosen = ports[workload]
+            else:
+                chosen = Ports.parse(defaults[workload])
+            self.endpoints[workload] = Endpoint(workload, host, chosen, str(bundle))
+        self.predictor_protocol = predictor_protocol
+        self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="clinops-serve-"))
+        self.extra_args = extra_args or {}
+        self.ready_timeout_s = ready_timeout_s
+        self.env = {**os.environ, **(env or {})}
+        self.processes: dict[str, _Process] = {}
+
+    # -- process control ----------------------------------------------------------------------------
+    def _predictor_argv(self, endpoint: Endpoint) -> list[str]:
+        return [sys.executable, "-m", PREDICTOR_RUNTIME[endpoint.workload], "--bundle", endpoint.bundle,
+                "--model_name", endpoint.workload, "--http_port", str(endpoint.ports.predictor_http),
+                "--grpc_port", str(endpoint.ports.predictor_grpc),
+                *self.extra_args.get(f"{endpoint.workload}/predictor", [])]
+
+    def _transformer_argv(self, endpoint: Endpoint) -> list[str]:
+        target = (endpoint.predictor_grpc_target if self.predictor_protocol == "grpc-v2"
+                  else f"{endpoint.host}:{endpoint.ports.predictor_http}")
+        return [sys.executable, "-m", "inference.transformer", "--workload", endpoint.workload,
+                "--bundle", endpoint.bundle, "--model_name", endpoint.workload,
+                "--predictor_host", target, "--predictor_protocol", self.predictor_protocol,
+                "--http_port", str(endpoint.ports.transformer_http),
+                "--grpc_port", str(endpoint.ports.transformer_grpc),
+                *self.extra_args.get(f"{endpoint.workload}/transformer", [])]
+
+    def _spawn(self, key: str, argv: list[str]) -> None:
+        log_path = self.log_dir / f"{key.replace('/', '-')}.log"
+        log_file = open(log_path, "ab")
+        # own session: a terminal's Ctrl-C reaches only us, and we stop the children in order
+        popen = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=self.env,
+                                 start_new_session=True)
+        self.processes[key] = _Process(key, argv, log_path, popen, log_file)
+
+    def _wait_ready(self, key: str, url: str, model: str, deadline: float) -> None:
+        process = self.processes[key]
+        while time.monotonic() < deadline:
+            if process.popen.poll() is not None:
+                raise RuntimeError(f"{key} exited with {process.popen.returncode} before it was ready:\n"
+                                   f"{self.log_tail(key)}")
+            if http_ok(f"{url}/v2/health/ready") and http_ok(f"{url}/v2/models/{model}/ready"):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{key} not ready after {self.ready_timeout_s} s:\n{self.log_tail(key)}")
+
+    def start_predictor(self, workload: str, wait: bool = True) -> None:
+        endpoint = self.endpoints[workload]
+        self._spawn(f"{workload}/predictor", self._predictor_argv(endpoint))
+        if wait:
+            self._wait_ready(f"{workload}/predictor", endpoint.predictor_rest_url, workload,
+                             time.monotonic() + self.ready_timeout_s)
+
+    def start_transformer(self, workload: str, wait: bool = True) -> None:
+        endpoint = self.endpoints[workload]
+        self._spawn(f"{workload}/transformer", self._transformer_argv(endpoint))
+        if wait:
+            self._wait_ready(f"{workload}/transformer", endpoint.rest_url, workload,
+                             time.monotonic() + self.ready_timeout_s)
+
+    def start(self) -> LocalStack:
+        try:
+            for workload in self.endpoints:  # all processes load in parallel, then wait
+                self.start_predictor(workload, wait=False)
+                self.start_transformer(workload, wait=False)
+            deadline = time.monotonic() + self.ready_timeout_s
+            for workload, endpoint in self.endpoints.items():
+                self._wait_ready(f"{workload}/predictor", endpoint.predictor_rest_url, workload, deadline)
+                self._wait_ready(f"{workload}/transformer", endpoint.rest_url, workload, deadline)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop_process(self, key: str, timeout: float = 10.0, kill: bool = False) -> None:
+        process = self.processes.pop(key, None)
+        if process is None or process.popen is None:
+            return
+        popen = process.popen
+        if popen.poll() is None:
+            popen.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                popen.wait(5)
+        process.log_file.close()
+
+    def kill_predictor(self, workload: str) -> None:
+        """Hard-kill a predictor (tests: the transformer must answer 503, then recover)."""
+        self.stop_process(f"{workload}/predictor", kill=True)
+
+    def stop(self) -> None:
+        # transformers first, so that nothing calls a predictor that is going away
+        for key in sorted(self.processes, key=lambda k: not k.endswith("transformer")):
+            self.stop_process(key)
+
+    def alive(self) -> dict[str, bool]:
+        return {key: p.popen.poll() is None for key, p in self.processes.items()}
+
+    def log_tail(self, key: str, lines: int = 30) -> str:
+        path = self.log_dir / f"{key.replace('/', '-')}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def describe(self) -> str:
+        rows = []
+        for workload, e in self.endpoints.items():
+            rows.append(f"  {workload:<14} REST {e.rest_url}/v2/models/{workload}/infer   gRPC {e.grpc_target}\n"
+                        f"  {'':<14} predictor REST {e.predictor_rest_url}  gRPC {e.predictor_grpc_target}  "
+                        f"metrics {e.rest_url}/metrics")
+        return "\n".join(rows)
+
+
+def champion_bundles(workloads=WORKLOADS) -> dict[str, str]:
+    from components.common.bundle import champion_uri
+
+    found = {}
+    for workload in workloads:
+        uri = champion_uri(workload)
+        if uri:
+            found[workload] = uri
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = LocalStackSettings()
+    parser = argparse.ArgumentParser(prog="clinops serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workload", action="append", choices=WORKLOADS, help="serve only these (default: all)")
+    parser.add_argument("--bundle", action="append", metavar="WORKLOAD=URI", help="serve this bundle, not the champion")
+    parser.add_argument("--predictor-protocol", default=settings.predictor_protocol, choices=["v2", "grpc-v2"])
+    args = parser.parse_args(argv)
+    bundles = champion_bundles(args.workload or WORKLOADS)
+    for item in args.bundle or []:
+        workload, _, uri = item.partition("=")
+        bundles[workload] = uri
+    if not bundles:
+        print("clinops serve: no bundle to serve — no champion promoted yet. Run `make run` or "
+              "`make pipeline WORKLOAD=...` first.", file=sys.stderr)
+        return 1
+    stack = LocalStack(bundles, ports="default", predictor_protocol=args.predictor_protocol,
+                       host=settings.host, ready_timeout_s=settings.ready_timeout_s)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"starting {', '.join(bundles)} (logs in {stack.log_dir}) …", flush=True)
+    try:
+        stack.start()
+    except (RuntimeError, TimeoutError) as err:
+        print(f"clinops serve: {err}", file=sys.stderr)
+        return 1
+    print("serving (Ctrl-C stops):\n" + stack.describe(), flush=True)
+    code = 0
+    try:
+        while not stop.wait(1.0):
+            dead = [key for key, ok in stack.alive().items() if not ok]
+            if dead:
+                print(f"clinops serve: {', '.join(dead)} stopped unexpectedly:\n{stack.log_tail(dead[0])}",
+                      file=sys.stderr)
+                code = 1
+                break
+    finally:
+        print("stopping …", flush=True)
+        stack.stop()
+    print("stopped.")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

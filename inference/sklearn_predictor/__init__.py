@@ -1,0 +1,1 @@
+"""scikit-learn predictor: serves a bundle's ``model.joblib`` (``predict_proba``) with dynamic batching."""

@@ -1,0 +1,78 @@
+"""The scikit-learn predictor as a ``kserve.Model``.
+
+V2 input: one numeric tensor ``[N, n_features]`` (NaN = missing, the pipeline imputes).
+V2 output: ``predict_proba`` FP64 ``[N, n_classes]``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from kserve.protocol.infer_type import InferRequest, InferResponse
+
+from inference import bundle_source, metrics
+from inference.base_model import CountedModel
+from inference.batching import DynamicBatcher
+from inference.predictor_io import response, single_tensor
+from inference.sklearn_predictor.settings import SklearnPredictorSettings
+
+log = logging.getLogger(__name__)
+
+
+class SklearnPredictor(CountedModel):
+    def __init__(self, settings: SklearnPredictorSettings):
+        super().__init__(settings.model_name)
+        self.settings = settings
+        self.estimator = None
+        self.n_features = 0
+        self.batcher: DynamicBatcher | None = None
+
+    def load(self) -> bool:
+        import joblib
+
+        folder = bundle_source.resolve(self.settings.bundle, self.settings.workload)
+        manifest = bundle_source.manifest(folder)
+        if manifest.framework != "sklearn":
+            raise ValueError(f"{folder} holds a {manifest.framework} model, not scikit-learn")
+        self.estimator = joblib.load(folder / manifest.model_file)
+        self.n_features = int(self.estimator.n_features_in_)
+        self.batcher = DynamicBatcher(self._predict_proba, self.name, self.settings.max_batch_size,
+                                      self.settings.max_wait_ms)
+        warm = self.batcher.run_now(np.zeros((1, self.n_features)))[0]
+        if warm.shape[0] != 1 or not np.isfinite(warm).all():
+            raise RuntimeError(f"warm-up prediction gave {warm!r}")
+        self.ready = True
+        log.info("loaded %s v%s from %s (%d features)", manifest.model_name, manifest.model_version, folder,
+                 self.n_features)
+        return self.ready
+
+    def _predict_proba(self, rows: np.ndarray) -> tuple[np.ndarray]:
+        return (np.asarray(self.estimator.predict_proba(rows), dtype=np.float64),)
+
+    def get_input_types(self) -> list[dict]:
+        return [{"name": "features", "datatype": "FP64", "shape": [-1, self.n_features]}]
+
+    def get_output_types(self) -> list[dict]:
+        return [{"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(self.estimator.classes_)]}]
+
+    async def preprocess(self, payload: InferRequest, headers=None) -> InferRequest:
+        with metrics.stage(self.name, "preprocess"):
+            payload._clinops_rows = single_tensor(payload, self.name, (self.n_features,),
+                                                  self.settings.max_rows_per_request)
+        return payload
+
+    async def predict(self, payload: InferRequest, headers=None, response_headers=None) -> InferResponse:
+        with metrics.stage(self.name, "predict"):
+            (proba,) = await self.batcher.submit(payload._clinops_rows)
+        with metrics.stage(self.name, "postprocess"):
+            labels = np.asarray(self.estimator.classes_)[proba.argmax(axis=1)]
+            for label, count in zip(*np.unique(labels, return_counts=True), strict=True):
+                metrics.PREDICTIONS.labels(self.name, str(label)).inc(int(count))
+            return response(payload, self.name, {"predict_proba": proba})
+
+    def stop(self):
+        if self.batcher is not None:
+            self.batcher.close()
+        super().stop()
+

@@ -1,0 +1,24 @@
+"""Settings of the PyTorch predictor (env prefix ``CLINOPS_TORCH_``; flags override)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TorchPredictorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLINOPS_TORCH_", extra="ignore", protected_namespaces=())
+
+    model_name: str = Field("pneumonia", description="Name on the V2 endpoints; the transformer's name.")
+    workload: str = Field("pneumonia", description="Workload whose champion is served when no bundle is given.")
+    bundle: str | None = Field(None, description="Bundle folder or s3:// URI (KServe storageUri); default: champion.")
+    device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:1' …")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="Autocast dtype on GPU; 'auto' is bf16 where supported, else fp16. CPU runs fp32.")
+    max_batch_size: int = Field(32, ge=1, description="Most images one forward pass gets from dynamic batching.")
+    max_wait_ms: float = Field(2.0, ge=0, description="How long a batch waits for more requests once it has one.")
+    max_rows_per_request: int = Field(256, ge=1, description="Requests with more images are rejected (400).")
+    max_body_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="REST bodies over this are rejected (400).")
+    num_threads: int | None = Field(None, ge=1, description="torch intra-op threads on CPU; default: torch's choice.")

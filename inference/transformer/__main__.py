@@ -1,0 +1,44 @@
+"""``python -m inference.transformer --workload heart-disease --bundle DIR --predictor_host 127.0.0.1:8082
+--predictor_protocol v2 --http_port 8080 --grpc_port 8081``."""
+
+from __future__ import annotations
+
+from inference import server
+from inference.transformer.settings import TransformerSettings
+
+
+def parse_settings(argv: list[str] | None = None):
+    parser = server.build_parser(__doc__)
+    parser.set_defaults(model_name=None, predictor_protocol="v2")
+    server.add_common_flags(parser)
+    parser.add_argument("--workload", choices=["heart-disease", "pneumonia"])
+    parser.add_argument("--bundle", help=TransformerSettings.model_fields["bundle"].description)
+    for name in ("predictor_timeout_s", "retry_backoff_ms", "threshold", "risk_medium", "risk_high"):
+        parser.add_argument(f"--{name}", type=float, help=TransformerSettings.model_fields[name].description)
+    for name in ("predictor_retries", "max_rows_per_request", "max_body_bytes", "max_image_bytes", "max_pixels"):
+        parser.add_argument(f"--{name}", type=int, help=TransformerSettings.model_fields[name].description)
+    args = parser.parse_args(argv)
+    if not args.predictor_host:
+        parser.error("--predictor_host host:port is required")
+    if args.predictor_protocol not in ("v2", "grpc-v2"):
+        parser.error("--predictor_protocol must be v2 or grpc-v2")
+    settings = TransformerSettings(**server.flag_overrides(args, TransformerSettings.model_fields))
+    return settings, args
+
+
+def main(argv: list[str] | None = None) -> None:
+    from kserve.predictor_config import PredictorConfig
+
+    from inference.transformer.model import Transformer
+
+    settings, args = parse_settings(argv)
+    model = Transformer(settings, args.predictor_host, args.predictor_protocol)
+    model.load()
+    config = PredictorConfig(predictor_host=args.predictor_host, predictor_protocol=args.predictor_protocol,
+                             predictor_request_timeout_seconds=int(max(1, settings.predictor_timeout_s)),
+                             predictor_request_retries=settings.predictor_retries)
+    server.serve([model], args, settings.max_body_bytes, predictor_config=config)
+
+
+if __name__ == "__main__":
+    main()

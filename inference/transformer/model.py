@@ -1,0 +1,112 @@
+"""The transformer as a ``kserve.Model``: preprocess (validate + build the model tensor), predict (call
+the predictor), postprocess (probabilities, labels, risk levels). Stage latencies go to
+``clinops_stage_latency_seconds``; rejected requests to ``clinops_rejected_inputs_total``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import logging
+
+import numpy as np
+from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
+
+from inference import bundle_source, metrics
+from inference.base_model import CountedModel
+from inference.envelope import BadRequest
+from inference.errors import RejectedInput
+from inference.transformer.predictor_client import PredictorClient
+from inference.transformer.settings import TransformerSettings
+
+log = logging.getLogger(__name__)
+# the client's request, kept for postprocess (each request runs in its own task, hence its own context)
+_CLIENT_REQUEST: contextvars.ContextVar[InferRequest] = contextvars.ContextVar("clinops_client_request")
+
+
+def make_codec(workload: str, schema: dict, settings: TransformerSettings):
+    if workload == "heart-disease":
+        from inference.transformer.heart_disease import HeartDiseaseCodec
+
+        return HeartDiseaseCodec(schema, settings)
+    if workload == "pneumonia":
+        from inference.transformer.pneumonia import PneumoniaCodec
+
+        return PneumoniaCodec(schema, settings)
+    raise ValueError(f"no transformer codec for workload {workload!r}")
+
+
+class Transformer(CountedModel):
+    def __init__(self, settings: TransformerSettings, predictor_host: str, predictor_protocol: str = "v2"):
+        super().__init__(settings.name)
+        self.settings = settings
+        self.codec = None
+        self.client = PredictorClient(self.name, predictor_host, predictor_protocol, settings.predictor_timeout_s,
+                                      settings.predictor_retries, settings.retry_backoff_ms)
+
+    def load(self) -> bool:
+        folder = bundle_source.resolve(self.settings.bundle, self.settings.workload)
+        manifest = bundle_source.manifest(folder)
+        schema = json.loads((folder / manifest.schema_file).read_text())
+        if schema.get("workload", self.settings.workload) != self.settings.workload:
+            raise ValueError(f"{folder}/schema.json is for {schema.get('workload')}, not {self.settings.workload}")
+        self.codec = make_codec(self.settings.workload, schema, self.settings)
+        self.ready = True
+        log.info("transformer %s ready with schema of %s v%s; predictor %s (%s)", self.name, manifest.model_name,
+                 manifest.model_version, self.client.host, self.client.protocol)
+        return self.ready
+
+    def get_input_types(self) -> list[dict]:
+        return self.codec.input_types()
+
+    def get_output_types(self) -> list[dict]:
+        return self.codec.output_types()
+
+    async def preprocess(self, payload, headers=None) -> InferRequest:
+        with metrics.stage(self.name, "preprocess"):
+            if not isinstance(payload, InferRequest):
+                raise RejectedInput(self.name, "protocol", "use the V2 protocol: POST /v2/models/<name>/infer")
+            _CLIENT_REQUEST.set(payload)
+            try:
+                parsed = self.codec.parse(payload.inputs)
+                if self.codec.heavy:
+                    name, array = await asyncio.get_running_loop().run_in_executor(None, self.codec.tensor, parsed)
+                else:
+                    name, array = self.codec.tensor(parsed)
+            except BadRequest as err:
+                raise RejectedInput(self.name, err.kind, err.message) from None
+            tensor = InferInput(name=name, shape=list(array.shape), datatype="FP32" if array.dtype == np.float32
+                                else "FP64")
+            tensor.set_data_from_numpy(np.ascontiguousarray(array), binary_data=True)
+            return InferRequest(model_name=self.name, infer_inputs=[tensor], request_id=payload.id,
+                                parameters={"binary_data_output": True})
+
+    async def predict(self, payload: InferRequest, headers=None, response_headers=None) -> InferResponse:
+        with metrics.stage(self.name, "predict"):
+            return await self.client.infer(payload)
+
+    async def postprocess(self, result: InferResponse, headers=None, response_headers=None) -> InferResponse:
+        with metrics.stage(self.name, "postprocess"):
+            request = _CLIENT_REQUEST.get()
+            outputs = {out.name: out.as_numpy() for out in result.outputs}
+            tensors, classes = self.codec.decode(outputs)
+            for label, count in zip(*np.unique(classes.astype(str), return_counts=True), strict=True):
+                metrics.PREDICTIONS.labels(self.name, str(label)).inc(int(count))
+            binary = request.use_binary_outputs
+            infer_outputs = []
+            for name, array in tensors.items():
+                datatype = "BYTES" if array.dtype == object else {"float32": "FP32", "int32": "INT32"}[array.dtype.name]
+                out = InferOutput(name=name, shape=list(array.shape), datatype=datatype)
+                out.set_data_from_numpy(array, binary_data=binary)
+                infer_outputs.append(out)
+            requested = request.request_outputs
+            if requested:
+                known = {o.name for o in infer_outputs}
+                unknown = [r.name for r in requested if r.name not in known]
+                if unknown:
+                    raise RejectedInput(self.name, "unknown_output", f"unknown output '{unknown[0]}' requested; "
+                                                                     f"outputs are {', '.join(sorted(known))}")
+            return InferResponse(response_id=request.id or result.id or "", model_name=self.name,
+                                 infer_outputs=infer_outputs, use_binary_outputs=binary,
+                                 requested_outputs=requested)

@@ -1,0 +1,127 @@
+"""pneumonia: chest X-ray image files in, P(pneumonia) and label out.
+
+Request: one input ``image``, BYTES ``[N]``, each element a JPEG or PNG file (base64 text in JSON;
+raw bytes with the binary-data extension or over gRPC). Each image is checked (format, header size
+against the pixel limit before decoding, truncation), converted to L or RGB, resized bilinearly to the
+bundle's H×W, scaled to [0, 1] and normalised by the bundle's mean/std.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from inference.envelope import BadRequest
+from inference.transformer import tensors
+
+INPUT = "image"
+FORMATS = {"JPEG", "PNG"}
+
+
+class PneumoniaCodec:
+    predictor_output = "logits"
+    heavy = True  # decoding images runs in a worker thread
+
+    def parse(self, inputs) -> list[bytes]:
+        return self.files(inputs)
+
+    def tensor(self, files: list[bytes]) -> tuple[str, np.ndarray]:
+        return "input", self.encode_files(files)
+
+    def __init__(self, schema: dict, settings):
+        from PIL import Image
+
+        image = schema["image"]
+        self.height, self.width, self.channels = int(image["height"]), int(image["width"]), int(image["channels"])
+        if self.channels not in (1, 3):
+            raise ValueError(f"schema.json: {self.channels} channels; 1 or 3 supported")
+        self.mode = "L" if self.channels == 1 else "RGB"
+        self.mean = np.asarray(image["mean"], dtype=np.float32).reshape(self.channels, 1, 1)
+        self.std = np.asarray(image["std"], dtype=np.float32).reshape(self.channels, 1, 1)
+        self.classes: list[str] = schema["classes"]
+        self.positive = self.classes.index(schema.get("positive_class", self.classes[-1]))
+        self.threshold = settings.threshold if settings.threshold is not None else float(schema["threshold"])
+        self.max_pixels = int(settings.max_pixels or schema.get("max_pixels") or 50_000_000)
+        self.max_image_bytes = settings.max_image_bytes
+        self.max_rows = settings.max_rows_per_request
+        # PIL's own bomb guard as a second line; the header check below answers first, with a 400
+        Image.MAX_IMAGE_PIXELS = self.max_pixels
+
+    def input_types(self) -> list[dict]:
+        return [{"name": INPUT, "datatype": "BYTES", "shape": [-1]}]
+
+    def output_types(self) -> list[dict]:
+        return [{"name": "probability", "datatype": "FP32", "shape": [-1]},
+                {"name": "label", "datatype": "BYTES", "shape": [-1]}]
+
+    def files(self, inputs) -> list[bytes]:
+        """The image files of the request (cheap; decoding happens in :meth:`encode_files`)."""
+        names = [t.name for t in inputs]
+        if INPUT not in names:
+            raise BadRequest("missing_input", f"missing input '{INPUT}' (BYTES [N] of JPEG/PNG files)")
+        if len(names) > 1:
+            extra = next(n for n in names if n != INPUT)
+            kind = "duplicate_input" if extra == INPUT else "unknown_input"
+            raise BadRequest(kind, f"unexpected input '{extra}'; only '{INPUT}' is accepted")
+        tensor = inputs[0]
+        if tensor.datatype != "BYTES":
+            raise BadRequest("datatype", f"input '{INPUT}': datatype {tensor.datatype}; BYTES needed")
+        shape = tensors.shape_of(tensor)
+        if len(shape) != 1:
+            raise BadRequest("shape", f"input '{INPUT}': shape {shape} must be [N]")
+        if shape[0] < 1 or shape[0] > self.max_rows:
+            raise BadRequest("shape", f"input '{INPUT}': {shape[0]} images; 1 to {self.max_rows} allowed")
+        values = tensors.elements(tensor)
+        files = []
+        for i, value in enumerate(values):
+            if value is None:
+                raise BadRequest("missing_value", f"input '{INPUT}' element {i}: null")
+            data = tensors.as_bytes(tensor, i, value, base64_text=True)
+            if not data:
+                raise BadRequest("image", f"input '{INPUT}' element {i}: empty")
+            if len(data) > self.max_image_bytes:
+                raise BadRequest("image_too_large", f"input '{INPUT}' element {i}: {len(data)} bytes exceeds "
+                                                    f"{self.max_image_bytes}")
+            files.append(data)
+        return files
+
+    def encode_files(self, files: list[bytes]) -> np.ndarray:
+        """Decode and normalise every file into ``[N, C, H, W]`` float32 (CPU-bound: run it in a thread)."""
+        return np.stack([self._one(i, data) for i, data in enumerate(files)])
+
+    def _one(self, i: int, data: bytes) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        where = f"input '{INPUT}' element {i}"
+        try:
+            image = Image.open(io.BytesIO(data))  # reads the header only
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            raise BadRequest("undecodable_image", f"{where}: not a decodable JPEG or PNG image") from None
+        except Image.DecompressionBombError as err:
+            raise BadRequest("pixel_limit", f"{where}: {err}") from None
+        if image.format not in FORMATS:
+            raise BadRequest("image_format", f"{where}: {image.format} image; JPEG or PNG needed")
+        width, height = image.size
+        if width * height > self.max_pixels:
+            raise BadRequest("pixel_limit", f"{where}: {width}x{height} = {width * height} pixels exceeds the "
+                                            f"limit of {self.max_pixels}")
+        try:
+            image.load()
+            image = image.convert(self.mode).resize((self.width, self.height), Image.BILINEAR)
+        except Image.DecompressionBombError as err:
+            raise BadRequest("pixel_limit", f"{where}: {err}") from None
+        except (OSError, ValueError, SyntaxError, EOFError) as err:
+            raise BadRequest("undecodable_image", f"{where}: truncated or corrupt {image.format} ({err})") from None
+        pixels = np.asarray(image, dtype=np.float32) / 255.0
+        pixels = pixels[None, :, :] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+        return (pixels - self.mean) / self.std
+
+    def decode(self, outputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        logits = np.asarray(outputs[self.predictor_output], dtype=np.float64)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        proba = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+        p = proba[:, self.positive]
+        negative = self.classes[1 - self.positive]
+        labels = np.array([self.classes[self.positive] if x >= self.threshold else negative for x in p], dtype=object)
+        return {"probability": p.astype(np.float32), "label": labels}, labels

@@ -1,0 +1,35 @@
+"""Settings of the transformer (env prefix ``CLINOPS_TRANSFORMER_``; flags override).
+
+The predictor's address and protocol are KServe's own flags: ``--predictor_host host:port`` and
+``--predictor_protocol v2|grpc-v2``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TransformerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLINOPS_TRANSFORMER_", extra="ignore", protected_namespaces=())
+
+    workload: Literal["heart-disease", "pneumonia"] = Field("heart-disease", description="Which codec to run.")
+    model_name: str | None = Field(None, description="Name on the V2 endpoints; default: the workload name.")
+    bundle: str | None = Field(None, description="Bundle folder or s3:// URI (for schema.json); default: champion.")
+    predictor_timeout_s: float = Field(10.0, gt=0, description="Timeout of one call to the predictor.")
+    predictor_retries: int = Field(2, ge=0, description="Retries of a predictor call that failed to connect "
+                                                        "or was unavailable (then 503).")
+    retry_backoff_ms: float = Field(50.0, ge=0, description="First retry delay; doubles on each retry.")
+    max_rows_per_request: int = Field(1024, ge=1, description="Most records/images in one request (else 400).")
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="REST bodies over this are rejected (400).")
+    max_image_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest encoded image file (else 400).")
+    max_pixels: int | None = Field(None, ge=1, description="Largest image width×height; default: the bundle's.")
+    threshold: float | None = Field(None, ge=0, le=1, description="Decision threshold; default: the bundle's.")
+    risk_medium: float | None = Field(None, ge=0, le=1, description="P(disease) from which risk is Medium.")
+    risk_high: float | None = Field(None, ge=0, le=1, description="P(disease) from which risk is High.")
+
+    @property
+    def name(self) -> str:
+        return self.model_name or self.workload
