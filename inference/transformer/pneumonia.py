@@ -99,18 +99,18 @@ class PneumoniaCodec:
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             raise BadRequest("undecodable_image", f"{where}: not a decodable JPEG or PNG image") from None
         except Image.DecompressionBombError as err:
-            raise BadRequest("pixel_limit", f"{where}: {err}") from None
+            raise BadRequest("pixel_limit", f"{where}: image over the pixel limit of {self.max_pixels} ({err})") from None
         if image.format not in FORMATS:
             raise BadRequest("image_format", f"{where}: {image.format} image; JPEG or PNG needed")
         width, height = image.size
         if width * height > self.max_pixels:
-            raise BadRequest("pixel_limit", f"{where}: {width}x{height} = {width * height} pixels exceeds the "
-                                            f"limit of {self.max_pixels}")
+            raise BadRequest("pixel_limit", f"{where}: image over the pixel limit of {self.max_pixels}: "
+                                            f"{width}x{height} = {width * height} pixels")
         try:
             image.load()
             image = image.convert(self.mode).resize((self.width, self.height), Image.BILINEAR)
         except Image.DecompressionBombError as err:
-            raise BadRequest("pixel_limit", f"{where}: {err}") from None
+            raise BadRequest("pixel_limit", f"{where}: image over the pixel limit of {self.max_pixels} ({err})") from None
         except (OSError, ValueError, SyntaxError, EOFError) as err:
             raise BadRequest("undecodable_image", f"{where}: truncated or corrupt {image.format} ({err})") from None
         pixels = np.asarray(image, dtype=np.float32) / 255.0

@@ -1,0 +1,19 @@
+import pytest
+
+from components.heart_disease.schema import serving_schema
+from inference import sample_bundles
+
+
+@pytest.fixture(scope="session")
+def heart_schema() -> dict:
+    return serving_schema()
+
+
+@pytest.fixture(scope="session")
+def heart_bundle(tmp_path_factory, heart_schema):
+    return sample_bundles.write_heart_disease(tmp_path_factory.mktemp("heart"), heart_schema)
+
+
+@pytest.fixture(scope="session")
+def pneumonia_bundle(tmp_path_factory):
+    return sample_bundles.write_pneumonia(tmp_path_factory.mktemp("pneumonia"), height=24, width=20, channels=1)

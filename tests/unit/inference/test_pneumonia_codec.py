@@ -1,0 +1,86 @@
+import base64
+import json
+
+import numpy as np
+import pytest
+from kserve.protocol.infer_type import InferInput
+
+from images import encode, png_bomb_header, random_image, reference_tensor
+from inference.envelope import BadRequest
+from inference.transformer.pneumonia import PneumoniaCodec
+from inference.transformer.settings import TransformerSettings
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture()
+def schema(pneumonia_bundle):
+    return json.loads((pneumonia_bundle / "schema.json").read_text())
+
+
+@pytest.fixture()
+def codec(schema):
+    return PneumoniaCodec(schema, TransformerSettings(workload="pneumonia"))
+
+
+def image_input(files, b64=True):
+    data = [base64.b64encode(f).decode() for f in files] if b64 else list(files)
+    return [InferInput("image", [len(files)], "BYTES", data)]
+
+
+@pytest.mark.parametrize(("fmt", "channels", "size"), [("PNG", 1, (40, 50)), ("JPEG", 3, (30, 90)),
+                                                      ("PNG", 3, (24, 20))])
+def test_grayscale_and_rgb_any_size_follow_the_bundle_contract(codec, schema, fmt, channels, size):
+    data = encode(random_image(*size, channels=channels), fmt)
+    name, tensor = codec.tensor(codec.parse(image_input([data, data])))
+    image = schema["image"]
+    expected = reference_tensor(data, image["height"], image["width"], image["channels"], image["mean"], image["std"])
+    assert name == "input" and tensor.shape == (2, 1, 24, 20) and tensor.dtype == np.float32
+    np.testing.assert_allclose(tensor[0], expected, atol=1e-6)
+
+
+def test_raw_bytes_from_grpc_are_accepted(codec):
+    data = encode(random_image(10, 10))
+    _, tensor = codec.tensor(codec.parse(image_input([data], b64=False)))
+    assert tensor.shape == (1, 1, 24, 20)
+
+
+@pytest.mark.parametrize(("files", "kind", "fragment"), [
+    ([b"not an image at all"], "undecodable_image", "element 0: not a decodable JPEG or PNG"),
+    ([encode(random_image(40, 40))[:80]], "undecodable_image", "truncated or corrupt PNG"),
+    ([png_bomb_header()], "pixel_limit", "image over the pixel limit of"),
+    ([encode(random_image(8, 8), "BMP")], "image_format", "BMP image; JPEG or PNG needed"),
+    ([b""], "image", "element 0: empty"),
+])
+def test_bad_images_are_rejected_by_name(codec, files, kind, fragment):
+    with pytest.raises(BadRequest) as err:
+        codec.tensor(codec.parse(image_input(files)))
+    assert err.value.kind == kind and fragment in err.value.message
+
+
+@pytest.mark.parametrize(("inputs", "fragment"), [
+    ([InferInput("img", [1], "BYTES", ["x"])], "missing input 'image'"),
+    (image_input([b"x"]) + [InferInput("extra", [1], "BYTES", ["x"])], "unexpected input 'extra'"),
+    ([InferInput("image", [1], "FP32", [1.0])], "datatype FP32; BYTES needed"),
+    ([InferInput("image", [1, 1], "BYTES", ["eA=="])], "must be [N]"),
+    ([InferInput("image", [1], "BYTES", ["***"])], "not valid base64"),
+    ([InferInput("image", [2], "BYTES", ["eA=="])], "1 elements do not fit shape [2]"),
+])
+def test_malformed_requests(codec, inputs, fragment):
+    with pytest.raises(BadRequest, match=None) as err:
+        codec.tensor(codec.parse(inputs))
+    assert fragment in err.value.message
+
+
+def test_pixel_limit_is_configurable(schema):
+    codec = PneumoniaCodec(schema, TransformerSettings(workload="pneumonia", max_pixels=100))
+    with pytest.raises(BadRequest, match="over the pixel limit of 100: 11x10 = 110 pixels"):
+        codec.tensor(codec.parse(image_input([encode(random_image(10, 11))])))
+
+
+def test_decode_is_softmax_and_threshold(codec):
+    logits = np.array([[2.0, 0.0], [0.0, 3.0]])
+    tensors, labels = codec.decode({"logits": logits, "embedding": np.zeros((2, 4))})
+    expected = np.exp(logits[:, 1]) / np.exp(logits).sum(axis=1)
+    np.testing.assert_allclose(tensors["probability"], expected, rtol=1e-6)
+    assert labels.tolist() == ["NORMAL", "PNEUMONIA"]

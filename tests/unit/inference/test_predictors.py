@@ -1,0 +1,86 @@
+import asyncio
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferInput, InferRequest
+
+from inference import metrics, sample_bundles
+from inference.sklearn_predictor.model import SklearnPredictor
+from inference.sklearn_predictor.settings import SklearnPredictorSettings
+from inference.torch_predictor.model import TorchPredictor, autocast_dtype, pick_device
+from inference.torch_predictor.settings import TorchPredictorSettings
+
+pytestmark = pytest.mark.unit
+
+
+def request(name, array, datatype):
+    tensor = InferInput(name, list(array.shape), datatype)
+    tensor.set_data_from_numpy(array, binary_data=False)
+    return InferRequest(model_name="m", infer_inputs=[tensor], request_id="r1")
+
+
+async def call(model, payload):
+    response, _ = await model(payload)
+    return {out.name: out.as_numpy() for out in response.outputs}
+
+
+def test_sklearn_predictor_batches_and_equals_predict_proba(heart_bundle, heart_schema):
+    model = SklearnPredictor(SklearnPredictorSettings(bundle=str(heart_bundle), max_wait_ms=5))
+    assert model.load() and model.ready
+    rows = sample_bundles.heart_rows(heart_schema, 12, seed=3)
+    expected = joblib.load(heart_bundle / "model.joblib").predict_proba(rows)
+    before = metrics.BATCH_SIZE.labels("heart-disease")._sum.get()
+
+    async def main():
+        return await asyncio.gather(*(call(model, request("features", rows[i:i + 1], "FP64")) for i in range(12)))
+
+    results = asyncio.run(main())
+    got = np.concatenate([r["predict_proba"] for r in results])
+    np.testing.assert_array_equal(got, expected)
+    assert metrics.BATCH_SIZE.labels("heart-disease")._sum.get() - before == 12
+    model.stop()
+
+
+@pytest.mark.parametrize(("array", "datatype", "fragment"), [
+    (np.zeros((1, 12)), "FP64", "shape [1, 12] does not match [-1, 13]"),
+    (np.full((1, 13), np.inf), "FP64", "contains inf"),
+    (np.zeros((1, 13), dtype=object).astype(str).astype(object), "BYTES", "datatype BYTES is not numeric"),
+])
+def test_sklearn_predictor_rejects_bad_tensors(heart_bundle, array, datatype, fragment):
+    model = SklearnPredictor(SklearnPredictorSettings(bundle=str(heart_bundle)))
+    model.load()
+    with pytest.raises(InvalidInput, match=None) as err:
+        asyncio.run(call(model, request("features", array, datatype)))
+    assert fragment in str(err.value)
+    model.stop()
+
+
+def test_torch_predictor_returns_the_modules_logits_and_embedding(pneumonia_bundle):
+    model = TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle)))
+    assert model.load() and model.ready
+    x = np.random.default_rng(0).normal(size=(3, 1, 24, 20)).astype(np.float32)
+    out = asyncio.run(call(model, request("input", x, "FP32")))
+    module = torch.jit.load(str(pneumonia_bundle / "model.pt"))
+    with torch.inference_mode():
+        logits, embedding = module(torch.from_numpy(x))
+    np.testing.assert_allclose(out["logits"], logits.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["embedding"], embedding.numpy(), rtol=1e-5, atol=1e-6)
+    assert out["embedding"].shape == (3, 16)
+    with pytest.raises(InvalidInput, match="does not match"):
+        asyncio.run(call(model, request("input", np.zeros((1, 3, 24, 20), np.float32), "FP32")))
+    model.stop()
+
+
+def test_device_choice_uses_cuda_only_when_present():
+    device = pick_device("auto")
+    assert device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert autocast_dtype(torch.device("cpu"), "auto") is None
+    assert autocast_dtype(torch.device("cuda"), "fp16") == torch.float16
+
+
+def test_a_bundle_of_the_wrong_framework_is_refused(pneumonia_bundle):
+    with pytest.raises(ValueError, match="not scikit-learn"):
+        SklearnPredictor(SklearnPredictorSettings(bundle=str(pneumonia_bundle))).load()
