@@ -1,0 +1,55 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+from components.heart_disease.schema import serving_schema
+from inference import sample_bundles
+from inference.local_stack import LocalStack
+
+# image helpers shared with the unit tests
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "inference"))
+
+
+@pytest.fixture(scope="session")
+def heart_schema():
+    return serving_schema()
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory, heart_schema):
+    root = tmp_path_factory.mktemp("bundles")
+    return {"heart-disease": sample_bundles.write_heart_disease(root / "heart", heart_schema),
+            "pneumonia": sample_bundles.write_pneumonia(root / "pneumonia", height=32, width=28, channels=1)}
+
+
+@pytest.fixture(scope="session")
+def stack(bundles, tmp_path_factory):
+    """Both workloads, transformer → predictor over V2 REST, on free ports."""
+    small_limits = ["--max_body_bytes", str(2 * 1024 * 1024)]
+    with LocalStack({k: str(v) for k, v in bundles.items()}, ports="ephemeral",
+                    log_dir=tmp_path_factory.mktemp("logs"), ready_timeout_s=120,
+                    extra_args={"heart-disease/transformer": small_limits,
+                                "pneumonia/transformer": small_limits}) as running:
+        yield running
+
+
+def triton_grpc(target: str, model: str, inputs: list[tuple[str, str, "object"]]) -> dict:
+    """Call ``tritonclient.grpc`` in a child process (see triton_grpc_probe.py)."""
+    import base64
+    import io
+    import json
+    import subprocess
+
+    import numpy as np
+
+    encoded = []
+    for name, datatype, array in inputs:
+        buffer = io.BytesIO()
+        np.save(buffer, array, allow_pickle=True)
+        encoded.append({"name": name, "datatype": datatype, "npy": base64.b64encode(buffer.getvalue()).decode()})
+    probe = Path(__file__).with_name("triton_grpc_probe.py")
+    done = subprocess.run([sys.executable, str(probe)], input=json.dumps({"target": target, "model": model,
+                                                                          "inputs": encoded}),
+                          capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
