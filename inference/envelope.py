@@ -66,7 +66,7 @@ def check_json_part(document, binary: bool) -> None:
             raise BadRequest("json", f"inputs[{position}] must be an object with a string 'name'")
         name = spec["name"]
         datatype = spec.get("datatype")
-        if datatype not in DATATYPE_SIZES:
+        if not isinstance(datatype, str) or datatype not in DATATYPE_SIZES:
             raise BadRequest("datatype", f"input '{name}': unknown datatype {datatype!r}")
         _shape_size(spec, name)
         parameters = spec.get("parameters")
@@ -148,6 +148,8 @@ class EnvelopeMiddleware:
             body = await self._read(receive)
             new_body, new_headers = self._check(body, headers)
         except BadRequest as err:
+            if err.kind == "body_too_large":
+                await self._drain(receive)
             metrics.REJECTED.labels(model, err.kind).inc()
             metrics.REQUESTS.labels(model, "400").inc()
             return await _reply(send, 400, {"error": err.message})
@@ -162,6 +164,15 @@ class EnvelopeMiddleware:
             return await receive()
 
         return await self.app(scope, replay, send)
+
+    async def _drain(self, receive) -> None:
+        """Read (and drop) a moderately oversized body so the client sees the 400, not a reset."""
+        drained = 0
+        while drained <= 4 * self.max_body_bytes:
+            message = await receive()
+            drained += len(message.get("body", b""))
+            if message["type"] != "http.request" or not message.get("more_body"):
+                return
 
     async def _read(self, receive) -> bytes:
         parts, size = [], 0
