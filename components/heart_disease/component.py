@@ -143,6 +143,7 @@ def register(model: Input[Model], train: Input[Dataset], evaluation: Input[Artif
     import joblib
     import mlflow
     import pandas as pd
+    import skops.io as skops_io
     from mlflow.models import infer_signature
 
     from components.common.registry import log_and_register
@@ -152,11 +153,14 @@ def register(model: Input[Model], train: Input[Dataset], evaluation: Input[Artif
     info = json.loads(train_info)
     sample = pd.read_csv(train.path)[FEATURES].dropna().head(5).to_numpy(dtype=float)
 
+    # skops (MLflow's default format) refuses types it does not know; these are ours, just fitted.
+    trusted = skops_io.get_untrusted_types(data=skops_io.dumps(pipeline))
+
     def log_model(name: str):
         return mlflow.sklearn.log_model(
             pipeline, name="model", registered_model_name=name, input_example=sample,
             signature=infer_signature(sample, pipeline.predict_proba(sample)),
-            pyfunc_predict_fn="predict_proba", skops_trusted_types=["numpy.dtype"])
+            pyfunc_predict_fn="predict_proba", skops_trusted_types=trusted)
 
     study_file = Path(tempfile.mkdtemp()) / "optuna_study.md"
     study_file.write_text(Path(study.path).read_text())
