@@ -16,7 +16,6 @@ import pandas as pd
 from components.heart_disease.schema import (
     CATEGORICAL,
     FEATURES,
-    NUMERIC,
     RAW_RENAMES,
     RAW_TARGET,
     SITE,
