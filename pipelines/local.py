@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 from components.common.settings import reload_settings
@@ -17,6 +18,9 @@ def _init_kfp_local(pipeline_root: Path) -> None:
     from kfp import local
 
     pipeline_root.mkdir(parents=True, exist_ok=True)
+    # Locally every component runs in this interpreter, which is the image's environment: say it once.
+    warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom")
+    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
                raise_on_error=True)
 
