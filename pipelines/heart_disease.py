@@ -4,6 +4,7 @@ register (MLflow) → gate → export. Runs locally with kfp.local or compiles f
 
 from kfp import dsl
 
+from components.common.platform import with_platform_env
 from components.heart_disease import component as c
 from components.heart_disease.data import DEFAULT_SOURCE
 
@@ -52,6 +53,7 @@ def heart_disease_pipeline(
     # Registering, promoting and exporting change the world: never answer them from the cache.
     for task in (register, gate, export):
         task.set_caching_options(False)
+    with_platform_env(ingest, train, register, gate, export)
     return export.output
 
 

@@ -21,6 +21,7 @@ def _init_kfp_local(pipeline_root: Path) -> None:
     # Locally every component runs in this interpreter, which is the image's environment: say it once.
     warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom")
     warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
+    warnings.filterwarnings("ignore", message=".*kubernetes.*", module="kfp")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
                raise_on_error=True)
 
