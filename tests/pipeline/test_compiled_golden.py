@@ -21,7 +21,7 @@ def test_committed_yaml_equals_a_fresh_compile(workload, tmp_path):
 def test_compiled_yaml_is_a_kfp_pipeline_spec(workload):
     from kfp.components import load_component_from_file
 
-    spec = yaml.safe_load((COMPILED_DIR / f"{workload}.yaml").read_text())
+    spec, *platform = yaml.safe_load_all((COMPILED_DIR / f"{workload}.yaml").read_text())
     assert spec["schemaVersion"] == "2.1.0"
     assert spec["sdkVersion"] == "kfp-2.17.0"
     tasks = spec["root"]["dag"]["tasks"]
@@ -29,6 +29,9 @@ def test_compiled_yaml_is_a_kfp_pipeline_spec(workload):
         assert any(name.startswith(step) for name in tasks), f"{workload} lacks a {step} step"
     for executor in spec["deploymentSpec"]["executors"].values():
         assert executor["container"]["image"].startswith("docker.io/clinops/clinops:")
+    # in cluster, tasks that talk to MLflow or S3 get the settings and credentials as env
+    executors = platform[0]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert any(e.get("secretAsEnv", [{}])[0].get("secretName") == "clinops-s3" for e in executors.values())
     # the SDK reads it back as a pipeline component (what the dashboard upload does first)
     loaded = load_component_from_file(str(COMPILED_DIR / f"{workload}.yaml"))
     assert loaded.pipeline_spec.pipeline_info.name == catalog.load(workload).PIPELINE_NAME
