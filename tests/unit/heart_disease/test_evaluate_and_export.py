@@ -1,0 +1,81 @@
+"""Evaluate and export logic: metric values, model card, and a bundle that honours the contract."""
+
+import json
+
+import joblib
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from components.common.bundle import BundleManifest, check_complete
+from components.common.metrics import binary_metrics, roc_points, youden_threshold
+from components.heart_disease import evaluation
+from components.heart_disease.data import ingest
+from components.heart_disease.export import build_bundle
+from components.heart_disease.model import build
+from components.heart_disease.schema import CATEGORICAL, FEATURES, TARGET
+from components.heart_disease.split import split
+from components.heart_disease.validation import validate
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    train, test = split(validate(ingest())[0], 0.25, seed=3)
+    pipeline = build("logistic_regression", {"C": 0.3, "l1_ratio": 0.0}).fit(
+        train[FEATURES].to_numpy(float), train[TARGET].to_numpy(int))
+    return pipeline, train, test
+
+
+def test_binary_metrics_match_sklearn_and_the_confusion_counts():
+    y = np.array([0, 0, 1, 1, 1, 0, 1, 0])
+    p = np.array([0.1, 0.6, 0.8, 0.4, 0.9, 0.2, 0.7, 0.3])
+    m = binary_metrics(y, p, threshold=0.5)
+    assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(y, p))
+    assert m["brier"] == pytest.approx(skm.brier_score_loss(y, p))
+    # predictions: 0 1 1 0 1 0 1 0 → TP 3, FN 1, TN 3, FP 1
+    assert (m["sensitivity"], m["specificity"], m["accuracy"]) == (0.75, 0.75, 0.75)
+    with pytest.raises(ValueError, match="both classes"):
+        binary_metrics([1, 1], [0.2, 0.9])
+
+
+def test_roc_points_are_thinned_and_bounded():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 5000)
+    p = np.clip(y * 0.3 + rng.random(5000) * 0.7, 0, 1)
+    fpr, tpr, thr = roc_points(y, p, max_points=100)
+    assert len(fpr) <= 100 and fpr[0] == 0.0 and fpr[-1] == 1.0
+    assert all(0.0 <= t <= 1.0 for t in thr)
+    assert 0.0 < youden_threshold(y, p) < 1.0
+
+
+def test_evaluate_and_model_card(fitted):
+    pipeline, train, test = fitted
+    values, p = evaluation.evaluate(pipeline, test, threshold=0.5)
+    assert values["n"] == len(test) and 0.85 < values["roc_auc"] <= 1.0
+    sites = evaluation.per_site(test, p, 0.5)
+    assert set(sites) <= {"Cleveland", "Hungary", "Switzerland", "VA Long Beach"}
+    assert sum(s["n"] for s in sites.values()) <= len(test)
+    card = evaluation.model_card(values, "logistic_regression", {"C": 0.3}, 0.9, len(train), sites)
+    assert f"| roc_auc | {values['roc_auc']:.4f} |" in card
+    assert "## Limitations" in card
+
+
+def test_bundle_honours_the_serving_contract(fitted, tmp_path):
+    pipeline, train, _ = fitted
+    joblib.dump(pipeline, tmp_path / "model.joblib")
+    manifest = BundleManifest(workload="heart-disease", model_name="heart-disease", model_version="7",
+                              framework="sklearn", model_file="model.joblib")
+    folder = build_bundle(tmp_path / "bundle", tmp_path / "model.joblib", train, manifest, threshold=0.4)
+    assert check_complete(folder).model_version == "7"
+    schema = json.loads((folder / "schema.json").read_text())
+    assert schema["feature_order"] == FEATURES and schema["threshold"] == 0.4
+    assert schema["features"]["cp"]["labels"]["asymptomatic"] == 4
+    assert schema["features"]["chol"]["min"] == 70 and schema["features"]["age"]["nullable"] is False
+    reference = np.load(folder / "drift" / "reference.npz")["x"]
+    assert reference.shape == (min(500, len(train)), 13)
+    settings = json.loads((folder / "drift" / "settings.json").read_text())
+    assert sorted(int(i) for i in settings["categories_per_feature"]) == [FEATURES.index(c) for c in CATEGORICAL]
+    served = joblib.load(folder / "model.joblib")
+    np.testing.assert_allclose(served.predict_proba(reference[:5]), pipeline.predict_proba(reference[:5]))
