@@ -4,7 +4,8 @@ The model costs almost the same for 1 row as for 64, so under concurrency the th
 from here. One asyncio task drains a queue: it takes the first waiting request, keeps adding
 requests until ``max_batch_size`` rows or ``max_wait_ms`` passed, runs the model once in a single
 worker thread (the event loop keeps accepting meanwhile) and splits the outputs back by rows.
-While a batch runs, new requests queue up and form the next batch.
+While a batch runs, new requests queue up and form the next batch. ``fn`` may also be a coroutine
+function (the transformer batches its calls to the predictor the same way).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class DynamicBatcher:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self._fn = fn
+        self._is_async = asyncio.iscoroutinefunction(fn)  # e.g. a call to a remote predictor
         self._model = model_name
         self.max_batch_size = max_batch_size
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
@@ -42,7 +44,7 @@ class DynamicBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{model_name}")
 
     def run_now(self, rows: np.ndarray) -> Sequence[np.ndarray]:
-        """Call the model synchronously (warm-up, tests)."""
+        """Call a synchronous model directly (warm-up, tests)."""
         return self._fn(rows)
 
     async def submit(self, rows: np.ndarray) -> Sequence[np.ndarray]:
@@ -89,7 +91,10 @@ class DynamicBatcher:
             stacked = batch[0][0] if len(batch) == 1 else np.concatenate([x for x, _ in batch])
             metrics.BATCH_SIZE.labels(self._model).observe(len(stacked))
             try:
-                outputs = await loop.run_in_executor(self._executor, self._fn, stacked)
+                if self._is_async:
+                    outputs = await self._fn(stacked)
+                else:
+                    outputs = await loop.run_in_executor(self._executor, self._fn, stacked)
             except Exception as err:  # one bad batch must not stop the queue
                 log.exception("batched model call failed")
                 for _, future in batch:

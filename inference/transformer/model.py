@@ -15,8 +15,9 @@ from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, In
 
 from inference import bundle_source, metrics
 from inference.base_model import CountedModel
+from inference.batching import DynamicBatcher
 from inference.envelope import BadRequest
-from inference.errors import RejectedInput
+from inference.errors import PredictorUnavailable, RejectedInput
 from inference.transformer.predictor_client import PredictorClient
 from inference.transformer.settings import TransformerSettings
 
@@ -52,10 +53,17 @@ class Transformer(CountedModel):
         if schema.get("workload", self.settings.workload) != self.settings.workload:
             raise ValueError(f"{folder}/schema.json is for {schema.get('workload')}, not {self.settings.workload}")
         self.codec = make_codec(self.settings.workload, schema, self.settings)
+        self.batcher = DynamicBatcher(self._call_predictor, self.name, self.settings.batch_max_size,
+                                      self.settings.batch_max_wait_ms)
         self.ready = True
         log.info("transformer %s ready with schema of %s v%s; predictor %s (%s)", self.name, manifest.model_name,
                  manifest.model_version, self.client.host, self.client.protocol)
         return self.ready
+
+    def stop(self):
+        if getattr(self, "batcher", None) is not None:
+            self.batcher.close()
+        super().stop()
 
     def get_input_types(self) -> list[dict]:
         return self.codec.input_types()
@@ -63,7 +71,10 @@ class Transformer(CountedModel):
     def get_output_types(self) -> list[dict]:
         return self.codec.output_types()
 
-    async def preprocess(self, payload, headers=None) -> InferRequest:
+    def validate(self, payload):
+        return payload  # preprocess has checked the request against the schema; this is the model tensor
+
+    async def preprocess(self, payload, headers=None) -> np.ndarray:
         with metrics.stage(self.name, "preprocess"):
             if not isinstance(payload, InferRequest):
                 raise RejectedInput(self.name, "protocol", "use the V2 protocol: POST /v2/models/<name>/infer")
@@ -76,21 +87,30 @@ class Transformer(CountedModel):
                     name, array = self.codec.tensor(parsed)
             except BadRequest as err:
                 raise RejectedInput(self.name, err.kind, err.message) from None
-            tensor = InferInput(name=name, shape=list(array.shape), datatype="FP32" if array.dtype == np.float32
-                                else "FP64")
-            tensor.set_data_from_numpy(np.ascontiguousarray(array), binary_data=True)
-            return InferRequest(model_name=self.name, infer_inputs=[tensor], request_id=payload.id,
-                                parameters={"binary_data_output": True})
+            self._tensor_name = name
+            return array
 
-    async def predict(self, payload: InferRequest, headers=None, response_headers=None) -> InferResponse:
+    async def _call_predictor(self, rows: np.ndarray) -> list[np.ndarray]:
+        """One predictor call for the merged rows of concurrent requests; outputs in ``_output_names`` order."""
+        tensor = InferInput(name=self._tensor_name, shape=list(rows.shape),
+                            datatype="FP32" if rows.dtype == np.float32 else "FP64")
+        tensor.set_data_from_numpy(np.ascontiguousarray(rows), binary_data=True)
+        request = InferRequest(model_name=self.name, infer_inputs=[tensor], parameters={"binary_data_output": True})
+        response = await self.client.infer(request)
+        outputs = {out.name: out.as_numpy() for out in response.outputs}
+        if self.codec.predictor_output not in outputs:
+            raise PredictorUnavailable(self.name, f"the predictor answered without '{self.codec.predictor_output}'")
+        return [outputs[self.codec.predictor_output]]
+
+    async def predict(self, payload: np.ndarray, headers=None, response_headers=None) -> dict[str, np.ndarray]:
         with metrics.stage(self.name, "predict"):
-            return await self.client.infer(payload)
+            (output,) = await self.batcher.submit(payload)
+            return {self.codec.predictor_output: output}
 
-    async def postprocess(self, result: InferResponse, headers=None, response_headers=None) -> InferResponse:
+    async def postprocess(self, result: dict[str, np.ndarray], headers=None, response_headers=None) -> InferResponse:
         with metrics.stage(self.name, "postprocess"):
             request = _CLIENT_REQUEST.get()
-            outputs = {out.name: out.as_numpy() for out in result.outputs}
-            tensors, classes = self.codec.decode(outputs)
+            tensors, classes = self.codec.decode(result)
             for label, count in zip(*np.unique(classes.astype(str), return_counts=True), strict=True):
                 metrics.PREDICTIONS.labels(self.name, str(label)).inc(int(count))
             binary = request.use_binary_outputs
@@ -107,6 +127,6 @@ class Transformer(CountedModel):
                 if unknown:
                     raise RejectedInput(self.name, "unknown_output", f"unknown output '{unknown[0]}' requested; "
                                                                      f"outputs are {', '.join(sorted(known))}")
-            return InferResponse(response_id=request.id or result.id or "", model_name=self.name,
+            return InferResponse(response_id=request.id or "", model_name=self.name,
                                  infer_outputs=infer_outputs, use_binary_outputs=binary,
                                  requested_outputs=requested)

@@ -22,6 +22,10 @@ class TransformerSettings(BaseSettings):
     predictor_retries: int = Field(2, ge=0, description="Retries of a predictor call that failed to connect "
                                                         "or was unavailable (then 503).")
     retry_backoff_ms: float = Field(50.0, ge=0, description="First retry delay; doubles on each retry.")
+    batch_max_size: int = Field(64, ge=1, description="Most rows one predictor call carries: concurrent client "
+                                                       "requests are merged into one call.")
+    batch_max_wait_ms: float = Field(0.0, ge=0, description="How long to wait for more requests to merge "
+                                                            "(0: merge only what is already queued).")
     max_rows_per_request: int = Field(1024, ge=1, description="Most records/images in one request (else 400).")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="REST bodies over this are rejected (400).")
     max_image_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest encoded image file (else 400).")

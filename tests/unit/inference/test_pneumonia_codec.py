@@ -3,9 +3,9 @@ import json
 
 import numpy as np
 import pytest
+from images import encode, png_bomb_header, random_image, reference_tensor
 from kserve.protocol.infer_type import InferInput
 
-from images import encode, png_bomb_header, random_image, reference_tensor
 from inference.envelope import BadRequest
 from inference.transformer.pneumonia import PneumoniaCodec
 from inference.transformer.settings import TransformerSettings

@@ -1,0 +1,319 @@
+"""Serving benchmark (``make bench-serve``; not a test). One run on this machine, loopback only:
+
+1. our scikit-learn predictor alone vs MLServer 1.7.1 + mlserver-sklearn (own venv), adaptive
+   batching on and off — the same ``model.joblib``, single-row V2 requests;
+2. our full path (transformer → predictor) vs the stock KServe pattern (plain ``kserve.Model``
+   transformer forwarding over V2 REST to a plain ``kserve.Model`` predictor, no batching);
+3. pneumonia full path images/s vs the raw batched forward pass of the same model on the same device.
+
+Load comes from ``wrk`` (the same generator, connections and duration for both sides of a
+comparison). Prints a table and ratios; writes ``$CLINOPS_HOME/bench/serve.json``.
+Settings: ``BENCH_SECONDS`` (default 10), ``BENCH_CONNECTIONS`` (default 8).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from components.common.bundle import champion_uri  # noqa: E402
+from components.common.settings import get_settings  # noqa: E402
+from inference import bundle_source, sample_bundles  # noqa: E402
+from inference.local_stack import LocalStack, free_ports, http_ok  # noqa: E402
+
+SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "8"))
+# uvloop 0.22+ makes MLServer 1.7.1 parallel workers die at start (asyncio.get_event_loop without a loop)
+MLSERVER = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0"]
+ROW = [63.0, 1, 4, 145, 233, 1, 2, 150, 0, 2.3, 3, 0, 6]
+FEATURES = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak", "slope", "ca",
+            "thal"]
+WRK_SCRIPT = """
+wrk.method = "POST"
+local f = io.open("%(body)s", "rb"); wrk.body = f:read("*a"); f:close()
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %%d %%d %%d %%d %%f %%f\\n", summary.requests, summary.duration,
+    e.connect + e.read + e.write + e.timeout, e.status, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+# -- load generator -------------------------------------------------------------------------------------
+def wrk(url: str, body: dict, seconds: int = SECONDS, connections: int = CONNECTIONS) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix="clinops-wrk-"))
+    (workdir / "body.json").write_text(json.dumps(body))
+    (workdir / "post.lua").write_text(WRK_SCRIPT % {"body": workdir / "body.json"})
+    check = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H",
+                            "content-type: application/json", "--data-binary", f"@{workdir / 'body.json'}", url],
+                           capture_output=True, text=True)
+    if check.stdout != "200":
+        raise RuntimeError(f"{url} answered {check.stdout} to the benchmark request")
+    subprocess.run(["wrk", "-t1", f"-c{connections}", "-d2s", "-s", str(workdir / "post.lua"), url],
+                   capture_output=True, text=True)  # warm-up
+    done = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s",
+                           str(workdir / "post.lua"), url], capture_output=True, text=True, timeout=seconds + 60)
+    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT"))
+    requests, duration_us, errors, non2xx, p50, p99 = line.split()[1:]
+    shutil.rmtree(workdir, ignore_errors=True)
+    return {"requests": int(requests), "rps": int(requests) / (int(duration_us) / 1e6), "errors": int(errors),
+            "non_2xx": int(non2xx), "p50_ms": float(p50) / 1000, "p99_ms": float(p99) / 1000}
+
+
+def ensure_wrk() -> None:
+    if shutil.which("wrk"):
+        return
+    print("installing wrk (Debian) …", flush=True)
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+
+
+# -- processes --------------------------------------------------------------------------------------------
+class Proc:
+    def __init__(self, argv: list[str], ready_url: str, log: Path, env: dict | None = None, cwd: Path | None = None):
+        self.log = open(log, "wb")
+        self.popen = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                                      cwd=cwd, start_new_session=True)
+        deadline = time.monotonic() + 180
+        while not http_ok(ready_url):
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{argv[:3]} did not become ready; see {log}")
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self.log.close()
+
+
+def mlserver_python() -> Path:
+    """MLServer's own venv under $CLINOPS_HOME/bench/venvs/mlserver, (re)installed when its pins change."""
+    import sklearn
+
+    venv = get_settings().home / "bench" / "venvs" / "mlserver"
+    python = venv / "bin" / "python"
+    # the same scikit-learn as the main environment, so that both load the same pickle identically
+    wanted = [*MLSERVER, f"scikit-learn=={sklearn.__version__}"]
+    marker = venv / "clinops-requirements.txt"
+    if not marker.exists() or marker.read_text().split() != wanted:
+        print(f"setting up {venv} with {' '.join(wanted)} …", flush=True)
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *wanted], check=True)
+        marker.write_text("\n".join(wanted))
+    return python
+
+
+def start_mlserver(model_dir: Path, adaptive: bool, logs: Path) -> tuple[Proc, str]:
+    http_port, grpc_port, metrics_port = free_ports(3)
+    repo = Path(tempfile.mkdtemp(prefix="clinops-mlserver-"))
+    (repo / "settings.json").write_text(json.dumps({"http_port": http_port, "grpc_port": grpc_port,
+                                                    "metrics_port": metrics_port, "debug": False}))
+    model = repo / "heart-disease"
+    model.mkdir()
+    shutil.copy(model_dir / "model.joblib", model / "model.joblib")
+    settings = {"name": "heart-disease", "implementation": "mlserver_sklearn.SKLearnModel",
+                "parameters": {"uri": "./model.joblib"}}
+    if adaptive:
+        settings.update({"max_batch_size": 64, "max_batch_time": 0.002})
+    (model / "model-settings.json").write_text(json.dumps(settings))
+    mlserver = mlserver_python().parent / "mlserver"
+    url = f"http://127.0.0.1:{http_port}"
+    proc = Proc([str(mlserver), "start", str(repo)], f"{url}/v2/models/heart-disease/ready",
+                logs / f"mlserver-{'adaptive' if adaptive else 'plain'}.log")
+    return proc, url
+
+
+# -- bundles ----------------------------------------------------------------------------------------------
+def heart_bundle(workdir: Path) -> tuple[Path, str]:
+    uri = champion_uri("heart-disease")
+    if uri:
+        return bundle_source.resolve(uri, "heart-disease", workdir / "heart-champion"), f"champion {uri}"
+    from components.heart_disease.schema import serving_schema
+
+    folder = sample_bundles.write_heart_disease(workdir / "heart", serving_schema(), estimator="gbm")
+    return folder, "sample GradientBoosting pipeline (no champion yet)"
+
+
+def pneumonia_bundle(workdir: Path) -> tuple[Path, str]:
+    uri = champion_uri("pneumonia")
+    if uri:
+        return bundle_source.resolve(uri, "pneumonia", workdir / "pneumonia-champion"), f"champion {uri}"
+    import torch
+    from torchvision.models import efficientnet_b0
+
+    class WithEmbedding(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            net = efficientnet_b0(weights=None, num_classes=2)
+            self.features, self.pool, self.classifier = net.features, net.avgpool, net.classifier
+
+        def forward(self, x):
+            embedding = torch.flatten(self.pool(self.features(x)), 1)
+            return self.classifier(embedding), embedding
+
+    folder = sample_bundles.write_pneumonia(workdir / "pneumonia", 224, 224, 3, module=WithEmbedding().eval(),
+                                            embedding_dim=1280, variant="efficientnet_b0")
+    return folder, "EfficientNet-B0 224x224 RGB, untrained weights (no champion yet)"
+
+
+def features_body() -> dict:
+    return {"inputs": [{"name": "features", "shape": [1, 13], "datatype": "FP64", "data": ROW}]}
+
+
+def per_feature_body() -> dict:
+    return {"inputs": [{"name": n, "shape": [1], "datatype": "FP64", "data": [v]} for n, v in zip(FEATURES, ROW,
+                                                                                              strict=True)]}
+
+
+# -- the three comparisons --------------------------------------------------------------------------------
+def bench_predictors(model_dir: Path, logs: Path) -> dict:
+    results = {}
+    with LocalStack({"heart-disease": str(model_dir)}, ports="ephemeral", log_dir=logs) as stack:
+        url = f"{stack.endpoints['heart-disease'].predictor_rest_url}/v2/models/heart-disease/infer"
+        results["clinops sklearn predictor"] = wrk(url, features_body())
+    body = dict(features_body(), outputs=[{"name": "predict_proba"}])
+    for adaptive in (False, True):
+        proc, base = start_mlserver(model_dir, adaptive, logs)
+        try:
+            results[f"MLServer 1.7.1, adaptive batching {'on' if adaptive else 'off'}"] = wrk(
+                f"{base}/v2/models/heart-disease/infer", body)
+        finally:
+            proc.stop()
+    return results
+
+
+def bench_full_path(model_dir: Path, logs: Path) -> dict:
+    results = {}
+    with LocalStack({"heart-disease": str(model_dir)}, ports="ephemeral", log_dir=logs) as stack:
+        results["clinops transformer → predictor"] = wrk(stack.endpoints["heart-disease"].infer_url, per_feature_body())
+    predictor_port, transformer_port = free_ports(2)
+    peer = str(Path(__file__).with_name("stock_kserve_peer.py"))
+    predictor = Proc([sys.executable, peer, "predictor", "--model_name", "heart-disease", "--model_dir", str(model_dir),
+                      "--http_port", str(predictor_port)],
+                     f"http://127.0.0.1:{predictor_port}/v2/models/heart-disease/ready", logs / "stock-predictor.log")
+    try:
+        transformer = Proc([sys.executable, peer, "transformer", "--model_name", "heart-disease", "--predictor_host",
+                            f"127.0.0.1:{predictor_port}", "--predictor_protocol", "v2", "--http_port",
+                            str(transformer_port)],
+                           f"http://127.0.0.1:{transformer_port}/v2/models/heart-disease/ready",
+                           logs / "stock-transformer.log")
+        try:
+            results["stock KServe transformer → predictor"] = wrk(
+                f"http://127.0.0.1:{transformer_port}/v2/models/heart-disease/infer", per_feature_body())
+        finally:
+            transformer.stop()
+    finally:
+        predictor.stop()
+    return results
+
+
+def bench_pneumonia(model_dir: Path, logs: Path) -> dict:
+    import base64
+    import io
+
+    import torch
+    from PIL import Image
+
+    schema = json.loads((model_dir / "schema.json").read_text())
+    image = schema["image"]
+    c, h, w = image["channels"], image["height"], image["width"]
+    rng = np.random.default_rng(0)
+    pixels = (rng.random((h, w, 3)) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).convert("L" if c == 1 else "RGB").save(buffer, "JPEG", quality=90)
+    body = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                        "data": [base64.b64encode(buffer.getvalue()).decode()]}]}
+    results = {}
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with LocalStack({"pneumonia": str(model_dir)}, ports="ephemeral", log_dir=logs,
+                    extra_args={"pneumonia/predictor": ["--max_batch_size", "32"]}) as stack:
+        results["clinops full path (1 image/request)"] = wrk(stack.endpoints["pneumonia"].infer_url, body,
+                                                             connections=max(CONNECTIONS, 16))
+    results["clinops full path (1 image/request)"]["images_per_s"] = results["clinops full path (1 image/request)"]["rps"]
+    module = torch.jit.load(str(model_dir / "model.pt"), map_location=device).eval()
+    x = torch.randn(32, c, h, w, device=device)
+    autocast = device.type == "cuda"
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        for _ in range(2):
+            module(x)
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < SECONDS:
+            module(x)
+            count += len(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+    results[f"raw forward, batch 32 on {device.type}"] = {"images_per_s": count / elapsed}
+    results["device"] = device.type
+    return results
+
+
+def main() -> int:
+    ensure_wrk()
+    workdir = Path(tempfile.mkdtemp(prefix="clinops-bench-"))
+    logs = workdir / "logs"
+    logs.mkdir()
+    heart, heart_source = heart_bundle(workdir)
+    pneumonia, pneumonia_source = pneumonia_bundle(workdir)
+    print(f"heart-disease model: {heart_source}\npneumonia model: {pneumonia_source}\n"
+          f"wrk -t1 -c{CONNECTIONS} -d{SECONDS}s, single-row requests, loopback; logs in {logs}", flush=True)
+    one = bench_predictors(heart, logs)
+    two = bench_full_path(heart, logs)
+    three = bench_pneumonia(pneumonia, logs)
+
+    ours1, ours2 = one["clinops sklearn predictor"], two["clinops transformer → predictor"]
+    best_ml = max((v for k, v in one.items() if k.startswith("MLServer")), key=lambda r: r["rps"])
+    stock = two["stock KServe transformer → predictor"]
+    full = three["clinops full path (1 image/request)"]["images_per_s"]
+    raw = next(v["images_per_s"] for k, v in three.items() if k.startswith("raw forward"))
+    ratios = {
+        "1_predictor_vs_best_mlserver_rps": ours1["rps"] / best_ml["rps"],
+        "1_p99_ours_over_mlserver": ours1["p99_ms"] / best_ml["p99_ms"],
+        "2_full_path_vs_stock_kserve_rps": ours2["rps"] / stock["rps"],
+        "2_p99_ours_over_stock": ours2["p99_ms"] / stock["p99_ms"],
+        "3_full_path_over_raw_forward": full / raw,
+    }
+    print("\n{:<48} {:>10} {:>9} {:>9} {:>8}".format("configuration", "req/s", "p50 ms", "p99 ms", "errors"))
+    for section in (one, two):
+        for name, r in section.items():
+            print(f"{name:<48} {r['rps']:>10.0f} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} {r['errors'] + r['non_2xx']:>8}")
+    for name, r in three.items():
+        if isinstance(r, dict):
+            print(f"{name:<48} {r['images_per_s']:>10.1f} images/s")
+    print("\nratios (targets: 1, 2 ≥ 2.0 with p99 ratio ≤ 1.0; 3 ≥ 0.80)")
+    for name, value in ratios.items():
+        print(f"  {name:<40} {value:.2f}")
+    report = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+              "load": {"generator": "wrk", "connections": CONNECTIONS, "seconds": SECONDS},
+              "models": {"heart-disease": heart_source, "pneumonia": pneumonia_source},
+              "predictor_vs_mlserver": one, "full_path_vs_stock_kserve": two, "pneumonia_vs_raw_forward": three,
+              "ratios": ratios, "finished_at": time.time()}
+    out = get_settings().home / "bench" / "serve.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nwritten to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

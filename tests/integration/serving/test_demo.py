@@ -1,0 +1,15 @@
+import pytest
+
+from inference.demo import run_demo
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+def test_demo_serves_examples_for_every_bundle_and_stops(bundles):
+    summary = run_demo({k: str(v) for k, v in bundles.items()})
+    assert summary["status"] == "succeeded"
+    heart = summary["workloads"]["heart-disease"]
+    assert len(heart["examples"]) == 3 and heart["rejected_example"]["status"] == 400
+    assert all(0 <= e["probability"] <= 1 and e["risk_level"] in {"Low", "Medium", "High"} for e in heart["examples"])
+    pneumonia = summary["workloads"]["pneumonia"]
+    assert [e["label"] in {"NORMAL", "PNEUMONIA"} for e in pneumonia["examples"]] == [True] * 3
