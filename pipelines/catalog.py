@@ -11,6 +11,7 @@ from types import ModuleType
 
 WORKLOADS: dict[str, str] = {
     "heart-disease": "pipelines.heart_disease",
+    "pneumonia": "pipelines.pneumonia",
 }
 
 

@@ -44,8 +44,9 @@ def local_ray(num_cpus: int | None = None, num_gpus: int | None = None):
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
     else:
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=True,
-                 configure_logging=False)
+        # address="local": always a fresh private instance, never someone else's running cluster
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+                 log_to_driver=True, configure_logging=False)
         started = True
     try:
         yield

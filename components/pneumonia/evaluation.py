@@ -1,0 +1,125 @@
+"""Evaluate a trained model exactly as serving will run it: normalise with the contract, forward,
+softmax. The decision threshold is chosen on validation (Youden's J) and reported; test metrics use
+it. Grad-CAM overlays on a few test images explain where the model looks.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from components.common import metrics as metrics_lib
+from components.pneumonia import model as model_lib
+from components.pneumonia import preprocess, split, train_loop
+from components.pneumonia.labels import CLASSES
+
+
+def load_trained(model_dir: Path, in_channels: int) -> torch.nn.Module:
+    """The best weights of a training run (``best_model.pt`` + ``train_config.json``), in eval mode."""
+    model_dir = Path(model_dir)
+    config = json.loads((model_dir / train_loop.CONFIG).read_text())
+    net = model_lib.build_model(config["variant"], in_channels, 2, config["dropout"])
+    net.load_state_dict(torch.load(model_dir / train_loop.BEST, map_location="cpu", weights_only=True))
+    return net.eval()
+
+
+@torch.no_grad()
+def predict(net, images: np.ndarray, contract: preprocess.ImageContract, batch_size: int = 64):
+    """uint8 (N, H, W, C) → (softmax (N, 2), embeddings (N, D)), through ``logits_and_embedding``."""
+    net.eval()
+    softmax, embeddings = [], []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(preprocess.normalise(images[start:start + batch_size], contract))
+        logits, embedding = model_lib.logits_and_embedding(net, x)
+        softmax.append(torch.softmax(logits.float(), 1).numpy())
+        embeddings.append(embedding.float().numpy())
+    dim = model_lib.embedding_dim(net)
+    if not softmax:
+        return np.zeros((0, 2), np.float32), np.zeros((0, dim), np.float32)
+    return np.concatenate(softmax), np.concatenate(embeddings)
+
+
+def evaluate(net, splits_dir: Path) -> dict:
+    """Threshold on val, metrics on test; returns a JSON-able dict with the per-image test scores."""
+    contract = split.load_contract(splits_dir)
+    val, test = split.load(splits_dir, "val"), split.load(splits_dir, "test")
+    p_val = predict(net, val.x, contract)[0][:, 1]
+    threshold = metrics_lib.youden_threshold(val.y, p_val)
+    p_test = predict(net, test.x, contract)[0][:, 1]
+    test_metrics = metrics_lib.binary_metrics(test.y, p_test, threshold)
+    val_auc = metrics_lib.binary_metrics(val.y, p_val, threshold)["roc_auc"]
+    return {"threshold": threshold, "metrics": test_metrics | {"val_roc_auc": val_auc},
+            "y_test": test.y.tolist(), "p_test": p_test.tolist()}
+
+
+def grad_cam(net, x: torch.Tensor, target: int = 1) -> np.ndarray:
+    """Grad-CAM of class ``target`` on the last feature block: (N, H, W) in [0, 1]."""
+    net = model_lib.unwrap(net).eval()
+    x = x.clone().requires_grad_(False)
+    with torch.enable_grad():
+        features = net.features(x)
+        features.retain_grad()
+        logits = net.classifier(torch.flatten(net.avgpool(features), 1))
+        logits[:, target].sum().backward()
+    weights = features.grad.mean(dim=(2, 3), keepdim=True)
+    cam = torch.relu((weights * features).sum(1, keepdim=True))
+    cam = torch.nn.functional.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    cam = cam.detach().numpy()
+    peak = cam.reshape(len(cam), -1).max(1).reshape(-1, 1, 1)
+    return np.where(peak > 0, cam / np.maximum(peak, 1e-12), 0.0)
+
+
+def _pick(y: np.ndarray, p: np.ndarray, threshold: float, n: int) -> list[int]:
+    """A few telling examples: confident hits on each class, then the worst mistakes."""
+    order = []
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    order += list(pos[np.argsort(-p[pos])][:2]) + list(neg[np.argsort(p[neg])][:1])
+    wrong = np.flatnonzero((p >= threshold) != (y == 1))
+    order += list(wrong[np.argsort(-np.abs(p[wrong] - threshold))][:2])
+    order += list(pos[np.argsort(p[pos])][:1])
+    seen, picked = set(), []
+    for i in order:
+        if int(i) not in seen:
+            seen.add(int(i))
+            picked.append(int(i))
+    return picked[:n]
+
+
+def gradcam_html(net, splits_dir: Path, threshold: float, n: int = 6) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    contract = split.load_contract(splits_dir)
+    test = split.load(splits_dir, "test")
+    p = predict(net, test.x, contract)[0][:, 1]
+    chosen = _pick(test.y, p, threshold, n)
+    cams = grad_cam(net, torch.from_numpy(preprocess.normalise(test.x[chosen], contract)))
+    figures = []
+    for i, cam in zip(chosen, cams):
+        fig, axes = plt.subplots(1, 2, figsize=(5, 2.7))
+        image = test.x[i][..., 0] if contract.channels == 1 else test.x[i]
+        axes[0].imshow(image, cmap="gray")
+        axes[1].imshow(image, cmap="gray")
+        axes[1].imshow(cam, cmap="jet", alpha=0.45)
+        for ax in axes:
+            ax.axis("off")
+        verdict = CLASSES[int(p[i] >= threshold)]
+        fig.suptitle(f"test #{i}: actual {CLASSES[test.y[i]]}, predicted {verdict} (P={p[i]:.2f})", fontsize=8)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        figures.append(f'<figure><img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+                       f"<figcaption>{html.escape(CLASSES[test.y[i]])} · P(pneumonia) {p[i]:.3f}</figcaption></figure>")
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>Grad-CAM</title><style>body{font-family:"
+            "sans-serif;margin:1.5em}figure{display:inline-block;margin:.5em}</style></head><body>"
+            f"<h1>Grad-CAM ({CLASSES[1]} class), threshold {threshold:.3f}</h1>"
+            "<p>Warm colours: regions that raise P(pneumonia) most, from the last convolutional block.</p>"
+            + "".join(figures) + "</body></html>")

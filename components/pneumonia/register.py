@@ -1,0 +1,74 @@
+"""Register the trained model in MLflow (pytorch flavour, with a signature) and run the shared gate,
+which re-scores the current champion on this run's test split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from components.common import gate, registry
+from components.common import metrics as metrics_lib
+from components.pneumonia import preprocess, split
+from components.pneumonia.labels import MODEL_NAME, WORKLOAD
+
+EXPERIMENT = WORKLOAD
+
+
+def _requirements() -> list[str]:
+    # Given explicitly: MLflow's inference of them re-loads the model in a subprocess (slow, and the
+    # answer is known).
+    import torchvision
+
+    return [f"torch=={torch.__version__.split('+')[0]}", f"torchvision=={torchvision.__version__.split('+')[0]}"]
+
+
+@torch.no_grad()
+def score_logits_model(net, images: np.ndarray, labels: np.ndarray, contract: preprocess.ImageContract) -> float:
+    """ROC-AUC of a model whose ``forward`` returns logits (what the MLflow flavour holds)."""
+    net.eval()
+    probs = []
+    for start in range(0, len(images), 64):
+        x = torch.from_numpy(preprocess.normalise(images[start:start + 64], contract))
+        out = net(x)
+        logits = out[0] if isinstance(out, tuple) else out
+        probs.append(torch.softmax(logits.float(), 1)[:, 1].numpy())
+    return metrics_lib.binary_metrics(labels, np.concatenate(probs))["roc_auc"]
+
+
+def register_and_gate(net: torch.nn.Module, splits_dir: Path, test_metrics: dict[str, float], params: dict,
+                      floors: str | dict, history: list[dict], artifacts: list[Path] = (),
+                      tags: dict[str, str] | None = None, run_name: str = "pneumonia") -> dict:
+    import mlflow
+    import mlflow.pytorch
+    from mlflow.models import infer_signature
+
+    contract = split.load_contract(splits_dir)
+    test = split.load(splits_dir, "test")
+    example = preprocess.normalise(test.x[:2], contract)
+    net = net.eval()
+    with torch.no_grad():
+        signature = infer_signature(example, net(torch.from_numpy(example)).numpy())
+
+    def log_model(model_name: str):
+        # the per-epoch curves of the chosen trial, on the registered model's own run
+        for row in history:
+            mlflow.log_metrics({f"epoch_{k}": float(v) for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+        # pickle, not pt2: a torch.export graph fixes the batch size, and the gate re-scores champions
+        # on whole test splits; serving reads the bundle's TorchScript, not this flavour
+        return mlflow.pytorch.log_model(net, name="model", registered_model_name=model_name, signature=signature,
+                                        pip_requirements=_requirements(), serialization_format="pickle")
+
+    registered = registry.log_and_register(EXPERIMENT, MODEL_NAME, run_name, params, test_metrics, log_model,
+                                           artifacts=list(artifacts), tags=tags)
+
+    def score_champion(model_uri: str) -> float | None:
+        champion = mlflow.pytorch.load_model(model_uri, map_location="cpu")
+        return score_logits_model(champion, test.x, test.y, contract)
+
+    decision = gate.run_gate(MODEL_NAME, registered.version, test_metrics, gate.parse_floors(floors),
+                             score_champion, primary="roc_auc")
+    return {"model_name": MODEL_NAME, "model_version": registered.version, "run_id": registered.run_id,
+            "model_uri": registered.model_uri, "promoted": decision.promote, "gate_reasons": decision.summary(),
+            "champion_version": decision.champion_version, "champion_score": decision.champion_score}
