@@ -5,10 +5,14 @@ evaluate → register + gate → export. Its output is the export step's JSON ru
 from kfp import dsl
 
 from components.common.image import CLINOPS_IMAGE
+from components.common.platform import with_platform_env
 from components.pneumonia import component as c
 
 
-@dsl.pipeline(name="pneumonia", description="EfficientNet on chest X-rays, trained with Ray Train; "
+PIPELINE_NAME = "pneumonia-training"
+
+
+@dsl.pipeline(name=PIPELINE_NAME, description="EfficientNet on chest X-rays, trained with Ray Train; "
               "registered in MLflow, gated, exported as a TorchScript serving bundle.")
 def pneumonia_pipeline(
     source: str = "phantom",
@@ -56,11 +60,17 @@ def pneumonia_pipeline(
     trained.set_cpu_limit("4").set_memory_limit("16G")
     evaluated = c.evaluate(model=trained.outputs["model"], splits=splits.outputs["splits"])
     registered = c.register(model=trained.outputs["model"], splits=splits.outputs["splits"],
-                            evaluation=evaluated.outputs["evaluation"], floors=floors)
+                            evaluation=evaluated.outputs["evaluation"])
+    gated = c.gate(version=registered.outputs["version"], splits=splits.outputs["splits"],
+                   evaluation=evaluated.outputs["evaluation"], floors=floors)
     exported = c.export(model=trained.outputs["model"], splits=splits.outputs["splits"],
-                        evaluation=evaluated.outputs["evaluation"], registration=registered.output)
-    for task in (raw, checked, splits, trained, evaluated, registered, exported):
-        task.set_caching_options(False)  # registration and export must happen on every run
+                        evaluation=evaluated.outputs["evaluation"], version=registered.outputs["version"],
+                        run_id=registered.outputs["run_id"], promoted=gated.outputs["promoted"],
+                        reasons=gated.outputs["reasons"])
+    for task in (raw, checked, splits, trained, evaluated, registered, gated, exported):
+        task.set_caching_options(False)  # registration, promotion and export must happen on every run
+    # in cluster: MLflow / artifact store settings and S3 credentials from the namespace
+    with_platform_env(raw, trained, evaluated, registered, gated, exported)
     return exported.output
 
 

@@ -5,6 +5,8 @@ so the compiled YAML carries no installs and ``kfp.local`` runs them in this int
 """
 
 
+from typing import NamedTuple
+
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
@@ -144,9 +146,11 @@ def evaluate(model: Input[Model], splits: Input[Dataset], metrics: Output[Metric
 
 
 @dsl.component(base_image=CLINOPS_IMAGE, install_kfp_package=False)
-def register(model: Input[Model], splits: Input[Dataset], evaluation: Input[Artifact], floors: str) -> str:
-    """MLflow pytorch flavour + signature, then the shared gate (champion re-scored on this test split)."""
+def register(model: Input[Model], splits: Input[Dataset], evaluation: Input[Artifact]
+             ) -> NamedTuple("Registered", version=str, run_id=str):
+    """MLflow: pytorch flavour with a signature, params, test metrics, per-epoch curves, plots, Grad-CAM."""
     import json
+    from collections import namedtuple
     from pathlib import Path
 
     from components.pneumonia import evaluation as evaluation_lib
@@ -165,13 +169,30 @@ def register(model: Input[Model], splits: Input[Dataset], evaluation: Input[Arti
     tags = {"workload": "pneumonia"}
     if model.metadata.get("tuning_run_id"):
         tags["tuning_run_id"] = str(model.metadata["tuning_run_id"])
-    outcome = register_lib.register_and_gate(net, Path(splits.path), result["metrics"], params, floors, history,
-                                             artifacts, tags, run_name=f"pneumonia-{Path(model.path).parent.name}")
-    return json.dumps(outcome | {"threshold": result["threshold"]})
+    registered = register_lib.register_model(net, Path(splits.path), result["metrics"], params, history, artifacts,
+                                             tags, run_name=f"pneumonia-{Path(model.path).parent.name}")
+    print(f"register: {registered.model_uri} (run {registered.run_id})")
+    return namedtuple("Registered", ["version", "run_id"])(registered.version, registered.run_id)
 
 
 @dsl.component(base_image=CLINOPS_IMAGE, install_kfp_package=False)
-def export(model: Input[Model], splits: Input[Dataset], evaluation: Input[Artifact], registration: str) -> str:
+def gate(version: str, splits: Input[Dataset], evaluation: Input[Artifact], floors: str
+         ) -> NamedTuple("Gate", promoted=bool, reasons=str):
+    """Alias ``champion`` moves only above the floors and when not worse than the champion on this test split."""
+    import json
+    from collections import namedtuple
+    from pathlib import Path
+
+    from components.pneumonia import register as register_lib
+
+    result = json.loads((Path(evaluation.path) / "evaluation.json").read_text())
+    decision = register_lib.gate_model(version, Path(splits.path), result["metrics"], floors)
+    return namedtuple("Gate", ["promoted", "reasons"])(decision.promote, "; ".join(decision.reasons))
+
+
+@dsl.component(base_image=CLINOPS_IMAGE, install_kfp_package=False)
+def export(model: Input[Model], splits: Input[Dataset], evaluation: Input[Artifact], version: str, run_id: str,
+           promoted: bool, reasons: str) -> str:
     """Write the serving bundle and publish it; returns the run record (metrics, version, bundle URI)."""
     import json
     import tempfile
@@ -183,23 +204,20 @@ def export(model: Input[Model], splits: Input[Dataset], evaluation: Input[Artifa
     from components.pneumonia import evaluation as evaluation_lib
     from components.pneumonia import export as export_lib
     from components.pneumonia import split as split_lib
-    from components.pneumonia.labels import WORKLOAD
+    from components.pneumonia.labels import MODEL_NAME, WORKLOAD
 
     contract = split_lib.load_contract(Path(splits.path))
     net = evaluation_lib.load_trained(Path(model.path), contract.channels)
     config = json.loads((Path(model.path) / "train_config.json").read_text())
     result = json.loads((Path(evaluation.path) / "evaluation.json").read_text())
-    registered = json.loads(registration)
     # drift reference: images held out from training (val + test), up to 500, like live traffic
     held_out = [split_lib.load(Path(splits.path), name).x for name in ("val", "test")]
     softmax, embedding = evaluation_lib.predict(net, np.concatenate(held_out)[:500], contract)
     with tempfile.TemporaryDirectory() as tmp:
         export_lib.write_bundle(Path(tmp), net, contract, config["variant"], result["threshold"], softmax,
-                                embedding, registered["model_version"], result["metrics"], registered["run_id"],
-                                registered["promoted"])
-        uri = bundle.publish(Path(tmp), WORKLOAD, registered["model_version"], registered["promoted"])
-    record = {"metrics": result["metrics"], "threshold": result["threshold"],
-              "model_name": registered["model_name"], "model_version": registered["model_version"],
-              "promoted": registered["promoted"], "gate_reasons": registered["gate_reasons"], "bundle_uri": uri}
-    print(f"export: bundle v{registered['model_version']} at {uri}")
+                                embedding, version, result["metrics"], run_id, promoted)
+        uri = bundle.publish(Path(tmp), WORKLOAD, version, promoted)
+    record = {"metrics": result["metrics"], "threshold": result["threshold"], "model_name": MODEL_NAME,
+              "model_version": version, "promoted": promoted, "gate_reasons": reasons, "bundle_uri": uri}
+    print(f"export: bundle v{version} at {uri}")
     return json.dumps(record)

@@ -37,22 +37,22 @@ def score_logits_model(net, images: np.ndarray, labels: np.ndarray, contract: pr
     return metrics_lib.binary_metrics(labels, np.concatenate(probs))["roc_auc"]
 
 
-def register_and_gate(net: torch.nn.Module, splits_dir: Path, test_metrics: dict[str, float], params: dict,
-                      floors: str | dict, history: list[dict], artifacts: list[Path] = (),
-                      tags: dict[str, str] | None = None, run_name: str = "pneumonia") -> dict:
+def register_model(net: torch.nn.Module, splits_dir: Path, test_metrics: dict[str, float], params: dict,
+                   history: list[dict], artifacts: list[Path] = (), tags: dict[str, str] | None = None,
+                   run_name: str = "pneumonia") -> registry.RegisteredVersion:
+    """One MLflow run (params, test metrics, the chosen trial's per-epoch curves, plots) and a new
+    registered version of the model in the pytorch flavour with its signature."""
     import mlflow
     import mlflow.pytorch
     from mlflow.models import infer_signature
 
     contract = split.load_contract(splits_dir)
-    test = split.load(splits_dir, "test")
-    example = preprocess.normalise(test.x[:2], contract)
+    example = preprocess.normalise(split.load(splits_dir, "test").x[:2], contract)
     net = net.eval()
     with torch.no_grad():
         signature = infer_signature(example, net(torch.from_numpy(example)).numpy())
 
     def log_model(model_name: str):
-        # the per-epoch curves of the chosen trial, on the registered model's own run
         for row in history:
             mlflow.log_metrics({f"epoch_{k}": float(v) for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
         # pickle, not pt2: a torch.export graph fixes the batch size, and the gate re-scores champions
@@ -60,15 +60,21 @@ def register_and_gate(net: torch.nn.Module, splits_dir: Path, test_metrics: dict
         return mlflow.pytorch.log_model(net, name="model", registered_model_name=model_name, signature=signature,
                                         pip_requirements=_requirements(), serialization_format="pickle")
 
-    registered = registry.log_and_register(EXPERIMENT, MODEL_NAME, run_name, params, test_metrics, log_model,
-                                           artifacts=list(artifacts), tags=tags)
+    return registry.log_and_register(EXPERIMENT, MODEL_NAME, run_name, params, test_metrics, log_model,
+                                     artifacts=list(artifacts), tags=tags)
+
+
+def gate_model(version: str, splits_dir: Path, test_metrics: dict[str, float], floors: str | dict) -> gate.GateDecision:
+    """The shared gate; the current champion is re-scored on this run's test split."""
+    import mlflow.pytorch
+
+    registry.configure(EXPERIMENT)
+    contract = split.load_contract(splits_dir)
+    test = split.load(splits_dir, "test")
 
     def score_champion(model_uri: str) -> float | None:
         champion = mlflow.pytorch.load_model(model_uri, map_location="cpu")
         return score_logits_model(champion, test.x, test.y, contract)
 
-    decision = gate.run_gate(MODEL_NAME, registered.version, test_metrics, gate.parse_floors(floors),
-                             score_champion, primary="roc_auc")
-    return {"model_name": MODEL_NAME, "model_version": registered.version, "run_id": registered.run_id,
-            "model_uri": registered.model_uri, "promoted": decision.promote, "gate_reasons": decision.summary(),
-            "champion_version": decision.champion_version, "champion_score": decision.champion_score}
+    return gate.run_gate(MODEL_NAME, version, test_metrics, gate.parse_floors(floors), score_champion,
+                         primary="roc_auc")
