@@ -169,6 +169,16 @@ def make_scheduler(optimizer, config: dict, steps_per_epoch: int):
     raise ValueError(f"unknown schedule {config['schedule']!r} (onecycle or cosine)")
 
 
+def fast_forward(scheduler, steps: int):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": intended here
+        for _ in range(steps):
+            scheduler.step()
+    return scheduler
+
+
 def class_weight_tensor(y: np.ndarray, enabled: bool) -> torch.Tensor | None:
     """Inverse-frequency weights, normalised so a balanced set gets (1, 1)."""
     if not enabled:
@@ -308,8 +318,10 @@ def train_loop_per_worker(config: dict) -> None:
         saved = torch.load(Path(resume_dir) / LATEST, map_location=device, weights_only=False)
         model_lib.unwrap(net).load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
         start_epoch = saved["epoch"] + 1
+        # A fresh schedule fast-forwarded, not the saved one: a resumed run may have more epochs,
+        # and the learning-rate curve must then follow the new horizon.
+        scheduler = fast_forward(make_scheduler(optimizer, config, steps), start_epoch * steps)
         state = {k: saved[k] for k in state}
         best_state = torch.load(Path(resume_dir) / BEST, map_location="cpu", weights_only=True)
         history = json.loads((Path(resume_dir) / HISTORY).read_text())
