@@ -1,0 +1,91 @@
+"""The whole pneumonia pipeline through kfp.local (the suite's small profile), asserting on what it
+leaves behind: the run record, MLflow versions and aliases, and a serving bundle whose TorchScript
+answers like the registered model on images preprocessed by the bundle's own schema."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from components.common import bundle
+from components.common.registry import CHALLENGER, CHAMPION
+from components.common.settings import get_settings
+from components.pneumonia import phantom, preprocess
+from pipelines import local
+
+pytestmark = [pytest.mark.pipeline, pytest.mark.slow]
+
+
+def _serving_input(schema: dict, n: int = 6) -> np.ndarray:
+    """JPEG bytes → the bundle's resize policy → normalised float32, as a transformer would do it."""
+    rng = np.random.default_rng(11)
+    contract = preprocess.ImageContract.from_dict(schema["image"])
+    images = []
+    for i in range(n):
+        pixels = (phantom.render(rng, 150, 120 + 10 * i, bool(i % 2)) * 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(pixels).convert("RGB").save(buf, format="JPEG")
+        decoded = Image.open(io.BytesIO(buf.getvalue()))
+        images.append(preprocess.to_uint8(decoded, contract.height, contract.width, contract.channels))
+    return preprocess.normalise(np.stack(images), contract)
+
+
+def test_pipeline_trains_registers_gates_and_exports(clinops_home):
+    first = local.run("pneumonia", "test")
+    assert first["status"] == "succeeded"
+    metrics = first["metrics"]
+    assert 0.6 <= metrics["roc_auc"] <= 1.0
+    for name in ("accuracy", "sensitivity", "specificity"):
+        assert 0.0 <= metrics[name] <= 1.0
+    assert 0.0 <= first["threshold"] <= 1.0 and metrics["threshold"] == first["threshold"]
+    assert first["model_name"] == "pneumonia" and first["model_version"] == "1" and first["promoted"] is True
+    recorded = json.loads((clinops_home / "pipelines" / "pneumonia" / "last-run.json").read_text())
+    assert recorded["bundle_uri"] == first["bundle_uri"] and recorded["status"] == "succeeded"
+
+    mlflow.set_tracking_uri(get_settings().tracking_uri)
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias("pneumonia", CHAMPION).version) == "1"
+    run = client.get_run(client.get_model_version("pneumonia", "1").run_id)
+    assert run.data.metrics["roc_auc"] == pytest.approx(metrics["roc_auc"])
+    assert len(client.get_metric_history(run.info.run_id, "epoch_val_auc")) == 5  # per-epoch curve
+    tuning_runs = mlflow.search_runs(experiment_names=["pneumonia"], filter_string="tags.step = 'tuning'")
+    assert len(tuning_runs) == 1
+
+    folder = first["bundle_uri"]
+    manifest = bundle.check_complete(folder)
+    assert (manifest.framework, manifest.model_file, manifest.extra_files) == ("pytorch", "model.pt",
+                                                                               ["model_config.json"])
+    assert manifest.promoted is True and manifest.model_version == "1"
+    schema = json.loads((clinops_home / "bundles" / "pneumonia" / "1" / "schema.json").read_text())
+    config = json.loads((clinops_home / "bundles" / "pneumonia" / "1" / "model_config.json").read_text())
+    assert schema["image"]["height"] == 64 and schema["image"]["channels"] == 1
+    assert schema["threshold"] == pytest.approx(first["threshold"])
+    assert config == {"variant": "efficientnet_b0", "num_classes": 2, "classes": ["NORMAL", "PNEUMONIA"],
+                      "embedding_dim": 1280, "outputs": ["logits", "embedding"]}
+    reference = np.load(f"{folder}/drift/reference.npz")
+    assert reference["x"].shape[1] == 1280 and reference["softmax"].shape == (len(reference["x"]), 2)
+    np.testing.assert_allclose(reference["softmax"].sum(1), 1.0, atol=1e-5)
+    assert json.loads(open(f"{folder}/drift/settings.json").read())["detector"] in {"KSDrift", "MMDDrift"}
+
+    x = torch.from_numpy(_serving_input(schema))
+    scripted = torch.jit.load(f"{folder}/model.pt")
+    logits, embedding = scripted(x)
+    assert logits.shape == (6, 2) and embedding.shape == (6, 1280)
+    registered = mlflow.pytorch.load_model("models:/pneumonia@champion", map_location="cpu").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(logits, registered(x), rtol=1e-4, atol=1e-4)
+
+    # A second run held to an unreachable floor stays challenger; the champion and its bundle stay.
+    second = local.run("pneumonia", "test", epochs=1, floors="roc_auc=0.9999")
+    assert second["model_version"] == "2" and second["promoted"] is False
+    assert "below the floor" in second["gate_reasons"] and "champion v1" in second["gate_reasons"]
+    assert str(client.get_model_version_by_alias("pneumonia", CHAMPION).version) == "1"
+    assert str(client.get_model_version_by_alias("pneumonia", CHALLENGER).version) == "2"
+    assert bundle.champion_uri("pneumonia") == first["bundle_uri"]
+    assert bundle.BundleManifest.read(second["bundle_uri"]).promoted is False
