@@ -19,11 +19,15 @@ def status_of(err: Exception) -> str:
 
 
 class CountedModel(Model):
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.metrics = metrics.ModelMetrics(name)
+
     async def __call__(self, body, headers=None, verb=None):
         try:
             result = await super().__call__(body, headers)
         except Exception as err:
-            metrics.REQUESTS.labels(self.name, status_of(err)).inc()
+            self.metrics.request(status_of(err))
             raise
-        metrics.REQUESTS.labels(self.name, "200").inc()
+        self.metrics.request("200")
         return result

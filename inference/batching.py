@@ -1,11 +1,18 @@
 """Dynamic batching: concurrent requests are stacked into one model call.
 
 The model costs almost the same for 1 row as for 64, so under concurrency the throughput comes
-from here. One asyncio task drains a queue: it takes the first waiting request, keeps adding
-requests until ``max_batch_size`` rows or ``max_wait_ms`` passed, runs the model once in a single
-worker thread (the event loop keeps accepting meanwhile) and splits the outputs back by rows.
-While a batch runs, new requests queue up and form the next batch. ``fn`` may also be a coroutine
-function (the transformer batches its calls to the predictor the same way).
+from here. One asyncio task drains a queue. The window is adaptive: when the model is idle, the
+first request is dispatched at once, with whatever else is already queued (no fixed wait that
+would only add latency at low load); while a batch is being computed, new requests queue up and
+together form the next batch. So batches grow with the load by themselves. ``max_wait_ms`` > 0
+adds an optional fixed wait for more requests once a batch has its first one.
+
+The model runs either in one worker thread (the event loop keeps accepting requests meanwhile:
+right for models that release the GIL or take long, e.g. torch) or ``inline`` on the event loop
+(right for models that answer a batch in about a millisecond of GIL-holding Python, e.g. a
+scikit-learn pipeline: no thread hop, no wake-up of the loop from another thread; requests that
+arrive during the call wait in the socket buffers and form the next batch just the same).
+``fn`` may also be a coroutine function (the transformer batches its calls to the predictor).
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ class DynamicBatcher:
     Every output of ``fn`` must have the batch as its first axis.
     """
 
-    def __init__(self, fn: BatchFn, model_name: str, max_batch_size: int = 64, max_wait_ms: float = 2.0):
+    def __init__(self, fn: BatchFn, model_name: str, max_batch_size: int = 64, max_wait_ms: float = 0.0,
+                 inline: bool = False):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self._fn = fn
@@ -38,10 +46,14 @@ class DynamicBatcher:
         self._model = model_name
         self.max_batch_size = max_batch_size
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
+        self.inline = inline
+        self._batch_size = metrics.BATCH_SIZE.labels(model_name)
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
         self._carry = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{model_name}")
+        self._executor = None if inline or self._is_async else ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"batch-{model_name}")
+        self.batches: int = 0  # model calls so far (metrics have the distribution)
 
     def run_now(self, rows: np.ndarray) -> Sequence[np.ndarray]:
         """Call a synchronous model directly (warm-up, tests)."""
@@ -53,19 +65,33 @@ class DynamicBatcher:
             self._queue = asyncio.Queue()
             self._task = loop.create_task(self._drain())
         future = loop.create_future()
-        await self._queue.put((rows, future))
+        self._queue.put_nowait((rows, future))
         return await future
 
+    def _take_queued(self, batch: list, rows: int) -> int:
+        """Move already-queued requests into ``batch`` up to the row limit; returns the new row count."""
+        queue = self._queue
+        while rows < self.max_batch_size and not queue.empty():
+            item = queue.get_nowait()
+            if rows + len(item[0]) > self.max_batch_size:
+                self._carry = item  # would overflow: it opens the next batch
+                break
+            batch.append(item)
+            rows += len(item[0])
+        return rows
+
     async def _collect(self) -> list[tuple[np.ndarray, asyncio.Future]]:
-        """The next batch: a request carried over (or the first to arrive) plus what follows."""
-        loop = asyncio.get_running_loop()
-        first, self._carry = (self._carry, None) if self._carry is not None else (await self._queue.get(), None)
-        batch, rows = [first], len(first[0])
-        deadline = loop.time() + self.max_wait
-        while rows < self.max_batch_size:
-            if not self._queue.empty():
-                item = self._queue.get_nowait()
-            else:
+        """The next batch: a request carried over (or the first to arrive) plus what is queued behind it."""
+        if self._carry is not None:
+            first, self._carry = self._carry, None
+        else:
+            first = await self._queue.get()
+        batch = [first]
+        rows = self._take_queued(batch, len(first[0]))
+        if self.max_wait > 0 and self._carry is None and rows < self.max_batch_size:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.max_wait
+            while self._carry is None and rows < self.max_batch_size:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
@@ -73,11 +99,11 @@ class DynamicBatcher:
                     item = await asyncio.wait_for(self._queue.get(), remaining)
                 except TimeoutError:
                     break
-            if rows + len(item[0]) > self.max_batch_size:
-                self._carry = item  # would overflow: it opens the next batch
-                break
-            batch.append(item)
-            rows += len(item[0])
+                if rows + len(item[0]) > self.max_batch_size:
+                    self._carry = item
+                    break
+                batch.append(item)
+                rows = self._take_queued(batch, rows + len(item[0]))
         return batch
 
     async def _drain(self) -> None:
@@ -89,10 +115,13 @@ class DynamicBatcher:
             if not batch:
                 continue
             stacked = batch[0][0] if len(batch) == 1 else np.concatenate([x for x, _ in batch])
-            metrics.BATCH_SIZE.labels(self._model).observe(len(stacked))
+            self._batch_size.observe(len(stacked))
+            self.batches += 1
             try:
                 if self._is_async:
                     outputs = await self._fn(stacked)
+                elif self.inline:
+                    outputs = self._fn(stacked)
                 else:
                     outputs = await loop.run_in_executor(self._executor, self._fn, stacked)
             except Exception as err:  # one bad batch must not stop the queue
@@ -100,6 +129,10 @@ class DynamicBatcher:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(err)
+                continue
+            if len(batch) == 1:
+                if not batch[0][1].done():
+                    batch[0][1].set_result(outputs)
                 continue
             start = 0
             for x, future in batch:
@@ -111,4 +144,5 @@ class DynamicBatcher:
     def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)

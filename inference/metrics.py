@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 
+import numpy as np
 from prometheus_client import Counter, Histogram
 
 REQUESTS = Counter("clinops_requests", "Inference requests by model and outcome status code.",
@@ -33,3 +34,37 @@ def stage(model: str, name: str):
         yield
     finally:
         STAGE_LATENCY.labels(model, name).observe(time.perf_counter() - start)
+
+
+class ModelMetrics:
+    """One model's metric children, bound once: a ``labels()`` lookup per use costs more than the
+    observation itself on the request path of a small model."""
+
+    def __init__(self, model: str):
+        self.model = model
+        self.preprocess = STAGE_LATENCY.labels(model, "preprocess")
+        self.predict = STAGE_LATENCY.labels(model, "predict")
+        self.postprocess = STAGE_LATENCY.labels(model, "postprocess")
+        self._requests: dict[str, object] = {}
+        self._predictions: dict[str, object] = {}
+
+    def request(self, status: str) -> None:
+        child = self._requests.get(status)
+        if child is None:
+            child = self._requests[status] = REQUESTS.labels(self.model, status)
+        child.inc()
+
+    def predictions(self, label: str, count: int = 1) -> None:
+        child = self._predictions.get(label)
+        if child is None:
+            child = self._predictions[label] = PREDICTIONS.labels(self.model, label)
+        child.inc(count)
+
+    def count_classes(self, labels, class_index) -> None:
+        """Count predictions per class: ``class_index`` holds each row's index into ``labels``."""
+        if len(class_index) == 1:
+            self.predictions(labels[int(class_index[0])])
+            return
+        for index, count in enumerate(np.bincount(class_index, minlength=len(labels))):
+            if count:
+                self.predictions(labels[index], int(count))

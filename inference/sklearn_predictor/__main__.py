@@ -16,6 +16,8 @@ def parse_settings(argv: list[str] | None = None) -> tuple[SklearnPredictorSetti
     parser.add_argument("--workload")
     parser.add_argument("--max_batch_size", type=int)
     parser.add_argument("--max_wait_ms", type=float)
+    parser.add_argument("--inline_predict", type=lambda v: v.lower() in ("1", "true", "yes"),
+                        help=SklearnPredictorSettings.model_fields["inline_predict"].description)
     parser.add_argument("--max_rows_per_request", type=int)
     parser.add_argument("--max_body_bytes", type=int)
     args = parser.parse_args(argv)

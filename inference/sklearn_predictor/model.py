@@ -7,11 +7,12 @@ V2 output: ``predict_proba`` FP64 ``[N, n_classes]``.
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
-from inference import bundle_source, metrics
+from inference import bundle_source
 from inference.base_model import CountedModel
 from inference.batching import DynamicBatcher
 from inference.predictor_io import response, single_tensor
@@ -37,8 +38,9 @@ class SklearnPredictor(CountedModel):
             raise ValueError(f"{folder} holds a {manifest.framework} model, not scikit-learn")
         self.estimator = joblib.load(folder / manifest.model_file)
         self.n_features = int(self.estimator.n_features_in_)
+        self._class_labels = [str(c) for c in self.estimator.classes_]
         self.batcher = DynamicBatcher(self._predict_proba, self.name, self.settings.max_batch_size,
-                                      self.settings.max_wait_ms)
+                                      self.settings.max_wait_ms, inline=self.settings.inline_predict)
         warm = self.batcher.run_now(np.zeros((1, self.n_features)))[0]
         if warm.shape[0] != 1 or not np.isfinite(warm).all():
             raise RuntimeError(f"warm-up prediction gave {warm!r}")
@@ -57,19 +59,21 @@ class SklearnPredictor(CountedModel):
         return [{"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(self.estimator.classes_)]}]
 
     async def preprocess(self, payload: InferRequest, headers=None) -> InferRequest:
-        with metrics.stage(self.name, "preprocess"):
-            payload._clinops_rows = single_tensor(payload, self.name, (self.n_features,),
-                                                  self.settings.max_rows_per_request)
+        start = time.perf_counter()
+        payload._clinops_rows = single_tensor(payload, self.name, (self.n_features,),
+                                              self.settings.max_rows_per_request)
+        self.metrics.preprocess.observe(time.perf_counter() - start)
         return payload
 
     async def predict(self, payload: InferRequest, headers=None, response_headers=None) -> InferResponse:
-        with metrics.stage(self.name, "predict"):
-            (proba,) = await self.batcher.submit(payload._clinops_rows)
-        with metrics.stage(self.name, "postprocess"):
-            labels = np.asarray(self.estimator.classes_)[proba.argmax(axis=1)]
-            for label, count in zip(*np.unique(labels, return_counts=True), strict=True):
-                metrics.PREDICTIONS.labels(self.name, str(label)).inc(int(count))
-            return response(payload, self.name, {"predict_proba": proba})
+        start = time.perf_counter()
+        (proba,) = await self.batcher.submit(payload._clinops_rows)
+        done = time.perf_counter()
+        self.metrics.predict.observe(done - start)
+        self.metrics.count_classes(self._class_labels, proba.argmax(axis=1))
+        result = response(payload, self.name, {"predict_proba": proba})
+        self.metrics.postprocess.observe(time.perf_counter() - done)
+        return result
 
     def stop(self):
         if self.batcher is not None:

@@ -13,6 +13,10 @@ class SklearnPredictorSettings(BaseSettings):
     workload: str = Field("heart-disease", description="Workload whose champion is served when no bundle is given.")
     bundle: str | None = Field(None, description="Bundle folder or s3:// URI (KServe storageUri); default: champion.")
     max_batch_size: int = Field(64, ge=1, description="Most rows one model call gets from dynamic batching.")
-    max_wait_ms: float = Field(1.0, ge=0, description="How long a batch waits for more requests once it has one.")
+    max_wait_ms: float = Field(0.0, ge=0, description="Extra wait for more requests once a batch has one (0: take "
+                                                     "what queued up while the previous batch ran, no fixed wait).")
+    inline_predict: bool = Field(True, description="Run the model on the event loop rather than in a worker thread: "
+                                                   "cheaper for pipelines that answer a batch in about a millisecond; "
+                                                   "turn off for slow models so that they do not hold up the loop.")
     max_rows_per_request: int = Field(1024, ge=1, description="Requests with more rows are rejected (400).")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="REST bodies over this are rejected (400).")

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import numpy as np
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
-from inference import bundle_source, metrics
+from inference import bundle_source
 from inference.base_model import CountedModel
 from inference.batching import DynamicBatcher
+from inference.errors import RejectedInput
 from inference.predictor_io import response, single_tensor
 from inference.torch_predictor.settings import TorchPredictorSettings
 
@@ -61,6 +63,8 @@ class TorchPredictor(CountedModel):
         self.config = json.loads((folder / "model_config.json").read_text())
         image = json.loads((folder / manifest.schema_file).read_text())["image"]
         self.input_shape = (int(image["channels"]), int(image["height"]), int(image["width"]))
+        self._class_labels = [str(c) for c in self.config.get("classes")
+                              or range(int(self.config.get("num_classes", 2)))]
         if self.settings.num_threads:
             torch.set_num_threads(self.settings.num_threads)
         self.device = pick_device(self.settings.device)
@@ -97,24 +101,24 @@ class TorchPredictor(CountedModel):
                 {"name": "embedding", "datatype": "FP32", "shape": [-1, self.config.get("embedding_dim", -1)]}]
 
     async def preprocess(self, payload: InferRequest, headers=None) -> InferRequest:
-        with metrics.stage(self.name, "preprocess"):
-            rows = single_tensor(payload, self.name, self.input_shape, self.settings.max_rows_per_request,
-                                 dtype=np.float32)
-            if np.isnan(rows).any():
-                from inference.errors import RejectedInput
-
-                raise RejectedInput(self.name, "non_finite", f"input '{payload.inputs[0].name}': contains NaN")
-            payload._clinops_rows = rows
+        start = time.perf_counter()
+        rows = single_tensor(payload, self.name, self.input_shape, self.settings.max_rows_per_request,
+                             dtype=np.float32)
+        if np.isnan(rows).any():
+            raise RejectedInput(self.name, "non_finite", f"input '{payload.inputs[0].name}': contains NaN")
+        payload._clinops_rows = rows
+        self.metrics.preprocess.observe(time.perf_counter() - start)
         return payload
 
     async def predict(self, payload: InferRequest, headers=None, response_headers=None) -> InferResponse:
-        with metrics.stage(self.name, "predict"):
-            logits, embedding = await self.batcher.submit(payload._clinops_rows)
-        with metrics.stage(self.name, "postprocess"):
-            classes = self.config.get("classes") or [str(i) for i in range(logits.shape[1])]
-            for index, count in zip(*np.unique(logits.argmax(axis=1), return_counts=True), strict=True):
-                metrics.PREDICTIONS.labels(self.name, classes[int(index)]).inc(int(count))
-            return response(payload, self.name, {"logits": logits, "embedding": embedding})
+        start = time.perf_counter()
+        logits, embedding = await self.batcher.submit(payload._clinops_rows)
+        done = time.perf_counter()
+        self.metrics.predict.observe(done - start)
+        self.metrics.count_classes(self._class_labels, logits.argmax(axis=1))
+        result = response(payload, self.name, {"logits": logits, "embedding": embedding})
+        self.metrics.postprocess.observe(time.perf_counter() - done)
+        return result
 
     def stop(self):
         if self.batcher is not None:

@@ -18,7 +18,8 @@ class TorchPredictorSettings(BaseSettings):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="Autocast dtype on GPU; 'auto' is bf16 where supported, else fp16. CPU runs fp32.")
     max_batch_size: int = Field(32, ge=1, description="Most images one forward pass gets from dynamic batching.")
-    max_wait_ms: float = Field(2.0, ge=0, description="How long a batch waits for more requests once it has one.")
+    max_wait_ms: float = Field(0.0, ge=0, description="Extra wait for more images once a batch has one (0: take "
+                                                     "what queued up while the previous forward pass ran).")
     max_rows_per_request: int = Field(256, ge=1, description="Requests with more images are rejected (400).")
     max_body_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="REST bodies over this are rejected (400).")
     num_threads: int | None = Field(None, ge=1, description="torch intra-op threads on CPU; default: torch's choice.")

@@ -63,3 +63,54 @@ def test_a_failing_batch_fails_its_requests_and_the_queue_keeps_working():
         return again
 
     assert float(asyncio.run(main())[0, 0]) == 3.0
+
+
+def test_an_idle_batcher_dispatches_at_once_and_what_queues_during_a_call_forms_the_next_batch():
+    calls, release = [], None
+
+    async def fn(rows):  # a model call that lasts until the test releases it
+        calls.append(rows[:, 0].tolist())
+        await release.wait()
+        release.clear()
+        return (rows * 10,)
+
+    async def main():
+        nonlocal release
+        release = asyncio.Event()
+        batcher = DynamicBatcher(fn, "m", max_batch_size=3, max_wait_ms=0)
+        first = asyncio.ensure_future(batcher.submit(np.array([[1.0]])))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert calls == [[1.0]]  # no wait for company while the model was idle
+        later = [asyncio.ensure_future(batcher.submit(np.array([[v]]))) for v in (2.0, 3.0, 4.0, 5.0)]
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert calls == [[1.0]]  # queued behind the running call
+        for _ in range(3):
+            release.set()
+            await asyncio.sleep(0.01)
+        results = [float((await f)[0][0, 0]) for f in [first, *later]]
+        batcher.close()
+        return results
+
+    assert asyncio.run(main()) == [10.0, 20.0, 30.0, 40.0, 50.0]
+    assert calls == [[1.0], [2.0, 3.0, 4.0], [5.0]]
+
+
+def test_inline_batcher_runs_the_model_on_the_event_loop_thread():
+    import threading
+
+    threads = []
+
+    def fn(rows):
+        threads.append(threading.get_ident())
+        return (rows + 1,)
+
+    async def main():
+        batcher = DynamicBatcher(fn, "m", max_batch_size=8, inline=True)
+        out = await asyncio.gather(*(batcher.submit(np.full((1, 1), float(i))) for i in range(5)))
+        batcher.close()
+        return [float(o[0][0, 0]) for o in out]
+
+    assert asyncio.run(main()) == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert set(threads) == {threading.get_ident()}
