@@ -11,9 +11,9 @@ KServe's REST decoder only keeps UTF-8 text for ``BYTES``.
 from __future__ import annotations
 
 import base64
+import math
 import struct
 
-import numpy as np
 import orjson
 
 from inference import metrics
@@ -52,7 +52,7 @@ def _shape_size(spec: dict, name: str) -> int:
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                               for d in shape):
         raise BadRequest("shape", f"input '{name}': shape must be a list of non-negative integers, got {shape!r}")
-    return int(np.prod(shape)) if shape else 1
+    return math.prod(shape)
 
 
 def check_json_part(document, binary: bool) -> None:
@@ -163,7 +163,7 @@ class EnvelopeMiddleware:
                 return {"type": "http.request", "body": new_body, "more_body": False}
             return await receive()
 
-        return await self.app(scope, replay, send)
+        return await self.app(scope, replay, _with_body_headers(send))
 
     async def _drain(self, receive) -> None:
         """Read (and drop) a moderately oversized body so the client sees the 400, not a reset."""
@@ -212,6 +212,35 @@ class EnvelopeMiddleware:
         headers[b"content-length"] = str(len(new_body)).encode()
         headers[b"content-type"] = b"application/octet-stream"
         return new_body, headers
+
+
+def _with_body_headers(send):
+    """``send`` that completes the headers of bodies KServe passes through as ready bytes.
+
+    When a model's ``to_rest`` returns bytes (binary outputs, or :mod:`inference.responses`' JSON),
+    KServe's endpoint sends them without ``content-type`` or ``content-length``; a JSON body (no
+    ``Inference-Header-Content-Length``) gets both here, so clients see what FastAPI would have sent.
+    """
+    held = None
+
+    async def wrapped(message):
+        nonlocal held
+        if message["type"] == "http.response.start":
+            names = {k.lower() for k, _ in message.get("headers", ())}
+            if b"content-type" not in names and HEADER not in names:
+                held = message
+                return None
+        elif held is not None and message["type"] == "http.response.body":
+            start, held = held, None
+            if not message.get("more_body"):
+                headers = [(k, v) for k, v in start.get("headers", ()) if k.lower() != b"content-length"]
+                headers += [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(message.get("body", b""))).encode())]
+                start = dict(start, headers=headers)
+            await send(start)
+        return await send(message)
+
+    return wrapped
 
 
 def _model_from_path(path: str) -> str:

@@ -6,6 +6,7 @@ import numpy as np
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from inference.errors import RejectedInput
+from inference.responses import JsonInferResponse
 
 NUMERIC = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
 
@@ -36,13 +37,16 @@ def single_tensor(request: InferRequest, model: str, shape_tail: tuple[int, ...]
     return array
 
 
+DATATYPES = {np.dtype("float32"): "FP32", np.dtype("float64"): "FP64", np.dtype("int32"): "INT32",
+             np.dtype("int64"): "INT64"}
+
+
 def response(request: InferRequest, model: str, outputs: dict[str, np.ndarray]) -> InferResponse:
     infer_outputs = []
     for name, array in outputs.items():
-        datatype = {np.dtype("float32"): "FP32", np.dtype("float64"): "FP64", np.dtype("int32"): "INT32",
-                    np.dtype("int64"): "INT64"}[array.dtype]
+        datatype = DATATYPES[array.dtype]
         out = InferOutput(name=name, shape=list(array.shape), datatype=datatype)
         out.set_data_from_numpy(np.ascontiguousarray(array), binary_data=request.use_binary_outputs)
         infer_outputs.append(out)
-    return InferResponse(response_id=request.id or "", model_name=model, infer_outputs=infer_outputs,
+    return JsonInferResponse(response_id=request.id or "", model_name=model, infer_outputs=infer_outputs,
                          use_binary_outputs=request.use_binary_outputs)

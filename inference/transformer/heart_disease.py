@@ -17,10 +17,12 @@ from inference.transformer import tensors
 
 MATRIX_INPUT = "features"
 RISK_LABELS = ("Low", "Medium", "High")
+_RISK = np.array(RISK_LABELS, dtype=object)
 
 
 class HeartDiseaseCodec:
     predictor_output = "predict_proba"
+    class_labels = ("no disease", "disease")  # metric labels of prediction 0 and 1
     heavy = False  # parsing is cheap: no thread hop
 
     def parse(self, inputs) -> tuple[str, np.ndarray]:
@@ -183,11 +185,9 @@ class HeartDiseaseCodec:
 
     # -- model outputs -> response ------------------------------------------------------------------
     def decode(self, outputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Response tensors, and the predicted class label of each row (for metrics)."""
+        """Response tensors, and each row's index into :attr:`class_labels` (for metrics)."""
         proba = np.asarray(outputs[self.predictor_output], dtype=np.float64)
         p = proba[:, 1] if proba.ndim == 2 else proba
         prediction = (p >= self.threshold).astype(np.int32)
-        risk = np.where(p >= self.risk_high, 2, np.where(p >= self.risk_medium, 1, 0))
-        labels = np.array([RISK_LABELS[r] for r in risk], dtype=object)
-        classes = np.array(["disease" if x else "no disease" for x in prediction], dtype=object)
-        return {"probability": p.astype(np.float32), "prediction": prediction, "risk_level": labels}, classes
+        risk = (p >= self.risk_medium).astype(np.intp) + (p >= self.risk_high)  # medium <= high, checked at load
+        return {"probability": p.astype(np.float32), "prediction": prediction, "risk_level": _RISK[risk]}, prediction

@@ -9,15 +9,17 @@ import asyncio
 import contextvars
 import json
 import logging
+import time
 
 import numpy as np
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
-from inference import bundle_source, metrics
+from inference import bundle_source
 from inference.base_model import CountedModel
 from inference.batching import DynamicBatcher
 from inference.envelope import BadRequest
 from inference.errors import PredictorUnavailable, RejectedInput
+from inference.responses import JsonInferResponse
 from inference.transformer.predictor_client import PredictorClient
 from inference.transformer.settings import TransformerSettings
 
@@ -75,20 +77,21 @@ class Transformer(CountedModel):
         return payload  # preprocess has checked the request against the schema; this is the model tensor
 
     async def preprocess(self, payload, headers=None) -> np.ndarray:
-        with metrics.stage(self.name, "preprocess"):
-            if not isinstance(payload, InferRequest):
-                raise RejectedInput(self.name, "protocol", "use the V2 protocol: POST /v2/models/<name>/infer")
-            _CLIENT_REQUEST.set(payload)
-            try:
-                parsed = self.codec.parse(payload.inputs)
-                if self.codec.heavy:
-                    name, array = await asyncio.get_running_loop().run_in_executor(None, self.codec.tensor, parsed)
-                else:
-                    name, array = self.codec.tensor(parsed)
-            except BadRequest as err:
-                raise RejectedInput(self.name, err.kind, err.message) from None
-            self._tensor_name = name
-            return array
+        start = time.perf_counter()
+        if not isinstance(payload, InferRequest):
+            raise RejectedInput(self.name, "protocol", "use the V2 protocol: POST /v2/models/<name>/infer")
+        _CLIENT_REQUEST.set(payload)
+        try:
+            parsed = self.codec.parse(payload.inputs)
+            if self.codec.heavy:
+                name, array = await asyncio.get_running_loop().run_in_executor(None, self.codec.tensor, parsed)
+            else:
+                name, array = self.codec.tensor(parsed)
+        except BadRequest as err:
+            raise RejectedInput(self.name, err.kind, err.message) from None
+        self._tensor_name = name
+        self.metrics.preprocess.observe(time.perf_counter() - start)
+        return array
 
     async def _call_predictor(self, rows: np.ndarray) -> list[np.ndarray]:
         """One predictor call for the merged rows of concurrent requests; outputs in ``_output_names`` order."""
@@ -103,30 +106,32 @@ class Transformer(CountedModel):
         return [outputs[self.codec.predictor_output]]
 
     async def predict(self, payload: np.ndarray, headers=None, response_headers=None) -> dict[str, np.ndarray]:
-        with metrics.stage(self.name, "predict"):
-            (output,) = await self.batcher.submit(payload)
-            return {self.codec.predictor_output: output}
+        start = time.perf_counter()
+        (output,) = await self.batcher.submit(payload)
+        self.metrics.predict.observe(time.perf_counter() - start)
+        return {self.codec.predictor_output: output}
 
     async def postprocess(self, result: dict[str, np.ndarray], headers=None, response_headers=None) -> InferResponse:
-        with metrics.stage(self.name, "postprocess"):
-            request = _CLIENT_REQUEST.get()
-            tensors, classes = self.codec.decode(result)
-            for label, count in zip(*np.unique(classes.astype(str), return_counts=True), strict=True):
-                metrics.PREDICTIONS.labels(self.name, str(label)).inc(int(count))
-            binary = request.use_binary_outputs
-            infer_outputs = []
-            for name, array in tensors.items():
-                datatype = "BYTES" if array.dtype == object else {"float32": "FP32", "int32": "INT32"}[array.dtype.name]
-                out = InferOutput(name=name, shape=list(array.shape), datatype=datatype)
-                out.set_data_from_numpy(array, binary_data=binary)
-                infer_outputs.append(out)
-            requested = request.request_outputs
-            if requested:
-                known = {o.name for o in infer_outputs}
-                unknown = [r.name for r in requested if r.name not in known]
-                if unknown:
-                    raise RejectedInput(self.name, "unknown_output", f"unknown output '{unknown[0]}' requested; "
-                                                                     f"outputs are {', '.join(sorted(known))}")
-            return InferResponse(response_id=request.id or "", model_name=self.name,
-                                 infer_outputs=infer_outputs, use_binary_outputs=binary,
-                                 requested_outputs=requested)
+        start = time.perf_counter()
+        request = _CLIENT_REQUEST.get()
+        tensors, class_index = self.codec.decode(result)
+        self.metrics.count_classes(self.codec.class_labels, class_index)
+        binary = request.use_binary_outputs
+        infer_outputs = []
+        for name, array in tensors.items():
+            datatype = "BYTES" if array.dtype == object else {"float32": "FP32", "int32": "INT32"}[array.dtype.name]
+            out = InferOutput(name=name, shape=list(array.shape), datatype=datatype)
+            out.set_data_from_numpy(array, binary_data=binary)
+            infer_outputs.append(out)
+        requested = request.request_outputs
+        if requested:
+            known = {o.name for o in infer_outputs}
+            unknown = [r.name for r in requested if r.name not in known]
+            if unknown:
+                raise RejectedInput(self.name, "unknown_output", f"unknown output '{unknown[0]}' requested; "
+                                                                 f"outputs are {', '.join(sorted(known))}")
+        response = JsonInferResponse(response_id=request.id or "", model_name=self.name,
+                                     infer_outputs=infer_outputs, use_binary_outputs=binary,
+                                     requested_outputs=requested)
+        self.metrics.postprocess.observe(time.perf_counter() - start)
+        return response

@@ -41,6 +41,8 @@ class PneumoniaCodec:
         self.std = np.asarray(image["std"], dtype=np.float32).reshape(self.channels, 1, 1)
         self.classes: list[str] = schema["classes"]
         self.positive = self.classes.index(schema.get("positive_class", self.classes[-1]))
+        self.class_labels = self.classes
+        self._labels = np.array(self.classes, dtype=object)
         self.threshold = settings.threshold if settings.threshold is not None else float(schema["threshold"])
         self.max_pixels = int(settings.max_pixels or schema.get("max_pixels") or 50_000_000)
         self.max_image_bytes = settings.max_image_bytes
@@ -118,10 +120,10 @@ class PneumoniaCodec:
         return (pixels - self.mean) / self.std
 
     def decode(self, outputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Response tensors, and each row's index into :attr:`class_labels` (for metrics)."""
         logits = np.asarray(outputs[self.predictor_output], dtype=np.float64)
         shifted = logits - logits.max(axis=1, keepdims=True)
         proba = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
         p = proba[:, self.positive]
-        negative = self.classes[1 - self.positive]
-        labels = np.array([self.classes[self.positive] if x >= self.threshold else negative for x in p], dtype=object)
-        return {"probability": p.astype(np.float32), "label": labels}, labels
+        index = np.where(p >= self.threshold, self.positive, 1 - self.positive)
+        return {"probability": p.astype(np.float32), "label": self._labels[index]}, index

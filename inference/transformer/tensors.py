@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 
 import numpy as np
 from kserve.protocol.infer_type import InferInput
@@ -29,7 +30,7 @@ def shape_of(tensor: InferInput) -> list[int]:
 def elements(tensor: InferInput) -> list:
     """The flat list of elements: numbers or None for numeric tensors, str/bytes/None for BYTES."""
     name, shape = tensor.name, shape_of(tensor)
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)
     raw = tensor._raw_data
     if raw is not None:  # gRPC raw_input_contents or REST binary extension
         if tensor.datatype == "BYTES":

@@ -101,4 +101,4 @@ def test_decode_thresholds_and_risk_levels(heart_schema):
     assert tensors["probability"].dtype == np.float32
     assert tensors["prediction"].tolist() == [0, 0, 1, 1]
     assert tensors["risk_level"].tolist() == ["Low", "Medium", "High", "Medium"]
-    assert classes.tolist() == ["no disease", "no disease", "disease", "disease"]
+    assert [codec.class_labels[i] for i in classes] == ["no disease", "no disease", "disease", "disease"]

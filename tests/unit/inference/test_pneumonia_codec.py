@@ -80,7 +80,8 @@ def test_pixel_limit_is_configurable(schema):
 
 def test_decode_is_softmax_and_threshold(codec):
     logits = np.array([[2.0, 0.0], [0.0, 3.0]])
-    tensors, labels = codec.decode({"logits": logits, "embedding": np.zeros((2, 4))})
+    tensors, class_index = codec.decode({"logits": logits, "embedding": np.zeros((2, 4))})
     expected = np.exp(logits[:, 1]) / np.exp(logits).sum(axis=1)
     np.testing.assert_allclose(tensors["probability"], expected, rtol=1e-6)
-    assert labels.tolist() == ["NORMAL", "PNEUMONIA"]
+    assert tensors["label"].tolist() == ["NORMAL", "PNEUMONIA"]
+    assert [codec.class_labels[i] for i in class_index] == ["NORMAL", "PNEUMONIA"]

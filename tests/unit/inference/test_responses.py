@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import ORJSONResponse
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferInput
+from kserve.protocol.rest.v2_datamodels import InferenceResponse
+
+from inference.responses import JsonInferResponse
+
+pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("ignore:ORJSONResponse is deprecated")]
+
+
+def fastapi_body(response: JsonInferResponse) -> bytes:
+    """What KServe's REST endpoint + FastAPI write for a dict from ``to_rest``."""
+    document, _ = super(JsonInferResponse, response).to_rest()
+    return ORJSONResponse(jsonable_encoder(InferenceResponse.model_validate(document))).body
+
+
+def outputs(binary: bool = False) -> list[InferOutput]:
+    arrays = {"probability": np.array([0.25, np.float32(0.9952256), np.nan], dtype=np.float32),
+              "prediction": np.array([0, 1, 1], dtype=np.int32),
+              "risk_level": np.array(["Low", "High", "High"], dtype=object),
+              "proba": np.array([[0.004774344127905894, 0.9952256558720941]] * 3)}
+    result = []
+    for name, array in arrays.items():
+        datatype = {"float32": "FP32", "int32": "INT32", "object": "BYTES", "float64": "FP64"}[array.dtype.name]
+        out = InferOutput(name=name, shape=list(array.shape), datatype=datatype)
+        out.set_data_from_numpy(array, binary_data=binary)
+        result.append(out)
+    return result
+
+
+@pytest.mark.parametrize("response_id", ["", "req-7"])
+def test_json_body_is_byte_for_byte_what_fastapi_writes(response_id):
+    response = JsonInferResponse(response_id=response_id, model_name="heart-disease", infer_outputs=outputs())
+    body, json_length = response.to_rest()
+    assert json_length is None
+    assert body == fastapi_body(response)
+    assert body.startswith(b'{"model_name":"heart-disease","model_version":null,"id":"' + response_id.encode())
+
+
+def test_requested_outputs_keep_kserve_selection():
+    tensor = InferInput("x", [1], "FP32")
+    tensor.set_data_from_numpy(np.zeros(1, dtype=np.float32), binary_data=False)
+    request = InferRequest(model_name="m", infer_inputs=[tensor], request_outputs=None)
+    response = JsonInferResponse(response_id="", model_name="m", infer_outputs=outputs(),
+                                 requested_outputs=request.request_outputs)
+    assert response.to_rest()[0] == fastapi_body(response)
+
+
+def test_binary_outputs_stay_kserves_own_encoding():
+    response = JsonInferResponse(response_id="", model_name="m", infer_outputs=outputs(binary=True),
+                                 use_binary_outputs=True)
+    body, json_length = response.to_rest()
+    assert isinstance(body, bytes) and json_length is not None and json_length < len(body)
