@@ -8,7 +8,6 @@ from components.common.image import CLINOPS_IMAGE
 from components.common.platform import with_platform_env
 from components.pneumonia import component as c
 
-
 PIPELINE_NAME = "pneumonia-training"
 
 

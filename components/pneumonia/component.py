@@ -36,7 +36,8 @@ def validate(raw: Input[Dataset], allow_cross_split_duplicates: bool, max_corrup
     from pathlib import Path
 
     from components.common.reports import ValidationFailed
-    from components.pneumonia.validation import ValidationPolicy, validate as run_validation
+    from components.pneumonia.validation import ValidationPolicy
+    from components.pneumonia.validation import validate as run_validation
 
     policy = ValidationPolicy(max_corrupt_fraction=max_corrupt_fraction,
                               allow_cross_split_duplicates=allow_cross_split_duplicates)

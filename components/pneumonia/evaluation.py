@@ -103,7 +103,7 @@ def gradcam_html(net, splits_dir: Path, threshold: float, n: int = 6) -> str:
     chosen = _pick(test.y, p, threshold, n)
     cams = grad_cam(net, torch.from_numpy(preprocess.normalise(test.x[chosen], contract)))
     figures = []
-    for i, cam in zip(chosen, cams):
+    for i, cam in zip(chosen, cams, strict=True):
         fig, axes = plt.subplots(1, 2, figsize=(5, 2.7))
         image = test.x[i][..., 0] if contract.channels == 1 else test.x[i]
         axes[0].imshow(image, cmap="gray")

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from components.common import bundle
-from components.pneumonia import loaders, model as model_lib, preprocess
+from components.pneumonia import loaders, preprocess
+from components.pneumonia import model as model_lib
 from components.pneumonia.labels import CLASSES, MODEL_NAME, POSITIVE, WORKLOAD
 
 MODEL_FILE = "model.pt"

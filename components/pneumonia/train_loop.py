@@ -339,7 +339,8 @@ def train_loop_per_worker(config: dict) -> None:
                                               config["augment"], config["max_steps_per_epoch"])
         probs, labels, indices, val_loss = predict(net, batcher, val_loader, accel, loss_fn)
         # The distributed sampler pads shards with repeats: keep each val image once.
-        merged = dict(zip(_gather(indices.tolist()), zip(_gather(probs.tolist()), _gather(labels.tolist()))))
+        scored = zip(_gather(probs.tolist()), _gather(labels.tolist()), strict=True)
+        merged = dict(zip(_gather(indices.tolist()), scored, strict=True))
         p = np.array([v[0] for v in merged.values()])
         y = np.array([v[1] for v in merged.values()], dtype=int)
         images = _sum(seen)

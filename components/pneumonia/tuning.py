@@ -106,7 +106,7 @@ def log_trials(result: dict, experiment: str, run_name: str) -> str:
         mlflow.log_params({"n_trials": len(result["trials"]), "best_trial": result["best_trial"],
                            **{f"best_{k}": v for k, v in result["best_params"].items()}})
         mlflow.log_metric("best_val_auc", float(result["best_val_auc"]))
-        for trial, history in zip(result["trials"], result["trials_history"]):
+        for trial, history in zip(result["trials"], result["trials_history"], strict=True):
             with mlflow.start_run(run_name=f"trial-{trial['number']}", nested=True):
                 mlflow.log_params(trial["params"])
                 for row in history:

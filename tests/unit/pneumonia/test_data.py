@@ -168,3 +168,17 @@ def test_split_drops_leaks_carves_val_and_writes_contract(kaggle_dir, tmp_path):
     np.testing.assert_array_equal(split.load(out, "test").y, arrays["test"].y)
     rgb, _ = split.build_splits(str(kaggle_dir), split.SplitConfig(16, 20, 3, min_val=4))
     assert rgb["train"].x.shape[1:] == (16, 20, 3)
+
+
+def test_ingest_materialises_each_source(tmp_path, kaggle_dir, write_medmnist):
+    from components.pneumonia import ingest
+
+    found = ingest.materialise(str(kaggle_dir), tmp_path / "from-kaggle")
+    assert found == {"source": str(kaggle_dir), "format": "kaggle", "images": 44, "ignored": 0}
+    assert (tmp_path / "from-kaggle" / "train" / "PNEUMONIA").is_dir()
+    npz = write_medmnist(tmp_path / "pneumoniamnist.npz", 28)
+    assert ingest.materialise(str(npz), tmp_path / "from-npz")["format"] == "medmnist"
+    spec = phantom.PhantomSpec(counts={"train": 6, "val": 2, "test": 4}, size=24)
+    assert ingest.materialise("phantom", tmp_path / "phantom", spec)["images"] == 12
+    with pytest.raises(FileNotFoundError):
+        ingest.materialise(str(tmp_path / "missing"), tmp_path / "x")
