@@ -92,8 +92,8 @@ def _use_event_loop(choice: str) -> None:
     """Honour KServe's ``--event_loop`` (auto: uvloop when installed) for the single-process server.
 
     ``ModelServer.start`` runs uvicorn inside ``asyncio.run``, where uvicorn's own loop choice never
-    applies, so without this the default asyncio loop serves every request. uvloop's transports and
-    callbacks cost about half as much per request.
+    applies, so without this the default asyncio loop serves every request; uvloop's transports and
+    callbacks cost less per request.
     """
     import asyncio
 

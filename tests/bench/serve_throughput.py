@@ -8,7 +8,8 @@
 
 Load comes from ``wrk`` (the same generator, connections and duration for both sides of a
 comparison). Prints a table and ratios; writes ``$CLINOPS_HOME/bench/serve.json``.
-Settings: ``BENCH_SECONDS`` (default 10), ``BENCH_CONNECTIONS`` (default 8).
+Settings: ``BENCH_SECONDS`` (default 10), ``BENCH_CONNECTIONS`` (default 8), ``BENCH_ROUNDS`` (default 2:
+ours and the peer alternate, each measured once per round; the table shows the mean and every round).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from inference.local_stack import LocalStack, free_ports, http_ok  # noqa: E402
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "8"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 # uvloop 0.22+ makes MLServer 1.7.1 parallel workers die at start (asyncio.get_event_loop without a loop)
 MLSERVER = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0"]
 ROW = [63.0, 1, 4, 145, 233, 1, 2, 150, 0, 2.3, 3, 0, 6]
@@ -50,6 +52,10 @@ done = function(summary, latency, requests)
     e.connect + e.read + e.write + e.timeout, e.status, latency:percentile(50), latency:percentile(99)))
 end
 """
+
+
+def load1() -> float:
+    return os.getloadavg()[0]
 
 
 # -- load generator -------------------------------------------------------------------------------------
@@ -70,7 +76,7 @@ def wrk(url: str, body: dict, seconds: int = SECONDS, connections: int = CONNECT
     requests, duration_us, errors, non2xx, p50, p99 = line.split()[1:]
     shutil.rmtree(workdir, ignore_errors=True)
     return {"requests": int(requests), "rps": int(requests) / (int(duration_us) / 1e6), "errors": int(errors),
-            "non_2xx": int(non2xx), "p50_ms": float(p50) / 1000, "p99_ms": float(p99) / 1000}
+            "non_2xx": int(non2xx), "p50_ms": float(p50) / 1000, "p99_ms": float(p99) / 1000, "load1": load1()}
 
 
 def ensure_wrk() -> None:
@@ -227,7 +233,37 @@ def bench_full_path(model_dir: Path, logs: Path) -> dict:
     return results
 
 
-def bench_pneumonia(model_dir: Path, logs: Path) -> dict:
+def raw_forward(module, x, seconds: float) -> float:
+    """Images/s of back-to-back forward passes of ``x`` (the predictor's batch size and precision)."""
+    import torch
+
+    device = x.device
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        module(x)
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            module(x)
+            count += len(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return count / (time.perf_counter() - start)
+
+
+def predictor_batch_mean(metrics_url: str) -> float | None:
+    import urllib.request
+
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    values = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("clinops_batch_size_") and "{" in line}
+    count = values.get("clinops_batch_size_count")
+    return values["clinops_batch_size_sum"] / count if count else None
+
+
+def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
+    """Full path vs raw forward, like with like: the same batch size (the predictor's maximum, which
+    enough concurrent requests fill: 2 x batch connections, so one batch computes while the next
+    queues), precision, device and torch thread count; raw measured before and after the full path
+    so that a change in machine load shows."""
     import base64
     import io
 
@@ -243,29 +279,33 @@ def bench_pneumonia(model_dir: Path, logs: Path) -> dict:
     Image.fromarray(pixels).convert("L" if c == 1 else "RGB").save(buffer, "JPEG", quality=90)
     body = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
                         "data": [base64.b64encode(buffer.getvalue()).decode()]}]}
-    results = {}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    with LocalStack({"pneumonia": str(model_dir)}, ports="ephemeral", log_dir=logs,
-                    extra_args={"pneumonia/predictor": ["--max_batch_size", "32"]}) as stack:
-        results["clinops full path (1 image/request)"] = wrk(stack.endpoints["pneumonia"].infer_url, body,
-                                                             connections=max(CONNECTIONS, 16))
-    results["clinops full path (1 image/request)"]["images_per_s"] = results["clinops full path (1 image/request)"]["rps"]
+    threads = torch.get_num_threads()
     module = torch.jit.load(str(model_dir / "model.pt"), map_location=device).eval()
-    x = torch.randn(32, c, h, w, device=device)
-    autocast = device.type == "cuda"
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-        for _ in range(2):
-            module(x)
-        count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < SECONDS:
-            module(x)
-            count += len(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        elapsed = time.perf_counter() - start
-    results[f"raw forward, batch 32 on {device.type}"] = {"images_per_s": count / elapsed}
-    results["device"] = device.type
+    x = torch.randn(batch, c, h, w, device=device)
+    results = {"device": device.type, "torch_threads": threads, "batch": batch,
+               "raw_before": {"images_per_s": raw_forward(module, x, SECONDS), "load1": load1()}}
+    name = f"clinops full path (1 image/request, {2 * batch} connections)"
+    with LocalStack({"pneumonia": str(model_dir)}, ports="ephemeral", log_dir=logs,
+                    extra_args={"pneumonia/predictor": ["--max_batch_size", str(batch), "--num_threads", str(threads)],
+                                "pneumonia/transformer": ["--batch_max_size", str(batch)]}) as stack:
+        results[name] = wrk(stack.endpoints["pneumonia"].infer_url, body, connections=2 * batch)
+        results[name]["images_per_s"] = results[name]["rps"]
+        results[name]["mean_predictor_batch"] = predictor_batch_mean(
+            f"{stack.endpoints['pneumonia'].predictor_rest_url}/metrics")
+    results["raw_after"] = {"images_per_s": raw_forward(module, x, SECONDS), "load1": load1()}
+    results[f"raw forward, batch {batch} on {device.type}"] = {
+        "images_per_s": (results["raw_before"]["images_per_s"] + results["raw_after"]["images_per_s"]) / 2}
     return results
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Mean over rounds of each measure, with the rounds themselves."""
+    keys = ("rps", "p50_ms", "p99_ms", "load1")
+    summary = {k: sum(r[k] for r in runs) / len(runs) for k in keys}
+    summary["errors"] = sum(r["errors"] + r["non_2xx"] for r in runs)
+    summary["rounds"] = runs
+    return summary
 
 
 def main() -> int:
@@ -276,15 +316,22 @@ def main() -> int:
     heart, heart_source = heart_bundle(workdir)
     pneumonia, pneumonia_source = pneumonia_bundle(workdir)
     print(f"heart-disease model: {heart_source}\npneumonia model: {pneumonia_source}\n"
-          f"wrk -t1 -c{CONNECTIONS} -d{SECONDS}s, single-row requests, loopback; logs in {logs}", flush=True)
-    one = bench_predictors(heart, logs)
-    two = bench_full_path(heart, logs)
+          f"wrk -t1 -c{CONNECTIONS} -d{SECONDS}s, single-row requests, loopback, {ROUNDS} interleaved rounds; "
+          f"logs in {logs}", flush=True)
+    rounds_one, rounds_two = {}, {}
+    for _ in range(ROUNDS):  # ours and the peers alternate, so that a change in machine load hits both
+        for name, r in bench_predictors(heart, logs).items():
+            rounds_one.setdefault(name, []).append(r)
+        for name, r in bench_full_path(heart, logs).items():
+            rounds_two.setdefault(name, []).append(r)
+    one = {name: summarise(runs) for name, runs in rounds_one.items()}
+    two = {name: summarise(runs) for name, runs in rounds_two.items()}
     three = bench_pneumonia(pneumonia, logs)
 
     ours1, ours2 = one["clinops sklearn predictor"], two["clinops transformer → predictor"]
     best_ml = max((v for k, v in one.items() if k.startswith("MLServer")), key=lambda r: r["rps"])
     stock = two["stock KServe transformer → predictor"]
-    full = three["clinops full path (1 image/request)"]["images_per_s"]
+    full = next(v["images_per_s"] for k, v in three.items() if k.startswith("clinops full path"))
     raw = next(v["images_per_s"] for k, v in three.items() if k.startswith("raw forward"))
     ratios = {
         "1_predictor_vs_best_mlserver_rps": ours1["rps"] / best_ml["rps"],
@@ -293,18 +340,25 @@ def main() -> int:
         "2_p99_ours_over_stock": ours2["p99_ms"] / stock["p99_ms"],
         "3_full_path_over_raw_forward": full / raw,
     }
-    print("\n{:<48} {:>10} {:>9} {:>9} {:>8}".format("configuration", "req/s", "p50 ms", "p99 ms", "errors"))
+    print("\n{:<48} {:>10} {:>9} {:>9} {:>8} {:>6}".format("configuration (mean of rounds)", "req/s", "p50 ms",
+                                                          "p99 ms", "errors", "load"))
     for section in (one, two):
         for name, r in section.items():
-            print(f"{name:<48} {r['rps']:>10.0f} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} {r['errors'] + r['non_2xx']:>8}")
+            print(f"{name:<48} {r['rps']:>10.0f} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} {r['errors']:>8} "
+                  f"{r['load1']:>6.2f}")
+            for i, run in enumerate(r["rounds"], 1):
+                print(f"{'  round ' + str(i):<48} {run['rps']:>10.0f} {run['p50_ms']:>9.2f} {run['p99_ms']:>9.2f} "
+                      f"{run['errors'] + run['non_2xx']:>8} {run['load1']:>6.2f}")
     for name, r in three.items():
-        if isinstance(r, dict):
-            print(f"{name:<48} {r['images_per_s']:>10.1f} images/s")
+        if isinstance(r, dict) and "images_per_s" in r:
+            extra = f" (mean predictor batch {r['mean_predictor_batch']:.1f})" if r.get("mean_predictor_batch") else ""
+            load = f", load {r['load1']:.2f}" if "load1" in r else ""
+            print(f"{name:<48} {r['images_per_s']:>10.1f} images/s{extra}{load}")
     print("\nratios (targets: 1, 2 ≥ 2.0 with p99 ratio ≤ 1.0; 3 ≥ 0.80)")
     for name, value in ratios.items():
         print(f"  {name:<40} {value:.2f}")
     report = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-              "load": {"generator": "wrk", "connections": CONNECTIONS, "seconds": SECONDS},
+              "load": {"generator": "wrk", "connections": CONNECTIONS, "seconds": SECONDS, "rounds": ROUNDS},
               "models": {"heart-disease": heart_source, "pneumonia": pneumonia_source},
               "predictor_vs_mlserver": one, "full_path_vs_stock_kserve": two, "pneumonia_vs_raw_forward": three,
               "ratios": ratios, "finished_at": time.time()}
