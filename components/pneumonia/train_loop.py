@@ -16,6 +16,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -269,6 +270,13 @@ def _save_checkpoint(folder: Path, net, optimizer, scheduler, epoch: int, state:
                                             default=str))
 
 
+def _progress(line: str) -> None:
+    """One progress line on the worker's real stdout: Ray Train's patched ``print`` would send it
+    through its logger as well, and the driver would show every line twice."""
+    sys.__stdout__.write(line + "\n")
+    sys.__stdout__.flush()
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point; ``config`` = :data:`DEFAULTS` overrides + ``data_dir``."""
     import ray.train
@@ -326,7 +334,7 @@ def train_loop_per_worker(config: dict) -> None:
         best_state = torch.load(Path(resume_dir) / BEST, map_location="cpu", weights_only=True)
         history = json.loads((Path(resume_dir) / HISTORY).read_text())
         if rank == 0:
-            print(f"resuming after epoch {saved['epoch'] + 1} from {resume_dir}", flush=True)
+            _progress(f"resuming after epoch {saved['epoch'] + 1} from {resume_dir}")
 
     local_mode = type(context).__name__ == "LocalTrainContext"
     previous_folder = None
@@ -363,10 +371,10 @@ def train_loop_per_worker(config: dict) -> None:
         history.append(metrics)
         stop = bool(config["patience"]) and state["bad_epochs"] >= config["patience"]
         if rank == 0:
-            print(f"{label}epoch {epoch + 1}/{config['epochs']} · loss {metrics['train_loss']:.4f} · "
-                  f"val loss {metrics['val_loss']:.4f} · val AUC {metrics['val_auc']:.4f} · "
-                  f"{metrics['images_per_s']:.1f} images/s · lr {metrics['lr']:.2e}"
-                  + (" · early stop" if stop else ""), flush=True)
+            _progress(f"{label}epoch {epoch + 1}/{config['epochs']} · loss {metrics['train_loss']:.4f} · "
+                      f"val loss {metrics['val_loss']:.4f} · val AUC {metrics['val_auc']:.4f} · "
+                      f"{metrics['images_per_s']:.1f} images/s · lr {metrics['lr']:.2e}"
+                      + (" · early stop" if stop else ""))
             folder = Path(tempfile.mkdtemp(prefix="pneumonia-ckpt-"))
             _save_checkpoint(folder, net, optimizer, scheduler, epoch, state, best_state, config, history)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
