@@ -84,6 +84,9 @@ def serve(models: list, args: argparse.Namespace, max_body_bytes: int, predictor
         from kserve.protocol.rest import server as rest_server
 
         rest_server.TimingMiddleware = _WithoutTiming  # RESTServer installs it when the server starts
+    from inference import rest_decode
+
+    rest_decode.install()  # binary tensors stay bytes: no Python object per element on the event loop
     _use_event_loop(getattr(args, "event_loop", "auto"))
     server.start(models)
 

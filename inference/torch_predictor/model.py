@@ -84,6 +84,8 @@ class TorchPredictor(CountedModel):
     def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
+        if not batch.flags.writeable:  # one request's bytes straight from the wire (gRPC or binary REST)
+            batch = batch.copy()
         with torch.inference_mode():
             x = torch.from_numpy(batch).to(self.device, non_blocking=True)
             if self.amp_dtype is not None:
