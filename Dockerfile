@@ -12,7 +12,9 @@ COPY setup.cfg pyproject.toml README.md ./
 COPY components/ components/
 COPY pipelines/ pipelines/
 COPY inference/ inference/
-RUN pip install --no-deps . && useradd --uid 1000 --create-home clinops && mkdir -p /var/lib/clinops \
+# The RayJob template is read from the source tree (manifests/ is not a Python package): install in place.
+COPY manifests/ manifests/
+RUN pip install --no-deps -e . && useradd --uid 1000 --create-home clinops && mkdir -p /var/lib/clinops \
     && chown clinops /var/lib/clinops
 
 USER 1000
