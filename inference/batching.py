@@ -12,7 +12,11 @@ right for models that release the GIL or take long, e.g. torch) or ``inline`` on
 (right for models that answer a batch in about a millisecond of GIL-holding Python, e.g. a
 scikit-learn pipeline: no thread hop, no wake-up of the loop from another thread; requests that
 arrive during the call wait in the socket buffers and form the next batch just the same).
-``fn`` may also be a coroutine function (the transformer batches its calls to the predictor).
+``fn`` may also be a coroutine function (the transformer batches its calls to the predictor). Then
+``max_in_flight`` > 1 lets a further call start while earlier ones are still out, but only with a
+full batch (``max_batch_size`` rows): under saturation the remote model finds its next batch already
+waiting when it finishes one, instead of idling while a result travels back and the next request
+travels out; below saturation nothing changes (one call at a time, batches form while it runs).
 """
 
 from __future__ import annotations
@@ -38,15 +42,20 @@ class DynamicBatcher:
     """
 
     def __init__(self, fn: BatchFn, model_name: str, max_batch_size: int = 64, max_wait_ms: float = 0.0,
-                 inline: bool = False):
+                 inline: bool = False, max_in_flight: int = 1):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
         self._fn = fn
         self._is_async = asyncio.iscoroutinefunction(fn)  # e.g. a call to a remote predictor
         self._model = model_name
         self.max_batch_size = max_batch_size
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
         self.inline = inline
+        self.max_in_flight = max_in_flight if self._is_async else 1  # threads and inline calls run one at a time
+        self._in_flight: set[asyncio.Task] = set()
+        self._wake: asyncio.Event | None = None  # set on a new request and on a finished call
         self._batch_size = metrics.BATCH_SIZE.labels(model_name)
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
@@ -63,9 +72,11 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
             self._queue = asyncio.Queue()
+            self._wake = asyncio.Event()
             self._task = loop.create_task(self._drain())
         future = loop.create_future()
         self._queue.put_nowait((rows, future))
+        self._wake.set()
         return await future
 
     def _take_queued(self, batch: list, rows: int) -> int:
@@ -111,38 +122,68 @@ class DynamicBatcher:
         self._carry = None
         while True:
             batch = await self._collect()
+            if self.max_in_flight > 1:
+                await self._until_dispatchable(batch)
             batch = [(x, f) for x, f in batch if not f.cancelled()]
             if not batch:
                 continue
             stacked = batch[0][0] if len(batch) == 1 else np.concatenate([x for x, _ in batch])
             self._batch_size.observe(len(stacked))
             self.batches += 1
-            try:
-                if self._is_async:
-                    outputs = await self._fn(stacked)
-                elif self.inline:
-                    outputs = self._fn(stacked)
-                else:
-                    outputs = await loop.run_in_executor(self._executor, self._fn, stacked)
-            except Exception as err:  # one bad batch must not stop the queue
-                log.exception("batched model call failed")
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(err)
+            if self.max_in_flight > 1:
+                task = loop.create_task(self._call(batch, stacked))
+                self._in_flight.add(task)
+                task.add_done_callback(self._finished)
                 continue
-            if len(batch) == 1:
-                if not batch[0][1].done():
-                    batch[0][1].set_result(outputs)
-                continue
-            start = 0
-            for x, future in batch:
-                end = start + len(x)
+            await self._call(batch, stacked)
+
+    async def _until_dispatchable(self, batch: list) -> None:
+        """Wait until ``batch`` may go: nothing in flight, or a free slot and a full batch (topped up meanwhile)."""
+        rows = sum(len(x) for x, _ in batch)
+        while self._in_flight:
+            self._wake.clear()
+            rows = self._take_queued(batch, rows)
+            full = rows >= self.max_batch_size or self._carry is not None
+            if full and len(self._in_flight) < self.max_in_flight:
+                return
+            await self._wake.wait()
+        self._take_queued(batch, rows)  # the slot freed: take what queued meanwhile
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._in_flight.discard(task)
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _call(self, batch: list, stacked: np.ndarray) -> None:
+        """One model call for ``batch``; its results (or its error) go to the batch's futures."""
+        try:
+            if self._is_async:
+                outputs = await self._fn(stacked)
+            elif self.inline:
+                outputs = self._fn(stacked)
+            else:
+                outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._fn, stacked)
+        except Exception as err:  # one bad batch must not stop the queue
+            log.exception("batched model call failed")
+            for _, future in batch:
                 if not future.done():
-                    future.set_result([out[start:end] for out in outputs])
-                start = end
+                    future.set_exception(err)
+            return
+        if len(batch) == 1:
+            if not batch[0][1].done():
+                batch[0][1].set_result(outputs)
+            return
+        start = 0
+        for x, future in batch:
+            end = start + len(x)
+            if not future.done():
+                future.set_result([out[start:end] for out in outputs])
+            start = end
 
     def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
+        for task in list(self._in_flight):
+            task.cancel()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)

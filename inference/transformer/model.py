@@ -56,7 +56,8 @@ class Transformer(CountedModel):
             raise ValueError(f"{folder}/schema.json is for {schema.get('workload')}, not {self.settings.workload}")
         self.codec = make_codec(self.settings.workload, schema, self.settings)
         self.batcher = DynamicBatcher(self._call_predictor, self.name, self.settings.batch_max_size,
-                                      self.settings.batch_max_wait_ms)
+                                      self.settings.batch_max_wait_ms,
+                                      max_in_flight=self.settings.predictor_max_in_flight)
         self.ready = True
         log.info("transformer %s ready with schema of %s v%s; predictor %s (%s)", self.name, manifest.model_name,
                  manifest.model_version, self.client.host, self.client.protocol)

@@ -26,6 +26,9 @@ class TransformerSettings(BaseSettings):
                                                        "requests are merged into one call.")
     batch_max_wait_ms: float = Field(0.0, ge=0, description="How long to wait for more requests to merge "
                                                             "(0: merge only what is already queued).")
+    predictor_max_in_flight: int = Field(2, ge=1, description="Predictor calls out at once: a further call goes "
+                                                             "only with a full batch, so the predictor finds its "
+                                                             "next batch waiting (1: strictly one at a time).")
     max_rows_per_request: int = Field(1024, ge=1, description="Most records/images in one request (else 400).")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="REST bodies over this are rejected (400).")
     max_image_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest encoded image file (else 400).")

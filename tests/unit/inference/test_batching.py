@@ -114,3 +114,113 @@ def test_inline_batcher_runs_the_model_on_the_event_loop_thread():
 
     assert asyncio.run(main()) == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert set(threads) == {threading.get_ident()}
+
+
+class RemoteModel:
+    """An async model whose calls finish only when the test releases them."""
+
+    def __init__(self):
+        self.calls: list[int] = []  # rows per call, in start order
+        self.release: list[asyncio.Event] = []
+        self.out = 0
+        self.most_out = 0
+
+    async def call(self, rows):
+        self.calls.append(len(rows))
+        gate = asyncio.Event()
+        self.release.append(gate)
+        self.out += 1
+        self.most_out = max(self.most_out, self.out)
+        await gate.wait()
+        self.out -= 1
+        if (rows < 0).any():
+            raise RuntimeError("negative rows")
+        return (rows * 10,)
+
+
+async def settle():
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_a_second_call_goes_out_only_with_a_full_batch_and_never_more_than_max_in_flight():
+    model = RemoteModel()
+
+    async def main():
+        batcher = DynamicBatcher(model.call, "m", max_batch_size=4, max_in_flight=2)
+        loop = asyncio.get_running_loop()
+        first = loop.create_task(batcher.submit(np.full((1, 1), 1.0)))
+        await settle()
+        assert model.calls == [1]  # idle: dispatched at once
+        partial = [loop.create_task(batcher.submit(np.full((1, 1), 2.0 + i))) for i in range(3)]
+        await settle()
+        assert model.calls == [1]  # 3 rows queued, not a full batch: wait for the call out
+        partial.append(loop.create_task(batcher.submit(np.full((1, 1), 5.0))))
+        await settle()
+        assert model.calls == [1, 4]  # full batch: a second call while the first is out
+        third = [loop.create_task(batcher.submit(np.full((2, 1), 6.0 + i))) for i in range(2)]
+        await settle()
+        assert model.calls == [1, 4]  # full, but two calls out already
+        model.release[0].set()
+        await settle()
+        assert model.calls == [1, 4, 4]
+        assert (await first)[0].tolist() == [[10.0]]
+        for gate in model.release[1:]:
+            gate.set()
+        second = [(await t)[0].tolist() for t in partial]
+        later = [(await t)[0].tolist() for t in third]
+        batcher.close()
+        return second, later
+
+    second, later = asyncio.run(main())
+    assert second == [[[20.0]], [[30.0]], [[40.0]], [[50.0]]]
+    assert later == [[[60.0], [60.0]], [[70.0], [70.0]]]
+    assert model.most_out == 2
+
+
+def test_one_in_flight_keeps_calls_strictly_sequential():
+    model = RemoteModel()
+
+    async def main():
+        batcher = DynamicBatcher(model.call, "m", max_batch_size=2, max_in_flight=1)
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(batcher.submit(np.full((1, 1), float(i)))) for i in range(5)]
+        while not all(t.done() for t in tasks):
+            await settle()
+            for gate in model.release:
+                gate.set()
+        batcher.close()
+        return [t.result()[0].tolist() for t in tasks]
+
+    assert asyncio.run(main()) == [[[0.0]], [[10.0]], [[20.0]], [[30.0]], [[40.0]]]
+    assert model.most_out == 1
+    assert model.calls == [2, 2, 1]  # all five queued before the first call
+
+
+def test_a_failing_call_in_flight_fails_only_its_own_batch():
+    model = RemoteModel()
+
+    async def main():
+        batcher = DynamicBatcher(model.call, "m", max_batch_size=2, max_in_flight=2)
+        loop = asyncio.get_running_loop()
+        bad = loop.create_task(batcher.submit(np.full((1, 1), -1.0)))
+        await settle()
+        good = loop.create_task(batcher.submit(np.full((2, 1), 3.0)))
+        await settle()
+        assert model.calls == [1, 2] and model.out == 2
+        for gate in model.release:
+            gate.set()
+        with pytest.raises(RuntimeError, match="negative rows"):
+            await bad
+        result = (await good)[0].tolist()
+        batcher.close()
+        return result
+
+    assert asyncio.run(main()) == [[30.0], [30.0]]
+
+
+def test_max_in_flight_must_be_positive_and_applies_to_async_models_only():
+    with pytest.raises(ValueError, match="max_in_flight"):
+        DynamicBatcher(RemoteModel().call, "m", max_in_flight=0)
+    assert DynamicBatcher(lambda r: (r,), "m", max_in_flight=3, inline=True).max_in_flight == 1
+    assert DynamicBatcher(RemoteModel().call, "m", max_in_flight=3).max_in_flight == 3
