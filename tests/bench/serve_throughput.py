@@ -9,7 +9,9 @@
 Load comes from ``wrk`` (the same generator, connections and duration for both sides of a
 comparison). Prints a table and ratios; writes ``$CLINOPS_HOME/bench/serve.json``.
 Settings: ``BENCH_SECONDS`` (default 10), ``BENCH_CONNECTIONS`` (default 8), ``BENCH_ROUNDS`` (default 2:
-ours and the peer alternate, each measured once per round; the table shows the mean and every round).
+ours and the peer alternate, each measured once per round; the table shows the mean and every round),
+``BENCH_ONLY`` (default ``1,2,3``: which comparisons to run).
+(3) uses the pneumonia champion bundle when there is one and also reports the sample EfficientNet-B0.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from inference.local_stack import LocalStack, free_ports, http_ok  # noqa: E402
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+ONLY = {x.strip() for x in os.environ.get("BENCH_ONLY", "1,2,3").split(",") if x.strip()}
 # uvloop 0.22+ makes MLServer 1.7.1 parallel workers die at start (asyncio.get_event_loop without a loop)
 MLSERVER = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0"]
 ROW = [63.0, 1, 4, 145, 233, 1, 2, 150, 0, 2.3, 3, 0, 6]
@@ -59,7 +62,7 @@ def load1() -> float:
 
 
 # -- load generator -------------------------------------------------------------------------------------
-def wrk(url: str, body: dict, seconds: int = SECONDS, connections: int = CONNECTIONS) -> dict:
+def wrk(url: str, body: dict, seconds: int = SECONDS, connections: int = CONNECTIONS, after_warmup=None) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="clinops-wrk-"))
     (workdir / "body.json").write_text(json.dumps(body))
     (workdir / "post.lua").write_text(WRK_SCRIPT % {"body": workdir / "body.json"})
@@ -70,6 +73,8 @@ def wrk(url: str, body: dict, seconds: int = SECONDS, connections: int = CONNECT
         raise RuntimeError(f"{url} answered {check.stdout} to the benchmark request")
     subprocess.run(["wrk", "-t1", f"-c{connections}", "-d2s", "-s", str(workdir / "post.lua"), url],
                    capture_output=True, text=True)  # warm-up
+    if after_warmup is not None:
+        after_warmup()
     done = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s",
                            str(workdir / "post.lua"), url], capture_output=True, text=True, timeout=seconds + 60)
     line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT"))
@@ -160,10 +165,16 @@ def heart_bundle(workdir: Path) -> tuple[Path, str]:
     return folder, "sample GradientBoosting pipeline (no champion yet)"
 
 
-def pneumonia_bundle(workdir: Path) -> tuple[Path, str]:
+def pneumonia_bundles(workdir: Path) -> list[tuple[Path, str]]:
+    """The champion bundle first when there is one, then the sample model (always, for comparison)."""
+    bundles = []
     uri = champion_uri("pneumonia")
     if uri:
-        return bundle_source.resolve(uri, "pneumonia", workdir / "pneumonia-champion"), f"champion {uri}"
+        bundles.append((bundle_source.resolve(uri, "pneumonia", workdir / "pneumonia-champion"), f"champion {uri}"))
+    return [*bundles, sample_pneumonia_bundle(workdir, "no champion yet" if not uri else "for comparison")]
+
+
+def sample_pneumonia_bundle(workdir: Path, why: str) -> tuple[Path, str]:
     import torch
     from torchvision.models import efficientnet_b0
 
@@ -179,7 +190,7 @@ def pneumonia_bundle(workdir: Path) -> tuple[Path, str]:
 
     folder = sample_bundles.write_pneumonia(workdir / "pneumonia", 224, 224, 3, module=WithEmbedding().eval(),
                                             embedding_dim=1280, variant="efficientnet_b0")
-    return folder, "EfficientNet-B0 224x224 RGB, untrained weights (no champion yet)"
+    return folder, f"EfficientNet-B0 224x224 RGB, untrained weights ({why})"
 
 
 def features_body() -> dict:
@@ -249,14 +260,20 @@ def raw_forward(module, x, seconds: float) -> float:
         return count / (time.perf_counter() - start)
 
 
-def predictor_batch_mean(metrics_url: str) -> float | None:
+def batch_counts(metrics_url: str) -> tuple[float, float]:
+    """(batches, rows) of the process's dynamic batcher so far, from its ``clinops_batch_size`` histogram."""
     import urllib.request
 
     text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
     values = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
               if line.startswith("clinops_batch_size_") and "{" in line}
-    count = values.get("clinops_batch_size_count")
-    return values["clinops_batch_size_sum"] / count if count else None
+    return values.get("clinops_batch_size_count", 0.0), values.get("clinops_batch_size_sum", 0.0)
+
+
+def mean_batch(before: tuple[float, float], after: tuple[float, float]) -> float | None:
+    """Mean batch over a window (start-up and warm-up batches excluded)."""
+    batches, rows = after[0] - before[0], after[1] - before[1]
+    return rows / batches if batches else None
 
 
 def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
@@ -283,16 +300,23 @@ def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
     threads = torch.get_num_threads()
     module = torch.jit.load(str(model_dir / "model.pt"), map_location=device).eval()
     x = torch.randn(batch, c, h, w, device=device)
-    results = {"device": device.type, "torch_threads": threads, "batch": batch,
+    results = {"device": device.type, "torch_threads": threads, "batch": batch, "image": [c, h, w],
                "raw_before": {"images_per_s": raw_forward(module, x, SECONDS), "load1": load1()}}
     name = f"clinops full path (1 image/request, {2 * batch} connections)"
     with LocalStack({"pneumonia": str(model_dir)}, ports="ephemeral", log_dir=logs,
                     extra_args={"pneumonia/predictor": ["--max_batch_size", str(batch), "--num_threads", str(threads)],
                                 "pneumonia/transformer": ["--batch_max_size", str(batch)]}) as stack:
-        results[name] = wrk(stack.endpoints["pneumonia"].infer_url, body, connections=2 * batch)
+        endpoint = stack.endpoints["pneumonia"]
+        urls = {"predictor": f"{endpoint.predictor_rest_url}/metrics", "transformer": f"{endpoint.rest_url}/metrics"}
+        before = {}
+
+        def mark():  # between wrk's warm-up and its measured window
+            before.update({k: batch_counts(u) for k, u in urls.items()})
+
+        results[name] = wrk(endpoint.infer_url, body, connections=2 * batch, after_warmup=mark)
         results[name]["images_per_s"] = results[name]["rps"]
-        results[name]["mean_predictor_batch"] = predictor_batch_mean(
-            f"{stack.endpoints['pneumonia'].predictor_rest_url}/metrics")
+        for k, u in urls.items():
+            results[name][f"mean_{k}_batch"] = mean_batch(before[k], batch_counts(u))
     results["raw_after"] = {"images_per_s": raw_forward(module, x, SECONDS), "load1": load1()}
     results[f"raw forward, batch {batch} on {device.type}"] = {
         "images_per_s": (results["raw_before"]["images_per_s"] + results["raw_after"]["images_per_s"]) / 2}
@@ -314,34 +338,40 @@ def main() -> int:
     logs = workdir / "logs"
     logs.mkdir()
     heart, heart_source = heart_bundle(workdir)
-    pneumonia, pneumonia_source = pneumonia_bundle(workdir)
-    print(f"heart-disease model: {heart_source}\npneumonia model: {pneumonia_source}\n"
+    pneumonias = pneumonia_bundles(workdir) if "3" in ONLY else []
+    print(f"heart-disease model: {heart_source}\npneumonia models: {'; '.join(s for _, s in pneumonias) or '-'}\n"
           f"wrk -t1 -c{CONNECTIONS} -d{SECONDS}s, single-row requests, loopback, {ROUNDS} interleaved rounds; "
-          f"logs in {logs}", flush=True)
+          f"comparisons {','.join(sorted(ONLY))}; logs in {logs}", flush=True)
     rounds_one, rounds_two = {}, {}
     for _ in range(ROUNDS):  # ours and the peers alternate, so that a change in machine load hits both
-        for name, r in bench_predictors(heart, logs).items():
-            rounds_one.setdefault(name, []).append(r)
-        for name, r in bench_full_path(heart, logs).items():
-            rounds_two.setdefault(name, []).append(r)
+        if "1" in ONLY:
+            for name, r in bench_predictors(heart, logs).items():
+                rounds_one.setdefault(name, []).append(r)
+        if "2" in ONLY:
+            for name, r in bench_full_path(heart, logs).items():
+                rounds_two.setdefault(name, []).append(r)
     one = {name: summarise(runs) for name, runs in rounds_one.items()}
     two = {name: summarise(runs) for name, runs in rounds_two.items()}
-    three = bench_pneumonia(pneumonia, logs)
+    threes = {source: bench_pneumonia(folder, logs) for folder, source in pneumonias}
 
-    ours1, ours2 = one["clinops sklearn predictor"], two["clinops transformer → predictor"]
-    best_ml = max((v for k, v in one.items() if k.startswith("MLServer")), key=lambda r: r["rps"])
-    stock = two["stock KServe transformer → predictor"]
-    full = next(v["images_per_s"] for k, v in three.items() if k.startswith("clinops full path"))
-    raw = next(v["images_per_s"] for k, v in three.items() if k.startswith("raw forward"))
-    ratios = {
-        "1_predictor_vs_best_mlserver_rps": ours1["rps"] / best_ml["rps"],
-        "1_p99_ours_over_mlserver": ours1["p99_ms"] / best_ml["p99_ms"],
-        "2_full_path_vs_stock_kserve_rps": ours2["rps"] / stock["rps"],
-        "2_p99_ours_over_stock": ours2["p99_ms"] / stock["p99_ms"],
-        "3_full_path_over_raw_forward": full / raw,
-    }
-    print("\n{:<48} {:>10} {:>9} {:>9} {:>8} {:>6}".format("configuration (mean of rounds)", "req/s", "p50 ms",
-                                                          "p99 ms", "errors", "load"))
+    ratios = {}
+    if one:
+        ours1 = one["clinops sklearn predictor"]
+        best_ml = max((v for k, v in one.items() if k.startswith("MLServer")), key=lambda r: r["rps"])
+        ratios["1_predictor_vs_best_mlserver_rps"] = ours1["rps"] / best_ml["rps"]
+        ratios["1_p99_ours_over_mlserver"] = ours1["p99_ms"] / best_ml["p99_ms"]
+    if two:
+        ours2, stock = two["clinops transformer → predictor"], two["stock KServe transformer → predictor"]
+        ratios["2_full_path_vs_stock_kserve_rps"] = ours2["rps"] / stock["rps"]
+        ratios["2_p99_ours_over_stock"] = ours2["p99_ms"] / stock["p99_ms"]
+    for i, (source, three) in enumerate(threes.items()):
+        full = next(v["images_per_s"] for k, v in three.items() if k.startswith("clinops full path"))
+        raw = next(v["images_per_s"] for k, v in three.items() if k.startswith("raw forward"))
+        key = "3_full_path_over_raw_forward" if i == 0 else "3_sample_model_full_path_over_raw_forward"
+        ratios[key] = full / raw
+    if one or two:
+        print("\n{:<48} {:>10} {:>9} {:>9} {:>8} {:>6}".format("configuration (mean of rounds)", "req/s", "p50 ms",
+                                                              "p99 ms", "errors", "load"))
     for section in (one, two):
         for name, r in section.items():
             print(f"{name:<48} {r['rps']:>10.0f} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} {r['errors']:>8} "
@@ -349,18 +379,24 @@ def main() -> int:
             for i, run in enumerate(r["rounds"], 1):
                 print(f"{'  round ' + str(i):<48} {run['rps']:>10.0f} {run['p50_ms']:>9.2f} {run['p99_ms']:>9.2f} "
                       f"{run['errors'] + run['non_2xx']:>8} {run['load1']:>6.2f}")
-    for name, r in three.items():
-        if isinstance(r, dict) and "images_per_s" in r:
-            extra = f" (mean predictor batch {r['mean_predictor_batch']:.1f})" if r.get("mean_predictor_batch") else ""
-            load = f", load {r['load1']:.2f}" if "load1" in r else ""
-            print(f"{name:<48} {r['images_per_s']:>10.1f} images/s{extra}{load}")
+    for source, three in threes.items():
+        print(f"\npneumonia: {source}; image {three['image']}, batch {three['batch']}, {three['device']}, "
+              f"torch threads {three['torch_threads']} (raw and predictor)")
+        for name, r in three.items():
+            if isinstance(r, dict) and "images_per_s" in r:
+                extra = "".join(f", mean {k} batch {r[f'mean_{k}_batch']:.1f}" for k in ("transformer", "predictor")
+                                if r.get(f"mean_{k}_batch"))
+                load = f", load {r['load1']:.2f}" if "load1" in r else ""
+                print(f"  {name:<46} {r['images_per_s']:>10.1f} images/s{extra}{load}")
     print("\nratios (targets: 1, 2 ≥ 2.0 with p99 ratio ≤ 1.0; 3 ≥ 0.80)")
     for name, value in ratios.items():
-        print(f"  {name:<40} {value:.2f}")
+        print(f"  {name:<44} {value:.2f}")
     report = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-              "load": {"generator": "wrk", "connections": CONNECTIONS, "seconds": SECONDS, "rounds": ROUNDS},
-              "models": {"heart-disease": heart_source, "pneumonia": pneumonia_source},
-              "predictor_vs_mlserver": one, "full_path_vs_stock_kserve": two, "pneumonia_vs_raw_forward": three,
+              "load": {"generator": "wrk", "connections": CONNECTIONS, "seconds": SECONDS, "rounds": ROUNDS,
+                       "comparisons": sorted(ONLY)},
+              "models": {"heart-disease": heart_source, "pneumonia": [s for _, s in pneumonias]},
+              "predictor_vs_mlserver": one, "full_path_vs_stock_kserve": two,
+              "pneumonia_vs_raw_forward": next(iter(threes.values()), {}), "pneumonia_by_model": threes,
               "ratios": ratios, "finished_at": time.time()}
     out = get_settings().home / "bench" / "serve.json"
     out.parent.mkdir(parents=True, exist_ok=True)
