@@ -10,7 +10,8 @@ Load comes from ``wrk`` (the same generator, connections and duration for both s
 comparison). Prints a table and ratios; writes ``$CLINOPS_HOME/bench/serve.json``.
 Settings: ``BENCH_SECONDS`` (default 10), ``BENCH_CONNECTIONS`` (default 8), ``BENCH_ROUNDS`` (default 2:
 ours and the peer alternate, each measured once per round; the table shows the mean and every round),
-``BENCH_ONLY`` (default ``1,2,3``: which comparisons to run).
+``BENCH_ONLY`` (default ``1,2,3``: which comparisons to run), ``BENCH_TORCH_THREADS`` (torch intra-op
+threads of both the raw forward and the predictor in (3); default torch's own, the cores).
 (3) uses the pneumonia champion bundle when there is one and also reports the sample EfficientNet-B0.
 """
 
@@ -39,6 +40,7 @@ from inference.local_stack import LocalStack, free_ports, http_ok  # noqa: E402
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+TORCH_THREADS = int(os.environ.get("BENCH_TORCH_THREADS", "0"))  # 0: torch's default (the cores)
 ONLY = {x.strip() for x in os.environ.get("BENCH_ONLY", "1,2,3").split(",") if x.strip()}
 # uvloop 0.22+ makes MLServer 1.7.1 parallel workers die at start (asyncio.get_event_loop without a loop)
 MLSERVER = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0"]
@@ -244,10 +246,18 @@ def bench_full_path(model_dir: Path, logs: Path) -> dict:
     return results
 
 
-def raw_forward(module, x, seconds: float) -> float:
-    """Images/s of back-to-back forward passes of ``x`` (the predictor's batch size and precision)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def raw_forward(module, x, seconds: float, cpu: dict | None = None) -> float:
+    """Images/s of back-to-back forward passes of ``x`` (the predictor's batch size and precision);
+    ``cpu`` gets ``images_per_cpu_s`` (this process's CPU time: robust to other load on the machine)."""
     import torch
 
+    cpu_start = time.process_time()
     device = x.device
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         module(x)
@@ -257,7 +267,10 @@ def raw_forward(module, x, seconds: float) -> float:
             count += len(x)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        return count / (time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        if cpu is not None:
+            cpu["images_per_cpu_s"] = (count + len(x)) / (time.process_time() - cpu_start)
+        return count / elapsed
 
 
 def batch_counts(metrics_url: str) -> tuple[float, float]:
@@ -279,8 +292,9 @@ def mean_batch(before: tuple[float, float], after: tuple[float, float]) -> float
 def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
     """Full path vs raw forward, like with like: the same batch size (the predictor's maximum, which
     enough concurrent requests fill: 2 x batch connections, so one batch computes while the next
-    queues), precision, device and torch thread count; raw measured before and after the full path
-    so that a change in machine load shows."""
+    queues), precision, device and torch thread count. Raw and full path alternate over ``ROUNDS``
+    rounds with a last raw after them (raw runs while the idle stack is up), so that a change in
+    machine load shows in both; the ratio is mean full path over mean raw."""
     import base64
     import io
 
@@ -297,29 +311,65 @@ def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
     body = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
                         "data": [base64.b64encode(buffer.getvalue()).decode()]}]}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if TORCH_THREADS:
+        torch.set_num_threads(TORCH_THREADS)
     threads = torch.get_num_threads()
     module = torch.jit.load(str(model_dir / "model.pt"), map_location=device).eval()
-    x = torch.randn(batch, c, h, w, device=device)
+    # the very tensor the transformer sends for this image, batch x, on the device: the same input and values
+    from inference.transformer.pneumonia import PneumoniaCodec
+    from inference.transformer.settings import TransformerSettings
+
+    codec = PneumoniaCodec(schema, TransformerSettings(workload="pneumonia"))
+    x = torch.from_numpy(np.repeat(codec.encode_files([buffer.getvalue()]), batch, axis=0)).to(device)
     results = {"device": device.type, "torch_threads": threads, "batch": batch, "image": [c, h, w],
-               "raw_before": {"images_per_s": raw_forward(module, x, SECONDS), "load1": load1()}}
+               "raw_context": "one worker thread, like the predictor's batcher; the transformer's tensor"}
+    raws, fulls = [], []
     name = f"clinops full path (1 image/request, {2 * batch} connections)"
     with LocalStack({"pneumonia": str(model_dir)}, ports="ephemeral", log_dir=logs,
                     extra_args={"pneumonia/predictor": ["--max_batch_size", str(batch), "--num_threads", str(threads)],
                                 "pneumonia/transformer": ["--batch_max_size", str(batch)]}) as stack:
         endpoint = stack.endpoints["pneumonia"]
         urls = {"predictor": f"{endpoint.predictor_rest_url}/metrics", "transformer": f"{endpoint.rest_url}/metrics"}
-        before = {}
+        pids = [stack.processes[f"pneumonia/{k}"].popen.pid for k in ("predictor", "transformer")]
 
-        def mark():  # between wrk's warm-up and its measured window
-            before.update({k: batch_counts(u) for k, u in urls.items()})
+        def raw() -> dict:  # in a worker thread, as the predictor runs its forward passes
+            from concurrent.futures import ThreadPoolExecutor
 
-        results[name] = wrk(endpoint.infer_url, body, connections=2 * batch, after_warmup=mark)
-        results[name]["images_per_s"] = results[name]["rps"]
-        for k, u in urls.items():
-            results[name][f"mean_{k}_batch"] = mean_batch(before[k], batch_counts(u))
-    results["raw_after"] = {"images_per_s": raw_forward(module, x, SECONDS), "load1": load1()}
+            cpu: dict = {}
+            with ThreadPoolExecutor(1) as pool:
+                images_per_s = pool.submit(raw_forward, module, x, SECONDS, cpu).result()
+            return {"images_per_s": images_per_s, "load1": load1(), **cpu}
+
+        for _ in range(ROUNDS):
+            raws.append(raw())
+            before: dict = {}
+
+            def mark(before=before):  # between wrk's warm-up and its measured window
+                before.update({k: batch_counts(u) for k, u in urls.items()})
+                before["cpu"] = sum(cpu_seconds(p) for p in pids)
+
+            run = wrk(endpoint.infer_url, body, connections=2 * batch, after_warmup=mark)
+            run["images_per_s"] = run["rps"]
+            # predictor + transformer CPU time over the window (the load generator's excluded, as in raw)
+            run["images_per_cpu_s"] = run["requests"] / (sum(cpu_seconds(p) for p in pids) - before["cpu"])
+            for k, u in urls.items():
+                run[f"mean_{k}_batch"] = mean_batch(before[k], batch_counts(u))
+            fulls.append(run)
+        raws.append(raw())
+    mean = lambda runs, key: sum(r[key] for r in runs) / len(runs)  # noqa: E731
+    results[name] = {"images_per_s": mean(fulls, "images_per_s"), "load1": mean(fulls, "load1"),
+                     "images_per_cpu_s": mean(fulls, "images_per_cpu_s"),
+                     "p50_ms": mean(fulls, "p50_ms"), "p99_ms": mean(fulls, "p99_ms"),
+                     "errors": sum(r["errors"] + r["non_2xx"] for r in fulls), "rounds": fulls}
+    for k in ("transformer", "predictor"):
+        values = [r[f"mean_{k}_batch"] for r in fulls if r.get(f"mean_{k}_batch")]
+        results[name][f"mean_{k}_batch"] = sum(values) / len(values) if values else None
     results[f"raw forward, batch {batch} on {device.type}"] = {
-        "images_per_s": (results["raw_before"]["images_per_s"] + results["raw_after"]["images_per_s"]) / 2}
+        "images_per_s": mean(raws, "images_per_s"), "load1": mean(raws, "load1"),
+        "images_per_cpu_s": mean(raws, "images_per_cpu_s"), "rounds": raws}
+    # each round's full path against the raw runs either side of it
+    results["round_ratios"] = [f["images_per_s"] / ((raws[i]["images_per_s"] + raws[i + 1]["images_per_s"]) / 2)
+                               for i, f in enumerate(fulls)]
     return results
 
 
@@ -364,11 +414,14 @@ def main() -> int:
         ours2, stock = two["clinops transformer → predictor"], two["stock KServe transformer → predictor"]
         ratios["2_full_path_vs_stock_kserve_rps"] = ours2["rps"] / stock["rps"]
         ratios["2_p99_ours_over_stock"] = ours2["p99_ms"] / stock["p99_ms"]
-    for i, (source, three) in enumerate(threes.items()):
+    for i, three in enumerate(threes.values()):
         full = next(v["images_per_s"] for k, v in three.items() if k.startswith("clinops full path"))
         raw = next(v["images_per_s"] for k, v in three.items() if k.startswith("raw forward"))
         key = "3_full_path_over_raw_forward" if i == 0 else "3_sample_model_full_path_over_raw_forward"
         ratios[key] = full / raw
+        ratios[key.replace("full_path_over_raw_forward", "full_path_over_raw_per_cpu_second")] = (
+            next(v["images_per_cpu_s"] for k, v in three.items() if k.startswith("clinops full path"))
+            / next(v["images_per_cpu_s"] for k, v in three.items() if k.startswith("raw forward")))
     if one or two:
         print("\n{:<48} {:>10} {:>9} {:>9} {:>8} {:>6}".format("configuration (mean of rounds)", "req/s", "p50 ms",
                                                               "p99 ms", "errors", "load"))
@@ -388,6 +441,11 @@ def main() -> int:
                                 if r.get(f"mean_{k}_batch"))
                 load = f", load {r['load1']:.2f}" if "load1" in r else ""
                 print(f"  {name:<46} {r['images_per_s']:>10.1f} images/s{extra}{load}")
+                print(f"  {'':<46} {r['images_per_cpu_s']:>10.2f} images per CPU-second")
+                for i, run in enumerate(r.get("rounds", []), 1):
+                    print(f"  {'  run ' + str(i):<46} {run['images_per_s']:>10.1f} images/s, "
+                          f"{run['images_per_cpu_s']:.2f} per CPU-s, load {run['load1']:.2f}")
+        print("  full path / adjacent raw, per round: " + ", ".join(f"{v:.2f}" for v in three["round_ratios"]))
     print("\nratios (targets: 1, 2 ≥ 2.0 with p99 ratio ≤ 1.0; 3 ≥ 0.80)")
     for name, value in ratios.items():
         print(f"  {name:<44} {value:.2f}")

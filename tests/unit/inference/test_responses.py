@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import ORJSONResponse
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferInput
+from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest
 from kserve.protocol.rest.v2_datamodels import InferenceResponse
 
 from inference.responses import JsonInferResponse
