@@ -42,7 +42,7 @@ class DynamicBatcher:
     """
 
     def __init__(self, fn: BatchFn, model_name: str, max_batch_size: int = 64, max_wait_ms: float = 0.0,
-                 inline: bool = False, max_in_flight: int = 1):
+                 inline: bool = False, max_in_flight: int = 1, executor: ThreadPoolExecutor | None = None):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         if max_in_flight < 1:
@@ -60,8 +60,10 @@ class DynamicBatcher:
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
         self._carry = None
-        self._executor = None if inline or self._is_async else ThreadPoolExecutor(
+        # ``executor``: share another batcher's worker thread, so that their model calls never overlap
+        self._executor = None if inline or self._is_async else executor or ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"batch-{model_name}")
+        self._owns_executor = executor is None
         self.batches: int = 0  # model calls so far (metrics have the distribution)
 
     def run_now(self, rows: np.ndarray) -> Sequence[np.ndarray]:
@@ -185,5 +187,5 @@ class DynamicBatcher:
             self._task.cancel()
         for task in list(self._in_flight):
             task.cancel()
-        if self._executor is not None:
+        if self._executor is not None and self._owns_executor:
             self._executor.shutdown(wait=False, cancel_futures=True)

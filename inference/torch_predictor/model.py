@@ -1,6 +1,11 @@
 """The PyTorch predictor as a ``kserve.Model``.
 
-V2 input: ``input`` FP32 ``[N, C, H, W]``, already normalised (the transformer's job).
+V2 input ``input`` ``[N, C, H, W]``, either
+- UINT8 pixels (what the transformer sends by default): the predictor scales them to [0, 1] and
+  normalises them by the bundle's ``schema.json`` mean/std, in torch on the model's device
+  (``x / 255``, ``- mean``, ``/ std`` in float32: the same values as the transformer's numpy step), or
+- FP32 (other numeric types are cast to FP32) already normalised: passed to the model as is.
+UINT8 and FP32 requests are batched separately (never mixed in one forward pass) on one worker thread.
 V2 outputs: ``logits`` FP32 ``[N, 2]`` and ``embedding`` FP32 ``[N, D]`` (what the drift sidecar needs).
 """
 
@@ -8,7 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 from kserve.protocol.infer_type import InferRequest, InferResponse
@@ -42,6 +50,27 @@ def autocast_dtype(device, precision: str):
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def cpu_budget(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (``cpu.max``:
+    ``"quota period"``, rounded up; ``"max ..."`` is no quota). At least 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max" and int(period) > 0:
+            cores = min(cores, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):  # no cgroup v2 file, or an unexpected format: the affinity alone
+        pass
+    return max(1, cores)
+
+
+def normalise_pixels(pixels, mean, std):
+    """uint8 ``[N, C, H, W]`` torch tensor → float32 scaled to [0, 1] and normalised (``mean``/``std``:
+    float32 tensors of shape ``[C, 1, 1]`` on the same device)."""
+    x = pixels.float()
+    x.div_(255.0).sub_(mean).div_(std)
+    return x
+
+
 class TorchPredictor(CountedModel):
     def __init__(self, settings: TorchPredictorSettings):
         super().__init__(settings.model_name)
@@ -51,7 +80,10 @@ class TorchPredictor(CountedModel):
         self.amp_dtype = None
         self.config: dict = {}
         self.input_shape: tuple[int, int, int] = (0, 0, 0)
-        self.batcher: DynamicBatcher | None = None
+        self.batcher: DynamicBatcher | None = None  # FP32 input, already normalised
+        self.pixel_batcher: DynamicBatcher | None = None  # UINT8 pixels, normalised here
+        self.num_threads = 0
+        self._mean = self._std = None
 
     def load(self) -> bool:
         import torch
@@ -65,29 +97,40 @@ class TorchPredictor(CountedModel):
         self.input_shape = (int(image["channels"]), int(image["height"]), int(image["width"]))
         self._class_labels = [str(c) for c in self.config.get("classes")
                               or range(int(self.config.get("num_classes", 2)))]
-        if self.settings.num_threads:
-            torch.set_num_threads(self.settings.num_threads)
         self.device = pick_device(self.settings.device)
+        if self.device.type == "cpu":
+            self.num_threads = self.settings.num_threads or cpu_budget()
+            torch.set_num_threads(self.num_threads)
+        self._mean = torch.tensor(image["mean"], dtype=torch.float32, device=self.device).reshape(-1, 1, 1)
+        self._std = torch.tensor(image["std"], dtype=torch.float32, device=self.device).reshape(-1, 1, 1)
         self.amp_dtype = autocast_dtype(self.device, self.settings.precision)
         self.module = torch.jit.load(str(folder / manifest.model_file), map_location=self.device).eval()
         self.batcher = DynamicBatcher(self._forward, self.name, self.settings.max_batch_size, self.settings.max_wait_ms)
+        self.pixel_batcher = DynamicBatcher(self._forward_pixels, self.name, self.settings.max_batch_size,
+                                            self.settings.max_wait_ms, executor=self.batcher._executor)
+        self.pixel_batcher.run_now(np.zeros((1, *self.input_shape), dtype=np.uint8))
         logits, embedding = self.batcher.run_now(np.zeros((1, *self.input_shape), dtype=np.float32))
         dim = self.config.get("embedding_dim")
         if logits.shape != (1, self.config.get("num_classes", 2)) or (dim and embedding.shape != (1, dim)):
             raise RuntimeError(f"warm-up gave logits {logits.shape}, embedding {embedding.shape}; "
                                f"model_config.json says {self.config}")
         self.ready = True
-        log.info("loaded %s v%s from %s on %s (autocast %s)", manifest.model_name, manifest.model_version, folder,
-                 self.device, self.amp_dtype)
+        log.info("loaded %s v%s from %s on %s (autocast %s, %s torch threads)", manifest.model_name,
+                 manifest.model_version, folder, self.device, self.amp_dtype, self.num_threads or "-")
         return self.ready
 
-    def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _forward_pixels(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._forward(batch, pixels=True)
+
+    def _forward(self, batch: np.ndarray, pixels: bool = False) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
         if not batch.flags.writeable:  # one request's bytes straight from the wire (gRPC or binary REST)
             batch = batch.copy()
         with torch.inference_mode():
             x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            if pixels:
+                x = normalise_pixels(x, self._mean, self._std)
             if self.amp_dtype is not None:
                 with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype):
                     logits, embedding = self.module(x)
@@ -96,6 +139,7 @@ class TorchPredictor(CountedModel):
             return (logits.float().cpu().numpy(), embedding.float().cpu().numpy())
 
     def get_input_types(self) -> list[dict]:
+        # metadata names one datatype per input; UINT8 pixels are accepted as well (see the module's docstring)
         return [{"name": "input", "datatype": "FP32", "shape": [-1, *self.input_shape]}]
 
     def get_output_types(self) -> list[dict]:
@@ -104,17 +148,19 @@ class TorchPredictor(CountedModel):
 
     async def preprocess(self, payload: InferRequest, headers=None) -> InferRequest:
         start = time.perf_counter()
+        pixels = isinstance(payload, InferRequest) and len(payload.inputs) == 1 and payload.inputs[0].datatype == "UINT8"
         rows = single_tensor(payload, self.name, self.input_shape, self.settings.max_rows_per_request,
-                             dtype=np.float32)
-        if np.isnan(rows).any():
+                             dtype=np.uint8 if pixels else np.float32)
+        if not pixels and np.isnan(rows).any():
             raise RejectedInput(self.name, "non_finite", f"input '{payload.inputs[0].name}': contains NaN")
         payload._clinops_rows = rows
+        payload._clinops_batcher = self.pixel_batcher if pixels else self.batcher
         self.metrics.preprocess.observe(time.perf_counter() - start)
         return payload
 
     async def predict(self, payload: InferRequest, headers=None, response_headers=None) -> InferResponse:
         start = time.perf_counter()
-        logits, embedding = await self.batcher.submit(payload._clinops_rows)
+        logits, embedding = await payload._clinops_batcher.submit(payload._clinops_rows)
         done = time.perf_counter()
         self.metrics.predict.observe(done - start)
         self.metrics.count_classes(self._class_labels, logits.argmax(axis=1))
@@ -123,6 +169,7 @@ class TorchPredictor(CountedModel):
         return result
 
     def stop(self):
-        if self.batcher is not None:
-            self.batcher.close()
+        for batcher in (self.pixel_batcher, self.batcher):  # the FP32 one owns the shared worker thread
+            if batcher is not None:
+                batcher.close()
         super().stop()

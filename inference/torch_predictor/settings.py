@@ -22,4 +22,5 @@ class TorchPredictorSettings(BaseSettings):
                                                      "what queued up while the previous forward pass ran).")
     max_rows_per_request: int = Field(256, ge=1, description="Requests with more images are rejected (400).")
     max_body_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="REST bodies over this are rejected (400).")
-    num_threads: int | None = Field(None, ge=1, description="torch intra-op threads on CPU; default: torch's choice.")
+    num_threads: int | None = Field(None, ge=1, description="torch intra-op threads on CPU; default: the cores this "
+                                                               "process may use (CPU affinity, cgroup CPU quota).")

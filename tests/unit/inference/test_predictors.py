@@ -10,7 +10,8 @@ from kserve.protocol.infer_type import InferInput, InferRequest
 from inference import metrics, sample_bundles
 from inference.sklearn_predictor.model import SklearnPredictor
 from inference.sklearn_predictor.settings import SklearnPredictorSettings
-from inference.torch_predictor.model import TorchPredictor, autocast_dtype, pick_device
+from inference.torch_predictor.model import (TorchPredictor, autocast_dtype, cpu_budget, normalise_pixels,
+                                             pick_device)
 from inference.torch_predictor.settings import TorchPredictorSettings
 
 pytestmark = pytest.mark.unit
@@ -72,6 +73,58 @@ def test_torch_predictor_returns_the_modules_logits_and_embedding(pneumonia_bund
     with pytest.raises(InvalidInput, match="does not match"):
         asyncio.run(call(model, request("input", np.zeros((1, 3, 24, 20), np.float32), "FP32")))
     model.stop()
+
+
+def test_torch_predictor_normalises_uint8_pixels_itself(pneumonia_bundle):
+    model = TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle)))
+    assert model.load()
+    pixels = np.random.default_rng(1).integers(0, 256, size=(2, 1, 24, 20), dtype=np.uint8)
+    out = asyncio.run(call(model, request("input", pixels, "UINT8")))
+    # the bundle's contract written out: mean 0.5, std 0.25
+    x = ((pixels.astype(np.float32) / 255.0) - np.float32(0.5)) / np.float32(0.25)
+    module = torch.jit.load(str(pneumonia_bundle / "model.pt"))
+    with torch.inference_mode():
+        logits, embedding = module(torch.from_numpy(x))
+    np.testing.assert_allclose(out["logits"], logits.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["embedding"], embedding.numpy(), rtol=1e-5, atol=1e-6)
+    # the same rows as FP32, already normalised, give the same outputs
+    same = asyncio.run(call(model, request("input", x, "FP32")))
+    np.testing.assert_allclose(same["logits"], out["logits"], rtol=1e-5, atol=1e-6)
+    with pytest.raises(InvalidInput, match="does not match"):
+        asyncio.run(call(model, request("input", np.zeros((1, 3, 24, 20), np.uint8), "UINT8")))
+    model.stop()
+
+
+def test_normalise_pixels_values():
+    pixels = torch.tensor([0, 51, 255], dtype=torch.uint8).reshape(1, 1, 1, 3)
+    out = normalise_pixels(pixels, torch.full((1, 1, 1), 0.5), torch.full((1, 1, 1), 0.25))
+    assert out.dtype == torch.float32
+    np.testing.assert_allclose(out.ravel().numpy(), [-2.0, -1.2, 2.0], atol=1e-6)
+
+
+@pytest.mark.parametrize(("cpu_max", "cores", "expected"), [
+    ("max 100000\n", 8, 8), ("200000 100000\n", 8, 2), ("150000 100000\n", 8, 2), ("50000 100000\n", 8, 1),
+    ("400000 100000\n", 2, 2), (None, 3, 3), ("garbage\n", 4, 4)])
+def test_cpu_budget_is_affinity_capped_by_the_cgroup_quota(tmp_path, monkeypatch, cpu_max, cores, expected):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)))
+    path = tmp_path / "cpu.max"
+    if cpu_max is not None:
+        path.write_text(cpu_max)
+    assert cpu_budget(path) == expected
+
+
+def test_torch_predictor_threads_default_to_the_cpu_budget(pneumonia_bundle, monkeypatch):
+    previous = torch.get_num_threads()
+    monkeypatch.setattr("inference.torch_predictor.model.cpu_budget", lambda: 1)
+    try:
+        model = TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle), device="cpu"))
+        assert model.load() and model.num_threads == 1 and torch.get_num_threads() == 1
+        model.stop()
+        model = TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle), device="cpu", num_threads=2))
+        assert model.load() and model.num_threads == 2 and torch.get_num_threads() == 2
+        model.stop()
+    finally:
+        torch.set_num_threads(previous)
 
 
 def test_device_choice_uses_cuda_only_when_present():
