@@ -15,8 +15,10 @@ def parse_settings(argv: list[str] | None = None):
     parser.add_argument("--bundle", help=TransformerSettings.model_fields["bundle"].description)
     for name in ("predictor_timeout_s", "retry_backoff_ms", "batch_max_wait_ms", "threshold", "risk_medium", "risk_high"):
         parser.add_argument(f"--{name}", type=float, help=TransformerSettings.model_fields[name].description)
-    for name in ("predictor_retries", "predictor_max_in_flight", "batch_max_size", "max_rows_per_request", "max_body_bytes", "max_image_bytes", "max_pixels"):
+    for name in ("predictor_retries", "predictor_max_in_flight", "batch_max_size", "max_rows_per_request", "max_body_bytes", "max_image_bytes", "max_pixels", "decode_threads"):
         parser.add_argument(f"--{name}", type=int, help=TransformerSettings.model_fields[name].description)
+    parser.add_argument("--predictor_input", choices=["uint8", "fp32"],
+                        help=TransformerSettings.model_fields["predictor_input"].description)
     args = parser.parse_args(argv)
     if not args.predictor_host:
         parser.error("--predictor_host host:port is required")

@@ -10,6 +10,7 @@ import contextvars
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
@@ -24,6 +25,7 @@ from inference.transformer.predictor_client import PredictorClient
 from inference.transformer.settings import TransformerSettings
 
 log = logging.getLogger(__name__)
+WIRE_TYPES = {np.dtype("float32"): "FP32", np.dtype("float64"): "FP64", np.dtype("uint8"): "UINT8"}
 # the client's request, kept for postprocess (each request runs in its own task, hence its own context)
 _CLIENT_REQUEST: contextvars.ContextVar[InferRequest] = contextvars.ContextVar("clinops_client_request")
 
@@ -45,6 +47,7 @@ class Transformer(CountedModel):
         super().__init__(settings.name)
         self.settings = settings
         self.codec = None
+        self._decode_pool: ThreadPoolExecutor | None = None
         self.client = PredictorClient(self.name, predictor_host, predictor_protocol, settings.predictor_timeout_s,
                                       settings.predictor_retries, settings.retry_backoff_ms)
 
@@ -55,6 +58,8 @@ class Transformer(CountedModel):
         if schema.get("workload", self.settings.workload) != self.settings.workload:
             raise ValueError(f"{folder}/schema.json is for {schema.get('workload')}, not {self.settings.workload}")
         self.codec = make_codec(self.settings.workload, schema, self.settings)
+        if self.codec.heavy and self._decode_pool is None:  # a small fixed pool, not asyncio's default (cores + 4)
+            self._decode_pool = ThreadPoolExecutor(self.settings.decode_threads, thread_name_prefix="decode")
         self.batcher = DynamicBatcher(self._call_predictor, self.name, self.settings.batch_max_size,
                                       self.settings.batch_max_wait_ms,
                                       max_in_flight=self.settings.predictor_max_in_flight)
@@ -66,6 +71,8 @@ class Transformer(CountedModel):
     def stop(self):
         if getattr(self, "batcher", None) is not None:
             self.batcher.close()
+        if self._decode_pool is not None:
+            self._decode_pool.shutdown(wait=False, cancel_futures=True)
         super().stop()
 
     def get_input_types(self) -> list[dict]:
@@ -85,7 +92,8 @@ class Transformer(CountedModel):
         try:
             parsed = self.codec.parse(payload.inputs)
             if self.codec.heavy:
-                name, array = await asyncio.get_running_loop().run_in_executor(None, self.codec.tensor, parsed)
+                name, array = await asyncio.get_running_loop().run_in_executor(self._decode_pool, self.codec.tensor,
+                                                                                  parsed)
             else:
                 name, array = self.codec.tensor(parsed)
         except BadRequest as err:
@@ -96,8 +104,7 @@ class Transformer(CountedModel):
 
     async def _call_predictor(self, rows: np.ndarray) -> list[np.ndarray]:
         """One predictor call for the merged rows of concurrent requests; outputs in ``_output_names`` order."""
-        tensor = InferInput(name=self._tensor_name, shape=list(rows.shape),
-                            datatype="FP32" if rows.dtype == np.float32 else "FP64")
+        tensor = InferInput(name=self._tensor_name, shape=list(rows.shape), datatype=WIRE_TYPES[rows.dtype])
         tensor.set_data_from_numpy(np.ascontiguousarray(rows), binary_data=True)
         request = InferRequest(model_name=self.name, infer_inputs=[tensor], parameters={"binary_data_output": True})
         response = await self.client.infer(request)

@@ -2,8 +2,11 @@
 
 Request: one input ``image``, BYTES ``[N]``, each element a JPEG or PNG file (base64 text in JSON;
 raw bytes with the binary-data extension or over gRPC). Each image is checked (format, header size
-against the pixel limit before decoding, truncation), converted to L or RGB, resized bilinearly to the
-bundle's H×W, scaled to [0, 1] and normalised by the bundle's mean/std.
+against the pixel limit before decoding, truncation), converted to L or RGB and resized bilinearly to the
+bundle's H×W. The predictor gets the pixels as UINT8 ``[N, C, H, W]`` (a quarter of the FP32 bytes) and
+scales them to [0, 1] and normalises them by the bundle's mean/std itself, in torch; with
+``--predictor_input fp32`` the transformer sends them already normalised (FP32), as older predictors
+expect. Both give the same tensor to the model (:meth:`PneumoniaCodec.normalise` is that step in numpy).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ class PneumoniaCodec:
         return self.files(inputs)
 
     def tensor(self, files: list[bytes]) -> tuple[str, np.ndarray]:
-        return "input", self.encode_files(files)
+        pixels = self.encode_files(files)
+        return "input", pixels if self.send_pixels else self.normalise(pixels)
 
     def __init__(self, schema: dict, settings):
         from PIL import Image
@@ -47,6 +51,7 @@ class PneumoniaCodec:
         self.max_pixels = int(settings.max_pixels or schema.get("max_pixels") or 50_000_000)
         self.max_image_bytes = settings.max_image_bytes
         self.max_rows = settings.max_rows_per_request
+        self.send_pixels = getattr(settings, "predictor_input", "uint8") == "uint8"
         # PIL's own bomb guard as a second line; the header check below answers first, with a 400
         Image.MAX_IMAGE_PIXELS = self.max_pixels
 
@@ -89,8 +94,17 @@ class PneumoniaCodec:
         return files
 
     def encode_files(self, files: list[bytes]) -> np.ndarray:
-        """Decode and normalise every file into ``[N, C, H, W]`` float32 (CPU-bound: run it in a thread)."""
+        """Decode and resize every file into ``[N, C, H, W]`` uint8 pixels (CPU-bound: run it in a thread)."""
         return np.stack([self._one(i, data) for i, data in enumerate(files)])
+
+    def normalise(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 ``[N, C, H, W]`` → float32 scaled to [0, 1] and normalised by the bundle's mean/std
+        (the predictor does the same in torch for UINT8 input)."""
+        x = pixels.astype(np.float32)
+        x /= 255.0
+        x -= self.mean
+        x /= self.std
+        return x
 
     def _one(self, i: int, data: bytes) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
@@ -115,9 +129,8 @@ class PneumoniaCodec:
             raise BadRequest("pixel_limit", f"{where}: image over the pixel limit of {self.max_pixels} ({err})") from None
         except (OSError, ValueError, SyntaxError, EOFError) as err:
             raise BadRequest("undecodable_image", f"{where}: truncated or corrupt {image.format} ({err})") from None
-        pixels = np.asarray(image, dtype=np.float32) / 255.0
-        pixels = pixels[None, :, :] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
-        return (pixels - self.mean) / self.std
+        pixels = np.asarray(image)
+        return pixels[None, :, :] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
     def decode(self, outputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Response tensors, and each row's index into :attr:`class_labels` (for metrics)."""

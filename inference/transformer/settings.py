@@ -29,6 +29,11 @@ class TransformerSettings(BaseSettings):
     predictor_max_in_flight: int = Field(2, ge=1, description="Predictor calls out at once: a further call goes "
                                                              "only with a full batch, so the predictor finds its "
                                                              "next batch waiting (1: strictly one at a time).")
+    predictor_input: Literal["uint8", "fp32"] = Field(
+        "uint8", description="pneumonia: send the predictor UINT8 pixels (it normalises them) or FP32 tensors "
+                             "already normalised (for predictors that take FP32 only).")
+    decode_threads: int = Field(1, ge=1, description="Threads that decode and resize images (pneumonia): few, so "
+                                                     "that they leave the cores to the predictor.")
     max_rows_per_request: int = Field(1024, ge=1, description="Most records/images in one request (else 400).")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="REST bodies over this are rejected (400).")
     max_image_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest encoded image file (else 400).")

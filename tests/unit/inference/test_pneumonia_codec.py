@@ -35,8 +35,28 @@ def test_grayscale_and_rgb_any_size_follow_the_bundle_contract(codec, schema, fm
     name, tensor = codec.tensor(codec.parse(image_input([data, data])))
     image = schema["image"]
     expected = reference_tensor(data, image["height"], image["width"], image["channels"], image["mean"], image["std"])
-    assert name == "input" and tensor.shape == (2, 1, 24, 20) and tensor.dtype == np.float32
+    assert name == "input" and tensor.shape == (2, 1, 24, 20) and tensor.dtype == np.uint8
+    normalised = codec.normalise(tensor)
+    assert normalised.dtype == np.float32
+    np.testing.assert_allclose(normalised[0], expected, atol=1e-6)
+    np.testing.assert_array_equal(normalised[0], normalised[1])
+
+
+def test_fp32_predictor_input_sends_the_normalised_tensor(schema):
+    codec = PneumoniaCodec(schema, TransformerSettings(workload="pneumonia", predictor_input="fp32"))
+    data = encode(random_image(30, 90, channels=3), "JPEG")
+    name, tensor = codec.tensor(codec.parse(image_input([data])))
+    image = schema["image"]
+    expected = reference_tensor(data, image["height"], image["width"], image["channels"], image["mean"], image["std"])
+    assert name == "input" and tensor.dtype == np.float32 and tensor.shape == (1, 1, 24, 20)
     np.testing.assert_allclose(tensor[0], expected, atol=1e-6)
+
+
+def test_normalise_has_known_values(schema):
+    schema = {**schema, "image": {**schema["image"], "channels": 1, "mean": [0.5], "std": [0.25]}}
+    codec = PneumoniaCodec(schema, TransformerSettings(workload="pneumonia"))
+    out = codec.normalise(np.array([0, 51, 255], dtype=np.uint8).reshape(1, 1, 1, 3))
+    np.testing.assert_allclose(out.ravel(), [-2.0, -1.2, 2.0], atol=1e-6)
 
 
 def test_raw_bytes_from_grpc_are_accepted(codec):
