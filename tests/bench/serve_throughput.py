@@ -252,18 +252,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def raw_forward(module, x, seconds: float, cpu: dict | None = None) -> float:
+def raw_forward(module, x, seconds: float, cpu: dict | None = None, prepare=None) -> float:
     """Images/s of back-to-back forward passes of ``x`` (the predictor's batch size and precision);
-    ``cpu`` gets ``images_per_cpu_s`` (this process's CPU time: robust to other load on the machine)."""
+    ``prepare(x)`` runs before each pass (the predictor's normalisation of UINT8 pixels, so that raw
+    pays what the predictor pays); ``cpu`` gets ``images_per_cpu_s`` (this process's CPU time: robust
+    to other load on the machine)."""
     import torch
+
+    prepare = prepare or (lambda t: t)
 
     cpu_start = time.process_time()
     device = x.device
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        module(x)
+        module(prepare(x))
         count, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
-            module(x)
+            module(prepare(x))
             count += len(x)
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -315,14 +319,19 @@ def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
         torch.set_num_threads(TORCH_THREADS)
     threads = torch.get_num_threads()
     module = torch.jit.load(str(model_dir / "model.pt"), map_location=device).eval()
-    # the very tensor the transformer sends for this image, batch x, on the device: the same input and values
+    # the very tensor the transformer sends for this image (UINT8 pixels), batch x, on the device, and the
+    # predictor's own normalisation of it in torch before every pass: the same input, values and work
+    from inference.torch_predictor.model import normalise_pixels
     from inference.transformer.pneumonia import PneumoniaCodec
     from inference.transformer.settings import TransformerSettings
 
     codec = PneumoniaCodec(schema, TransformerSettings(workload="pneumonia"))
     x = torch.from_numpy(np.repeat(codec.encode_files([buffer.getvalue()]), batch, axis=0)).to(device)
+    mean = torch.tensor(image["mean"], dtype=torch.float32, device=device).reshape(-1, 1, 1)
+    std = torch.tensor(image["std"], dtype=torch.float32, device=device).reshape(-1, 1, 1)
     results = {"device": device.type, "torch_threads": threads, "batch": batch, "image": [c, h, w],
-               "raw_context": "one worker thread, like the predictor's batcher; the transformer's tensor"}
+               "raw_context": "one worker thread, like the predictor's batcher; the transformer's UINT8 tensor, "
+                              "normalised in torch before each pass as the predictor does"}
     raws, fulls = [], []
     name = f"clinops full path (1 image/request, {2 * batch} connections)"
     with LocalStack({"pneumonia": str(model_dir)}, ports="ephemeral", log_dir=logs,
@@ -337,7 +346,8 @@ def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
 
             cpu: dict = {}
             with ThreadPoolExecutor(1) as pool:
-                images_per_s = pool.submit(raw_forward, module, x, SECONDS, cpu).result()
+                images_per_s = pool.submit(raw_forward, module, x, SECONDS, cpu,
+                                           lambda t: normalise_pixels(t, mean, std)).result()
             return {"images_per_s": images_per_s, "load1": load1(), **cpu}
 
         for _ in range(ROUNDS):
