@@ -10,8 +10,13 @@ from kserve.protocol.infer_type import InferInput, InferRequest
 from inference import metrics, sample_bundles
 from inference.sklearn_predictor.model import SklearnPredictor
 from inference.sklearn_predictor.settings import SklearnPredictorSettings
-from inference.torch_predictor.model import (TorchPredictor, autocast_dtype, cpu_budget, normalise_pixels,
-                                             pick_device)
+from inference.torch_predictor.model import (
+    TorchPredictor,
+    autocast_dtype,
+    cpu_budget,
+    normalise_pixels,
+    pick_device,
+)
 from inference.torch_predictor.settings import TorchPredictorSettings
 
 pytestmark = pytest.mark.unit
