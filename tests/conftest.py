@@ -100,6 +100,11 @@ def mlflow_server(tmp_path, monkeypatch):
         wait_http(uri + "/health", timeout=120, proc=proc)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         reload_settings()
+        # an earlier test in this process may have set MLflow's global URI, which beats the environment
+        import mlflow
+
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
         yield uri
     finally:
         stop_process(proc)
