@@ -1,8 +1,9 @@
 """The serving part of ``make run``: start the local stack for every workload with a champion bundle,
 send a few example V2 requests to each, print the answers, stop the stack.
 
-Examples are built from the bundle itself (its schema, and for pneumonia synthetic images of the
-bundle's size), so the demo needs nothing but the bundles.
+Heart-disease examples are built from the bundle's schema; pneumonia examples are phantom X-rays of
+the kind the embedded default trains on (a client's files, so the demo may draw them from the
+phantom generator).
 """
 
 from __future__ import annotations
@@ -56,21 +57,21 @@ def heart_request(records: list[dict]) -> dict:
     return {"id": "demo-heart-disease", "inputs": inputs}
 
 
-def example_images(schema: dict, count: int = 3) -> list[bytes]:
-    """Synthetic chest-X-ray-like PNGs (a bright field with two darker lung lobes) of assorted sizes."""
+def example_images(schema: dict) -> list[tuple[str, bytes]]:
+    """Chest-X-ray phantoms like those the embedded default trains on (one NORMAL, two with
+    opacities), of assorted sizes, as PNG or JPEG files a client would send."""
     from PIL import Image
 
-    rng = np.random.default_rng(0)
+    from components.pneumonia.phantom import render
+
+    rng = np.random.default_rng(7)
     files = []
-    for i in range(count):
-        h, w = 180 + 40 * i, 160 + 30 * i
-        yy, xx = np.mgrid[0:h, 0:w]
-        lobes = sum(np.exp(-(((xx - cx * w) / (0.18 * w)) ** 2 + ((yy - 0.5 * h) / (0.3 * h)) ** 2))
-                    for cx in (0.3, 0.7))
-        pixels = np.clip(200 - 140 * lobes + rng.normal(0, 12 + 10 * i, (h, w)), 0, 255).astype(np.uint8)
+    for truth, (h, w), fmt in (("NORMAL", (256, 224), "PNG"), ("PNEUMONIA", (300, 260), "JPEG"),
+                               ("PNEUMONIA", (224, 224), "PNG")):
+        pixels = (render(rng, h, w, pneumonia=truth == "PNEUMONIA") * 255).astype(np.uint8)
         buffer = io.BytesIO()
-        Image.fromarray(pixels).convert("L" if schema["image"]["channels"] == 1 else "RGB").save(buffer, "PNG")
-        files.append(buffer.getvalue())
+        Image.fromarray(pixels).convert("L" if schema["image"]["channels"] == 1 else "RGB").save(buffer, fmt)
+        files.append((f"phantom {truth} {w}x{h} {fmt}", buffer.getvalue()))
     return files
 
 
@@ -99,15 +100,15 @@ def _pneumonia(endpoint, bundle: str) -> dict:
     schema = json.loads((Path(folder) / bundle_source.manifest(folder).schema_file).read_text())
     files = example_images(schema)
     body = {"id": "demo-pneumonia", "inputs": [{"name": "image", "shape": [len(files)], "datatype": "BYTES",
-                                                 "data": [base64.b64encode(f).decode() for f in files]}]}
+                                                 "data": [base64.b64encode(f).decode() for _, f in files]}]}
     status, answer = _post(endpoint.infer_url, body)
     out = _outputs(answer)
     print(f"\n[pneumonia] POST {endpoint.infer_url} → {status}")
     examples = []
-    for i, data in enumerate(files):
+    for i, (name, _) in enumerate(files):
         if status != 200:
             break
-        example = {"input": f"synthetic PNG #{i + 1} ({len(data)} bytes)", "probability": out["probability"][i],
+        example = {"input": name, "probability": out["probability"][i],
                    "label": out["label"][i]}
         examples.append(example)
         print(f"  {example['input']:<32} → P(pneumonia) {example['probability']:.3f}  label {example['label']}")
