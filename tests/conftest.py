@@ -21,12 +21,27 @@ def clinops_home(tmp_path, monkeypatch):
     """A private ``CLINOPS_HOME`` with embedded defaults (no tracking server, no S3)."""
     home = tmp_path / "clinops-home"
     monkeypatch.setenv("CLINOPS_HOME", str(home))
-    for name in ("MLFLOW_TRACKING_URI", "CLINOPS_MLFLOW_TRACKING_URI", "CLINOPS_BUNDLE_STORE", "CLINOPS_S3_ENDPOINT",
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "CLINOPS_MLFLOW_TRACKING_URI", "CLINOPS_BUNDLE_STORE", "CLINOPS_S3_ENDPOINT",
                  "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
         monkeypatch.delenv(name, raising=False)
-    reload_settings()
+    _point_mlflow_at(reload_settings().tracking_uri, monkeypatch)
     yield home
     reload_settings()
+
+
+def _point_mlflow_at(uri: str, monkeypatch) -> None:
+    """Set MLflow's tracking and registry URI for this test, in the process and in the environment.
+
+    ``mlflow.set_tracking_uri`` / ``set_registry_uri`` also write ``MLFLOW_*_URI`` into os.environ,
+    where child processes (kfp.local tasks, notebook kernels) would inherit a server that is gone by
+    then: setting both through monkeypatch first makes the teardown undo them.
+    """
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
 
 
 def free_port() -> int:
@@ -98,13 +113,8 @@ def mlflow_server(tmp_path, monkeypatch):
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_http(uri + "/health", timeout=120, proc=proc)
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        _point_mlflow_at(uri, monkeypatch)
         reload_settings()
-        # an earlier test in this process may have set MLflow's global URI, which beats the environment
-        import mlflow
-
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
         yield uri
     finally:
         stop_process(proc)
