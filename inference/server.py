@@ -111,3 +111,10 @@ def _use_event_loop(choice: str) -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     # ModelServer.setup_event_loop asks for the current loop before asyncio.run creates the serving one
     asyncio.set_event_loop(asyncio.new_event_loop())
+
+
+def load_and_serve(model, args: argparse.Namespace, max_body_bytes: int) -> None:
+    """A predictor runtime's main: load (readiness needs a successful warm-up), then serve it alone."""
+    model.load()
+    logging.getLogger(__name__).info("serving %s on REST %d / gRPC %d", model.name, args.http_port, args.grpc_port)
+    serve([model], args, max_body_bytes)

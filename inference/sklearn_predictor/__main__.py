@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from inference import server
 from inference.sklearn_predictor.settings import SklearnPredictorSettings
 
@@ -29,11 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     from inference.sklearn_predictor.model import SklearnPredictor
 
     settings, args = parse_settings(argv)
-    model = SklearnPredictor(settings)
-    model.load()
-    logging.getLogger(__name__).info("serving %s on REST %d / gRPC %d", settings.model_name, args.http_port,
-                                     args.grpc_port)
-    server.serve([model], args, settings.max_body_bytes)
+    server.load_and_serve(SklearnPredictor(settings), args, settings.max_body_bytes)
 
 
 if __name__ == "__main__":

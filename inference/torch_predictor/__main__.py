@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from inference import server
 from inference.torch_predictor.settings import TorchPredictorSettings
 
@@ -30,11 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     from inference.torch_predictor.model import TorchPredictor
 
     settings, args = parse_settings(argv)
-    model = TorchPredictor(settings)
-    model.load()
-    logging.getLogger(__name__).info("serving %s on REST %d / gRPC %d", settings.model_name, args.http_port,
-                                     args.grpc_port)
-    server.serve([model], args, settings.max_body_bytes)
+    server.load_and_serve(TorchPredictor(settings), args, settings.max_body_bytes)
 
 
 if __name__ == "__main__":
