@@ -69,6 +69,10 @@ def serve(models: list, args: argparse.Namespace, max_body_bytes: int, predictor
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(EnvelopeMiddleware, max_body_bytes=max_body_bytes,
                        models=frozenset(m.name for m in models))
+    # gRPC takes requests as large as REST does (KServe's 8 MiB default is under one full pneumonia batch);
+    # ModelServer hands its module-level parsed flags to the gRPC server
+    model_server.args.grpc_max_receive_message_length = max(
+        model_server.args.grpc_max_receive_message_length, max_body_bytes)
     server = kserve.ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,
@@ -84,11 +88,72 @@ def serve(models: list, args: argparse.Namespace, max_body_bytes: int, predictor
         from kserve.protocol.rest import server as rest_server
 
         rest_server.TimingMiddleware = _WithoutTiming  # RESTServer installs it when the server starts
+    _match_inference_first()
     from inference import rest_decode
 
     rest_decode.install()  # binary tensors stay bytes: no Python object per element on the event loop
     _use_event_loop(getattr(args, "event_loop", "auto"))
+    freeze_startup_heap()
     server.start(models)
+
+
+INFER_PATHS = ("/v2/models/{model_name}/infer", "/v2/models/{model_name}/versions/{model_version}/infer")
+
+
+def _match_inference_first() -> None:
+    """Have KServe's REST server try the V2 inference routes before its other routes."""
+    from kserve.protocol.rest import server as rest_server
+
+    register = rest_server.RESTServer._register_endpoints
+    if getattr(register, "_clinops", False):
+        return
+
+    def register_then_reorder(self, app):
+        register(self, app)
+        infer_routes_first(app)
+
+    register_then_reorder._clinops = True
+    rest_server.RESTServer._register_endpoints = register_then_reorder
+
+
+def infer_routes_first(app) -> bool:
+    """Move the V2 infer routes to the front of the app's route list (and the router that holds them
+    to the front of the app's): FastAPI tries routes in order, and with KServe's order every
+    inference request was first matched against fifteen other paths, twice — a tenth of a small
+    model's CPU time. No two of these paths match the same URL, so the order changes nothing else.
+    Returns whether the routes were found (else the order stays as it was)."""
+    def holds_infer(router) -> bool:
+        return any(getattr(r, "path", None) in INFER_PATHS for r in getattr(router, "routes", ()))
+
+    def infer_first(routes: list) -> None:
+        routes.sort(key=lambda r: getattr(r, "path", None) not in INFER_PATHS)  # stable: the rest keep their order
+
+    top = app.router.routes
+    for i, entry in enumerate(top):
+        inner = getattr(entry, "original_router", None)  # FastAPI's include_router wrapper
+        if inner is not None and holds_infer(inner):
+            infer_first(inner.routes)
+            top.insert(0, top.pop(i))
+            return True
+    if holds_infer(app.router):
+        infer_first(top)
+        return True
+    return False
+
+
+def freeze_startup_heap() -> int:
+    """Move every object alive after start-up (modules, the model, its libraries: hundreds of
+    thousands) out of the garbage collector's reach; returns how many.
+
+    They live as long as the process, yet each full collection walked all of them: a pause of about
+    100 ms that hit some 2 % of requests under load — the predictor's p99 was 130 ms for a p50 of
+    3 ms. Frozen, collections only walk what requests allocate (p99 6 ms).
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def _use_event_loop(choice: str) -> None:
