@@ -13,10 +13,13 @@ right for models that release the GIL or take long, e.g. torch) or ``inline`` on
 scikit-learn pipeline: no thread hop, no wake-up of the loop from another thread; requests that
 arrive during the call wait in the socket buffers and form the next batch just the same).
 ``fn`` may also be a coroutine function (the transformer batches its calls to the predictor). Then
-``max_in_flight`` > 1 lets a further call start while earlier ones are still out, but only with a
-full batch (``max_batch_size`` rows): under saturation the remote model finds its next batch already
-waiting when it finishes one, instead of idling while a result travels back and the next request
-travels out; below saturation nothing changes (one call at a time, batches form while it runs).
+``max_in_flight`` > 1 lets a further call start while earlier ones are still out, so that the remote
+model finds its next batch already waiting when it finishes one, instead of idling while a result
+travels back and the next request travels out. When such a further call may go is ``dispatch``:
+``"full"`` — only with a full batch (``max_batch_size`` rows), for a model whose calls are expensive
+and want big batches (below saturation nothing changes: one call at a time); ``"eager"`` — as soon as
+a slot is free, for a model whose calls are cheap next to the caller's own work per request: the
+caller prepares the next requests while a call is out, instead of waiting for it.
 """
 
 from __future__ import annotations
@@ -42,11 +45,15 @@ class DynamicBatcher:
     """
 
     def __init__(self, fn: BatchFn, model_name: str, max_batch_size: int = 64, max_wait_ms: float = 0.0,
-                 inline: bool = False, max_in_flight: int = 1, executor: ThreadPoolExecutor | None = None):
+                 inline: bool = False, max_in_flight: int = 1, executor: ThreadPoolExecutor | None = None,
+                 dispatch: str = "full"):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
+        if dispatch not in ("full", "eager"):
+            raise ValueError(f"dispatch {dispatch!r}: full or eager")
+        self.eager = dispatch == "eager"
         self._fn = fn
         self._is_async = asyncio.iscoroutinefunction(fn)  # e.g. a call to a remote predictor
         self._model = model_name
@@ -140,13 +147,14 @@ class DynamicBatcher:
             await self._call(batch, stacked)
 
     async def _until_dispatchable(self, batch: list) -> None:
-        """Wait until ``batch`` may go: nothing in flight, or a free slot and a full batch (topped up meanwhile)."""
+        """Wait until ``batch`` may go: nothing in flight, or a free slot and (unless eager) a full batch,
+        topped up meanwhile."""
         rows = sum(len(x) for x, _ in batch)
         while self._in_flight:
             self._wake.clear()
             rows = self._take_queued(batch, rows)
-            full = rows >= self.max_batch_size or self._carry is not None
-            if full and len(self._in_flight) < self.max_in_flight:
+            ready = self.eager or rows >= self.max_batch_size or self._carry is not None
+            if ready and len(self._in_flight) < self.max_in_flight:
                 return
             await self._wake.wait()
         self._take_queued(batch, rows)  # the slot freed: take what queued meanwhile

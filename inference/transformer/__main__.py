@@ -17,6 +17,8 @@ def parse_settings(argv: list[str] | None = None):
         parser.add_argument(f"--{name}", type=float, help=TransformerSettings.model_fields[name].description)
     for name in ("predictor_retries", "predictor_max_in_flight", "batch_max_size", "max_rows_per_request", "max_body_bytes", "max_image_bytes", "max_pixels", "decode_threads"):
         parser.add_argument(f"--{name}", type=int, help=TransformerSettings.model_fields[name].description)
+    parser.add_argument("--predictor_dispatch", choices=["eager", "full"],
+                        help=TransformerSettings.model_fields["predictor_dispatch"].description)
     parser.add_argument("--predictor_input", choices=["uint8", "fp32"],
                         help=TransformerSettings.model_fields["predictor_input"].description)
     args = parser.parse_args(argv)

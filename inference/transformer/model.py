@@ -62,7 +62,8 @@ class Transformer(CountedModel):
             self._decode_pool = ThreadPoolExecutor(self.settings.decode_threads, thread_name_prefix="decode")
         self.batcher = DynamicBatcher(self._call_predictor, self.name, self.settings.batch_max_size,
                                       self.settings.batch_max_wait_ms,
-                                      max_in_flight=self.settings.predictor_max_in_flight)
+                                      max_in_flight=self.settings.predictor_max_in_flight,
+                                      dispatch=self.settings.predictor_dispatch or self.codec.dispatch)
         self.ready = True
         log.info("transformer %s ready with schema of %s v%s; predictor %s (%s)", self.name, manifest.model_name,
                  manifest.model_version, self.client.host, self.client.protocol)

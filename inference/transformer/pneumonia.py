@@ -25,6 +25,7 @@ FORMATS = {"JPEG", "PNG"}
 class PneumoniaCodec:
     predictor_output = "logits"
     heavy = True  # decoding images runs in a worker thread
+    dispatch = "full"  # a forward pass is expensive: a further call only with a full batch
 
     def parse(self, inputs) -> list[bytes]:
         return self.files(inputs)

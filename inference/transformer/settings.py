@@ -27,8 +27,13 @@ class TransformerSettings(BaseSettings):
     batch_max_wait_ms: float = Field(0.0, ge=0, description="How long to wait for more requests to merge "
                                                             "(0: merge only what is already queued).")
     predictor_max_in_flight: int = Field(2, ge=1, description="Predictor calls out at once: a further call goes "
-                                                             "only with a full batch, so the predictor finds its "
-                                                             "next batch waiting (1: strictly one at a time).")
+                                                             "as predictor_dispatch allows, so the predictor finds "
+                                                             "its next batch waiting (1: strictly one at a time).")
+    predictor_dispatch: Literal["eager", "full"] | None = Field(
+        None, description="When a further predictor call may start while one is out: eager (as soon as a slot "
+                          "is free: the transformer prepares the next requests meanwhile; heart-disease's "
+                          "default, whose model answers in a millisecond) or full (only with a full batch: "
+                          "big batches for an expensive model; pneumonia's default).")
     predictor_input: Literal["uint8", "fp32"] = Field(
         "uint8", description="pneumonia: send the predictor UINT8 pixels (it normalises them) or FP32 tensors "
                              "already normalised (for predictors that take FP32 only).")

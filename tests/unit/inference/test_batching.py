@@ -178,6 +178,39 @@ def test_a_second_call_goes_out_only_with_a_full_batch_and_never_more_than_max_i
     assert model.most_out == 2
 
 
+def test_eager_dispatch_sends_a_partial_batch_into_a_free_slot_but_never_more_than_max_in_flight():
+    model = RemoteModel()
+
+    async def main():
+        batcher = DynamicBatcher(model.call, "m", max_batch_size=4, max_in_flight=2, dispatch="eager")
+        loop = asyncio.get_running_loop()
+        first = loop.create_task(batcher.submit(np.full((1, 1), 1.0)))
+        await settle()
+        assert model.calls == [1]
+        second = loop.create_task(batcher.submit(np.full((1, 1), 2.0)))
+        await settle()
+        assert model.calls == [1, 1]  # a free slot: out at once, without waiting for a full batch
+        queued = [loop.create_task(batcher.submit(np.full((1, 1), 3.0 + i))) for i in range(3)]
+        await settle()
+        assert model.calls == [1, 1]  # both slots taken: these three wait and form one batch
+        model.release[0].set()
+        await settle()
+        assert model.calls == [1, 1, 3]
+        for gate in model.release[1:]:
+            gate.set()
+        results = [(await t)[0].tolist() for t in (first, second, *queued)]
+        batcher.close()
+        return results
+
+    assert asyncio.run(main()) == [[[10.0]], [[20.0]], [[30.0]], [[40.0]], [[50.0]]]
+    assert model.most_out == 2
+
+
+def test_dispatch_must_be_full_or_eager():
+    with pytest.raises(ValueError, match="dispatch"):
+        DynamicBatcher(RemoteModel().call, "m", max_in_flight=2, dispatch="sometimes")
+
+
 def test_one_in_flight_keeps_calls_strictly_sequential():
     model = RemoteModel()
 
