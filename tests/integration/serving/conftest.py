@@ -25,7 +25,7 @@ def bundles(tmp_path_factory, heart_schema):
 
 @pytest.fixture(scope="session")
 def stack(bundles, tmp_path_factory):
-    """Both workloads, transformer → predictor over V2 REST, on free ports."""
+    """Both workloads, transformer → predictor over V2 gRPC (the default), on free ports."""
     small_limits = ["--max_body_bytes", str(2 * 1024 * 1024)]
     with LocalStack({k: str(v) for k, v in bundles.items()}, ports="ephemeral",
                     log_dir=tmp_path_factory.mktemp("logs"), ready_timeout_s=120,
