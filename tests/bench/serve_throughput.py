@@ -4,7 +4,9 @@
    batching on and off — the same ``model.joblib``, single-row V2 requests;
 2. our full path (transformer → predictor) vs the stock KServe pattern (plain ``kserve.Model``
    transformer forwarding over V2 REST to a plain ``kserve.Model`` predictor, no batching);
-3. pneumonia full path images/s vs the raw batched forward pass of the same model on the same device.
+3. pneumonia full path images/s vs the raw batched forward pass of the same model on the same device,
+   both in steady state (see :func:`bench_pneumonia`; at least ``BENCH_PNEUMONIA_SECONDS``, default 30,
+   on a CPU, where one batch takes about a second).
 
 Load comes from ``wrk`` (the same generator, connections and duration for both sides of a
 comparison). Prints a table and ratios; writes ``$CLINOPS_HOME/bench/serve.json``.
@@ -41,6 +43,8 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 TORCH_THREADS = int(os.environ.get("BENCH_TORCH_THREADS", "0"))  # 0: torch's default (the cores)
+# (3) on a CPU: a batch of 32 takes about a second, so a window needs many of them
+PNEUMONIA_MIN_SECONDS = int(os.environ.get("BENCH_PNEUMONIA_SECONDS", "30"))
 ONLY = {x.strip() for x in os.environ.get("BENCH_ONLY", "1,2,3").split(",") if x.strip()}
 # uvloop 0.22+ makes MLServer 1.7.1 parallel workers die at start (asyncio.get_event_loop without a loop)
 MLSERVER = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0"]
@@ -293,12 +297,72 @@ def mean_batch(before: tuple[float, float], after: tuple[float, float]) -> float
     return rows / batches if batches else None
 
 
+def answered(metrics_url: str, model: str) -> float:
+    """Requests the transformer has answered with 200 so far (its ``clinops_requests_total``)."""
+    import urllib.request
+
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    wanted = f'clinops_requests_total{{model="{model}",status="200"}}'
+    return next((float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(wanted)), 0.0)
+
+
+def steady_window(count, seconds: float, poll_s: float = 0.1) -> tuple[float, float, float]:
+    """Poll ``count()`` for ``seconds`` and return (answers, seconds, rate) between the first and the last
+    change seen. Under batching, answers come in bursts (a whole batch at once, about a second apart on
+    a CPU): measured from burst to burst, the window holds whole batch intervals only, so the rate is
+    the steady state's, not skewed by where the window's edges fall between bursts."""
+    samples = [(time.perf_counter(), count())]
+    end = samples[0][0] + seconds
+    while time.perf_counter() < end:
+        time.sleep(poll_s)
+        samples.append((time.perf_counter(), count()))
+    changes = [samples[i] for i in range(1, len(samples)) if samples[i][1] != samples[i - 1][1]]
+    if len(changes) < 2:
+        raise RuntimeError(f"fewer than two bursts of answers in {seconds} s: lengthen BENCH_SECONDS")
+    (t0, c0), (t1, c1) = changes[0], changes[-1]
+    return c1 - c0, t1 - t0, (c1 - c0) / (t1 - t0)
+
+
+def wrk_steady(url: str, body: dict, connections: int, warmup: float, seconds: float, count, on_window=None) -> dict:
+    """One continuous ``wrk`` run: ``warmup`` seconds to fill the pipeline, then the steady-state
+    window (:func:`steady_window` over the server's own answer counter), then a short tail so that the
+    window never sees the load stop. wrk's own latency percentiles and its request count over the whole
+    run (ramp-up included) come along. ``on_window(start: bool)`` runs at the window's edges."""
+    workdir = Path(tempfile.mkdtemp(prefix="clinops-wrk-"))
+    (workdir / "body.json").write_text(json.dumps(body))
+    (workdir / "post.lua").write_text(WRK_SCRIPT % {"body": workdir / "body.json"})
+    total = int(warmup + seconds + 3)
+    proc = subprocess.Popen(["wrk", "-t1", f"-c{connections}", f"-d{total}s", "--timeout", "30s", "-s",
+                             str(workdir / "post.lua"), url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        time.sleep(warmup)
+        if on_window:
+            on_window(True)
+        answers, window_s, rate = steady_window(count, seconds)
+        if on_window:
+            on_window(False)
+        out, _ = proc.communicate(timeout=total + 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+    line = next(x for x in out.splitlines() if x.startswith("RESULT"))
+    requests, duration_us, errors, non2xx, p50, p99 = line.split()[1:]
+    return {"images_per_s": rate, "window_answers": answers, "window_s": window_s,
+            "wrk_whole_run_rps": int(requests) / (int(duration_us) / 1e6), "requests": int(requests),
+            "errors": int(errors), "non_2xx": int(non2xx), "p50_ms": float(p50) / 1000, "p99_ms": float(p99) / 1000,
+            "load1": load1()}
+
+
 def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
     """Full path vs raw forward, like with like: the same batch size (the predictor's maximum, which
     enough concurrent requests fill: 2 x batch connections, so one batch computes while the next
-    queues), precision, device and torch thread count. Raw and full path alternate over ``ROUNDS``
-    rounds with a last raw after them (raw runs while the idle stack is up), so that a change in
-    machine load shows in both; the ratio is mean full path over mean raw."""
+    queues), precision, device and torch thread count. Both are steady-state rates: raw counts
+    back-to-back passes after a warm-up pass; the full path counts the transformer's answers from burst
+    to burst inside one continuous load (:func:`wrk_steady`). Raw and full path alternate over
+    ``ROUNDS`` rounds with a last raw after them (raw runs while the idle stack is up), so that a change
+    in machine load shows in both; the ratio is mean full path over mean raw."""
     import base64
     import io
 
@@ -329,7 +393,9 @@ def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
     x = torch.from_numpy(np.repeat(codec.encode_files([buffer.getvalue()]), batch, axis=0)).to(device)
     mean = torch.tensor(image["mean"], dtype=torch.float32, device=device).reshape(-1, 1, 1)
     std = torch.tensor(image["std"], dtype=torch.float32, device=device).reshape(-1, 1, 1)
+    seconds = max(SECONDS, PNEUMONIA_MIN_SECONDS) if device.type == "cpu" else SECONDS
     results = {"device": device.type, "torch_threads": threads, "batch": batch, "image": [c, h, w],
+               "seconds": seconds,
                "raw_context": "one worker thread, like the predictor's batcher; the transformer's UINT8 tensor, "
                               "normalised in torch before each pass as the predictor does"}
     raws, fulls = [], []
@@ -346,29 +412,31 @@ def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
 
             cpu: dict = {}
             with ThreadPoolExecutor(1) as pool:
-                images_per_s = pool.submit(raw_forward, module, x, SECONDS, cpu,
+                images_per_s = pool.submit(raw_forward, module, x, seconds, cpu,
                                            lambda t: normalise_pixels(t, mean, std)).result()
             return {"images_per_s": images_per_s, "load1": load1(), **cpu}
 
         for _ in range(ROUNDS):
             raws.append(raw())
-            before: dict = {}
+            marks: dict = {}
 
-            def mark(before=before):  # between wrk's warm-up and its measured window
-                before.update({k: batch_counts(u) for k, u in urls.items()})
-                before["cpu"] = sum(cpu_seconds(p) for p in pids)
+            def window(start: bool, marks=marks):
+                marks["start" if start else "end"] = {**{k: batch_counts(u) for k, u in urls.items()},
+                                                      "cpu": sum(cpu_seconds(p) for p in pids)}
 
-            run = wrk(endpoint.infer_url, body, connections=2 * batch, after_warmup=mark)
-            run["images_per_s"] = run["rps"]
-            # predictor + transformer CPU time over the window (the load generator's excluded, as in raw)
-            run["images_per_cpu_s"] = run["requests"] / (sum(cpu_seconds(p) for p in pids) - before["cpu"])
-            for k, u in urls.items():
-                run[f"mean_{k}_batch"] = mean_batch(before[k], batch_counts(u))
+            run = wrk_steady(endpoint.infer_url, body, 2 * batch, warmup=max(5.0, seconds / 4), seconds=seconds,
+                             count=lambda: answered(urls["transformer"], "pneumonia"), on_window=window)
+            # predictor + transformer CPU time per answer over the window (the load generator's excluded, as in raw)
+            cpu = marks["end"]["cpu"] - marks["start"]["cpu"]
+            run["images_per_cpu_s"] = (marks["end"]["transformer"][1] - marks["start"]["transformer"][1]) / cpu
+            for k in urls:
+                run[f"mean_{k}_batch"] = mean_batch(marks["start"][k], marks["end"][k])
             fulls.append(run)
         raws.append(raw())
     mean = lambda runs, key: sum(r[key] for r in runs) / len(runs)  # noqa: E731
     results[name] = {"images_per_s": mean(fulls, "images_per_s"), "load1": mean(fulls, "load1"),
                      "images_per_cpu_s": mean(fulls, "images_per_cpu_s"),
+                     "wrk_whole_run_rps": mean(fulls, "wrk_whole_run_rps"),
                      "p50_ms": mean(fulls, "p50_ms"), "p99_ms": mean(fulls, "p99_ms"),
                      "errors": sum(r["errors"] + r["non_2xx"] for r in fulls), "rounds": fulls}
     for k in ("transformer", "predictor"):
@@ -420,6 +488,10 @@ def main() -> int:
         best_ml = max((v for k, v in one.items() if k.startswith("MLServer")), key=lambda r: r["rps"])
         ratios["1_predictor_vs_best_mlserver_rps"] = ours1["rps"] / best_ml["rps"]
         ratios["1_p99_ours_over_mlserver"] = ours1["p99_ms"] / best_ml["p99_ms"]
+        for name, peer in one.items():  # the p99 against every MLServer configuration, not only the fastest
+            if name.startswith("MLServer"):
+                key = "adaptive_on" if name.endswith("on") else "adaptive_off"
+                ratios[f"1_p99_ours_over_mlserver_{key}"] = ours1["p99_ms"] / peer["p99_ms"]
     if two:
         ours2, stock = two["clinops transformer → predictor"], two["stock KServe transformer → predictor"]
         ratios["2_full_path_vs_stock_kserve_rps"] = ours2["rps"] / stock["rps"]
@@ -453,8 +525,10 @@ def main() -> int:
                 print(f"  {name:<46} {r['images_per_s']:>10.1f} images/s{extra}{load}")
                 print(f"  {'':<46} {r['images_per_cpu_s']:>10.2f} images per CPU-second")
                 for i, run in enumerate(r.get("rounds", []), 1):
+                    whole = (f", wrk over its whole run {run['wrk_whole_run_rps']:.1f}/s, p50 {run['p50_ms']:.0f} ms, "
+                             f"p99 {run['p99_ms']:.0f} ms" if "wrk_whole_run_rps" in run else "")
                     print(f"  {'  run ' + str(i):<46} {run['images_per_s']:>10.1f} images/s, "
-                          f"{run['images_per_cpu_s']:.2f} per CPU-s, load {run['load1']:.2f}")
+                          f"{run['images_per_cpu_s']:.2f} per CPU-s, load {run['load1']:.2f}{whole}")
         print("  full path / adjacent raw, per round: " + ", ".join(f"{v:.2f}" for v in three["round_ratios"]))
     print("\nratios (targets: 1, 2 ≥ 2.0 with p99 ratio ≤ 1.0; 3 ≥ 0.80)")
     for name, value in ratios.items():
