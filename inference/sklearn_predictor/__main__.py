@@ -10,7 +10,8 @@ def parse_settings(argv: list[str] | None = None) -> tuple[SklearnPredictorSetti
     parser = server.build_parser(__doc__)
     parser.set_defaults(model_name=None, http_port=8082, grpc_port=8084)
     server.add_common_flags(parser)
-    parser.add_argument("--bundle", help=SklearnPredictorSettings.model_fields["bundle"].description)
+    parser.add_argument("--bundle", "--model_dir", dest="bundle",  # --model_dir: the name KServe's runtimes use
+                        help=SklearnPredictorSettings.model_fields["bundle"].description)
     parser.add_argument("--workload")
     parser.add_argument("--max_batch_size", type=int)
     parser.add_argument("--max_wait_ms", type=float)

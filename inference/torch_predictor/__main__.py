@@ -10,7 +10,8 @@ def parse_settings(argv: list[str] | None = None) -> tuple[TorchPredictorSetting
     parser = server.build_parser(__doc__)
     parser.set_defaults(model_name=None, http_port=8092, grpc_port=8094)
     server.add_common_flags(parser)
-    parser.add_argument("--bundle", help=TorchPredictorSettings.model_fields["bundle"].description)
+    parser.add_argument("--bundle", "--model_dir", dest="bundle",  # --model_dir: the name KServe's runtimes use
+                        help=TorchPredictorSettings.model_fields["bundle"].description)
     parser.add_argument("--workload")
     parser.add_argument("--max_batch_size", type=int)
     parser.add_argument("--max_wait_ms", type=float)

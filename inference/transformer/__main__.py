@@ -12,7 +12,8 @@ def parse_settings(argv: list[str] | None = None):
     parser.set_defaults(model_name=None, predictor_protocol="v2")
     server.add_common_flags(parser)
     parser.add_argument("--workload", choices=["heart-disease", "pneumonia"])
-    parser.add_argument("--bundle", help=TransformerSettings.model_fields["bundle"].description)
+    parser.add_argument("--bundle", "--model_dir", dest="bundle",  # --model_dir: the name KServe's runtimes use
+                        help=TransformerSettings.model_fields["bundle"].description)
     for name in ("predictor_timeout_s", "retry_backoff_ms", "batch_max_wait_ms", "threshold", "risk_medium", "risk_high"):
         parser.add_argument(f"--{name}", type=float, help=TransformerSettings.model_fields[name].description)
     for name in ("predictor_retries", "predictor_max_in_flight", "batch_max_size", "max_rows_per_request", "max_body_bytes", "max_image_bytes", "max_pixels", "decode_threads"):
