@@ -47,8 +47,9 @@ compile: $(STAMP)  ## write pipelines/compiled/<workload>.yaml for every pipelin
 serve: $(STAMP)  ## start predictors + transformers on localhost for every exported bundle
 	$(BIN)/clinops serve
 
-lint: $(STAMP)  ## ruff over the code
+lint: $(STAMP)  ## ruff over the code, hadolint over the Dockerfiles
 	$(BIN)/ruff check components pipelines inference tests
+	$(BIN)/hadolint Dockerfile inference/Dockerfile
 
 manifests: $(STAMP)  ## render every kustomize entry point
 	$(BIN)/clinops manifests
