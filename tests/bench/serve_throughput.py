@@ -68,10 +68,24 @@ def load1() -> float:
 
 
 # -- load generator -------------------------------------------------------------------------------------
-def wrk(url: str, body: dict, seconds: int = SECONDS, connections: int = CONNECTIONS, after_warmup=None) -> dict:
+def wrk_files(body: dict) -> Path:
+    """A folder with the request body and the wrk script that posts it (``body.json``, ``post.lua``)."""
     workdir = Path(tempfile.mkdtemp(prefix="clinops-wrk-"))
     (workdir / "body.json").write_text(json.dumps(body))
     (workdir / "post.lua").write_text(WRK_SCRIPT % {"body": workdir / "body.json"})
+    return workdir
+
+
+def wrk_result(stdout: str) -> dict:
+    """The numbers of the script's ``RESULT`` line: requests, req/s, errors, non-2xx, p50/p99 in ms."""
+    line = next(x for x in stdout.splitlines() if x.startswith("RESULT"))
+    requests, duration_us, errors, non2xx, p50, p99 = line.split()[1:]
+    return {"requests": int(requests), "rps": int(requests) / (int(duration_us) / 1e6), "errors": int(errors),
+            "non_2xx": int(non2xx), "p50_ms": float(p50) / 1000, "p99_ms": float(p99) / 1000, "load1": load1()}
+
+
+def wrk(url: str, body: dict, seconds: int = SECONDS, connections: int = CONNECTIONS) -> dict:
+    workdir = wrk_files(body)
     check = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H",
                             "content-type: application/json", "--data-binary", f"@{workdir / 'body.json'}", url],
                            capture_output=True, text=True)
@@ -79,15 +93,10 @@ def wrk(url: str, body: dict, seconds: int = SECONDS, connections: int = CONNECT
         raise RuntimeError(f"{url} answered {check.stdout} to the benchmark request")
     subprocess.run(["wrk", "-t1", f"-c{connections}", "-d2s", "-s", str(workdir / "post.lua"), url],
                    capture_output=True, text=True)  # warm-up
-    if after_warmup is not None:
-        after_warmup()
     done = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s",
                            str(workdir / "post.lua"), url], capture_output=True, text=True, timeout=seconds + 60)
-    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT"))
-    requests, duration_us, errors, non2xx, p50, p99 = line.split()[1:]
     shutil.rmtree(workdir, ignore_errors=True)
-    return {"requests": int(requests), "rps": int(requests) / (int(duration_us) / 1e6), "errors": int(errors),
-            "non_2xx": int(non2xx), "p50_ms": float(p50) / 1000, "p99_ms": float(p99) / 1000, "load1": load1()}
+    return wrk_result(done.stdout)
 
 
 def ensure_wrk() -> None:
@@ -281,13 +290,19 @@ def raw_forward(module, x, seconds: float, cpu: dict | None = None, prepare=None
         return count / elapsed
 
 
-def batch_counts(metrics_url: str) -> tuple[float, float]:
-    """(batches, rows) of the process's dynamic batcher so far, from its ``clinops_batch_size`` histogram."""
+def scrape(metrics_url: str) -> dict[str, float]:
+    """Every sample of a process's ``/metrics``, by its series (name and labels as written there)."""
     import urllib.request
 
     text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-    values = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-              if line.startswith("clinops_batch_size_") and "{" in line}
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line and not line.startswith("#")}
+
+
+def batch_counts(metrics_url: str) -> tuple[float, float]:
+    """(batches, rows) of the process's dynamic batcher so far, from its ``clinops_batch_size`` histogram."""
+    values = {series.split("{")[0]: value for series, value in scrape(metrics_url).items()
+              if series.startswith("clinops_batch_size_")}
     return values.get("clinops_batch_size_count", 0.0), values.get("clinops_batch_size_sum", 0.0)
 
 
@@ -299,11 +314,7 @@ def mean_batch(before: tuple[float, float], after: tuple[float, float]) -> float
 
 def answered(metrics_url: str, model: str) -> float:
     """Requests the transformer has answered with 200 so far (its ``clinops_requests_total``)."""
-    import urllib.request
-
-    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
-    wanted = f'clinops_requests_total{{model="{model}",status="200"}}'
-    return next((float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(wanted)), 0.0)
+    return scrape(metrics_url).get(f'clinops_requests_total{{model="{model}",status="200"}}', 0.0)
 
 
 def steady_window(count, seconds: float, poll_s: float = 0.1) -> tuple[float, float, float]:
@@ -328,9 +339,7 @@ def wrk_steady(url: str, body: dict, connections: int, warmup: float, seconds: f
     window (:func:`steady_window` over the server's own answer counter), then a short tail so that the
     window never sees the load stop. wrk's own latency percentiles and its request count over the whole
     run (ramp-up included) come along. ``on_window(start: bool)`` runs at the window's edges."""
-    workdir = Path(tempfile.mkdtemp(prefix="clinops-wrk-"))
-    (workdir / "body.json").write_text(json.dumps(body))
-    (workdir / "post.lua").write_text(WRK_SCRIPT % {"body": workdir / "body.json"})
+    workdir = wrk_files(body)
     total = int(warmup + seconds + 3)
     proc = subprocess.Popen(["wrk", "-t1", f"-c{connections}", f"-d{total}s", "--timeout", "30s", "-s",
                              str(workdir / "post.lua"), url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -347,12 +356,10 @@ def wrk_steady(url: str, body: dict, connections: int, warmup: float, seconds: f
         if proc.poll() is None:
             proc.kill()
         shutil.rmtree(workdir, ignore_errors=True)
-    line = next(x for x in out.splitlines() if x.startswith("RESULT"))
-    requests, duration_us, errors, non2xx, p50, p99 = line.split()[1:]
-    return {"images_per_s": rate, "window_answers": answers, "window_s": window_s,
-            "wrk_whole_run_rps": int(requests) / (int(duration_us) / 1e6), "requests": int(requests),
-            "errors": int(errors), "non_2xx": int(non2xx), "p50_ms": float(p50) / 1000, "p99_ms": float(p99) / 1000,
-            "load1": load1()}
+    run = wrk_result(out)  # over wrk's whole run, ramp-up included
+    run["wrk_whole_run_rps"] = run.pop("rps")
+    run.update(images_per_s=rate, window_answers=answers, window_s=window_s)
+    return run
 
 
 def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
