@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -27,6 +29,22 @@ def clinops_home(tmp_path, monkeypatch):
     _point_mlflow_at(reload_settings().tracking_uri, monkeypatch)
     yield home
     reload_settings()
+
+
+@pytest.fixture
+def temp_leftovers():
+    """A call that names what appeared in the system temporary folder since the test started: a
+    training or registration run must clean up after itself (a left copy of a checkpoint or of a
+    downloaded model is tens of MB per run). Ray's session folders, pytest's own and torch's compile
+    cache (kept across runs on purpose) are not counted."""
+    root = Path(tempfile.gettempdir())
+    before = set(os.listdir(root))
+
+    def leftovers() -> list[str]:
+        return sorted(name for name in set(os.listdir(root)) - before
+                      if not name.startswith(("ray", "_ray_", "pytest-of-", "torchinductor_")))
+
+    return leftovers
 
 
 def _point_mlflow_at(uri: str, monkeypatch) -> None:

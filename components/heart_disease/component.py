@@ -162,16 +162,17 @@ def register(model: Input[Model], train: Input[Dataset], evaluation: Input[Artif
             signature=infer_signature(sample, pipeline.predict_proba(sample)),
             pyfunc_predict_fn="predict_proba", skops_trusted_types=trusted)
 
-    study_file = Path(tempfile.mkdtemp()) / "optuna_study.md"
-    study_file.write_text(Path(study.path).read_text())
-    registered = log_and_register(
-        experiment=experiment, model_name=model_name, run_name=f"{model_name}-{info['family']}",
-        params={"family": info["family"], "seed": seed, "n_trials": info["n_trials"],
-                "study_name": info["study_name"], **info["params"]},
-        metrics={**{f"test_{k}": v for k, v in json.loads(metrics_json).items()}, "cv_roc_auc": info["cv_roc_auc"]},
-        log_model=log_model, artifacts=[Path(evaluation.path), study_file],
-        tags={"workload": "heart-disease"},
-    )
+    with tempfile.TemporaryDirectory() as scratch:
+        study_file = Path(scratch) / "optuna_study.md"
+        study_file.write_text(Path(study.path).read_text())
+        registered = log_and_register(
+            experiment=experiment, model_name=model_name, run_name=f"{model_name}-{info['family']}",
+            params={"family": info["family"], "seed": seed, "n_trials": info["n_trials"],
+                    "study_name": info["study_name"], **info["params"]},
+            metrics={**{f"test_{k}": v for k, v in json.loads(metrics_json).items()}, "cv_roc_auc": info["cv_roc_auc"]},
+            log_model=log_model, artifacts=[Path(evaluation.path), study_file],
+            tags={"workload": "heart-disease"},
+        )
     print(f"register: {registered.model_name} v{registered.version} (run {registered.run_id})")
     return namedtuple("Registered", ["version", "run_id"])(registered.version, registered.run_id)
 
@@ -181,6 +182,7 @@ def gate(model_name: str, version: str, test: Input[Dataset], metrics_json: str,
          ) -> NamedTuple("Gate", promoted=bool, reasons=str):
     """Alias ``champion`` moves here only above the floors and not worse than the champion on this test split."""
     import json
+    import tempfile
     from collections import namedtuple
 
     import mlflow
@@ -196,7 +198,9 @@ def gate(model_name: str, version: str, test: Input[Dataset], metrics_json: str,
     frame = pd.read_csv(test.path)
 
     def score_champion(uri: str) -> float:
-        return float(roc_auc_score(frame[TARGET], predict(mlflow.sklearn.load_model(uri), frame)))
+        with tempfile.TemporaryDirectory() as download:  # MLflow's own default folder is never removed
+            return float(roc_auc_score(frame[TARGET], predict(mlflow.sklearn.load_model(uri, dst_path=download),
+                                                              frame)))
 
     decision = gate_lib.run_gate(model_name, version, json.loads(metrics_json), gate_lib.parse_floors(floors),
                                  score_champion)

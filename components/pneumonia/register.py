@@ -3,6 +3,7 @@ which re-scores the current champion on this run's test split."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,8 @@ def gate_model(version: str, splits_dir: Path, test_metrics: dict[str, float], f
     test = split.load(splits_dir, "test")
 
     def score_champion(model_uri: str) -> float | None:
-        champion = mlflow.pytorch.load_model(model_uri, map_location="cpu")
+        with tempfile.TemporaryDirectory() as download:  # MLflow's own default folder is never removed
+            champion = mlflow.pytorch.load_model(model_uri, dst_path=download, map_location="cpu")
         return score_logits_model(champion, test.x, test.y, contract)
 
     return gate.run_gate(MODEL_NAME, version, test_metrics, gate.parse_floors(floors), score_champion,

@@ -34,6 +34,7 @@ from components.pneumonia import preprocess, split
 LATEST = "latest.pt"
 BEST = "best_model.pt"
 HISTORY = "history.json"
+SCRATCH_PREFIX = "pneumonia-ckpt-"  # the per-epoch folders rank 0 writes before reporting them
 CONFIG = "train_config.json"
 
 DEFAULTS: dict = {
@@ -270,6 +271,13 @@ def _save_checkpoint(folder: Path, net, optimizer, scheduler, epoch: int, state:
                                             default=str))
 
 
+def _load_resume(folder: Path, device) -> tuple[dict, dict, list]:
+    """The latest state, the best weights and the history of a checkpoint folder."""
+    saved = torch.load(folder / LATEST, map_location=device, weights_only=False)
+    best_state = torch.load(folder / BEST, map_location="cpu", weights_only=True)
+    return saved, best_state, json.loads((folder / HISTORY).read_text())
+
+
 def _progress(line: str) -> None:
     """One progress line on the worker's real stdout: Ray Train's patched ``print`` would send it
     through its logger as well, and the driver would show every line twice."""
@@ -317,13 +325,16 @@ def train_loop_per_worker(config: dict) -> None:
     state = {"best_auc": -1.0, "best_epoch": -1, "bad_epochs": 0}
     best_state = None
     resume = ray.train.get_checkpoint()
-    resume_dir = None
+    restored = None
     if resume is not None:
-        resume_dir = resume.to_directory()
+        # as_directory reads a local checkpoint in place; to_directory would copy it into a
+        # temporary folder that nobody removes
+        with resume.as_directory() as folder:
+            restored = _load_resume(Path(folder), device)
     elif config["resume_from"]:
-        resume_dir = config["resume_from"]
-    if resume_dir:
-        saved = torch.load(Path(resume_dir) / LATEST, map_location=device, weights_only=False)
+        restored = _load_resume(Path(config["resume_from"]), device)
+    if restored is not None:
+        saved, best_state, history = restored
         model_lib.unwrap(net).load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         start_epoch = saved["epoch"] + 1
@@ -331,10 +342,8 @@ def train_loop_per_worker(config: dict) -> None:
         # and the learning-rate curve must then follow the new horizon.
         scheduler = fast_forward(make_scheduler(optimizer, config, steps), start_epoch * steps)
         state = {k: saved[k] for k in state}
-        best_state = torch.load(Path(resume_dir) / BEST, map_location="cpu", weights_only=True)
-        history = json.loads((Path(resume_dir) / HISTORY).read_text())
         if rank == 0:
-            _progress(f"resuming after epoch {saved['epoch'] + 1} from {resume_dir}")
+            _progress(f"resuming after epoch {saved['epoch'] + 1}")
 
     local_mode = type(context).__name__ == "LocalTrainContext"
     previous_folder = None
@@ -375,7 +384,7 @@ def train_loop_per_worker(config: dict) -> None:
                       f"val loss {metrics['val_loss']:.4f} · val AUC {metrics['val_auc']:.4f} · "
                       f"{metrics['images_per_s']:.1f} images/s · lr {metrics['lr']:.2e}"
                       + (" · early stop" if stop else ""))
-            folder = Path(tempfile.mkdtemp(prefix="pneumonia-ckpt-"))
+            folder = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX))
             _save_checkpoint(folder, net, optimizer, scheduler, epoch, state, best_state, config, history)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
             # Distributed runs upload the checkpoint during report; in-process runs (num_workers=0)

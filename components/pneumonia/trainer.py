@@ -80,12 +80,25 @@ def fit(config: dict, num_workers: int, use_gpu: bool, storage_path: str, name: 
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training run {name} reported no checkpoint")
-    source = Path(result.checkpoint.to_directory())
-    target = Path(copy_to) if copy_to else source
+    checkpoint = result.checkpoint
     if copy_to:
+        target = Path(copy_to)
         if target.exists():
             shutil.rmtree(target)
-        shutil.copytree(source, target)
+        checkpoint.to_directory(str(target))  # straight there: no temporary copy left behind
+        _drop_scratch(Path(checkpoint.path), Path(storage_path))
+    else:
+        target = Path(checkpoint.path)
     history = json.loads((target / train_loop.HISTORY).read_text())
     return TrainOutcome(config=config, best_val_auc=float(history[-1]["best_val_auc"]),
                         best_epoch=int(history[-1]["best_epoch"]), history=history, checkpoint_dir=str(target))
+
+
+def _drop_scratch(checkpoint: Path, storage: Path) -> None:
+    """Remove the last checkpoint folder when it lies outside Ray's storage: in-process runs
+    (``num_workers=0``) report the loop's own temporary folder instead of uploading a copy."""
+    try:
+        checkpoint.resolve().relative_to(storage.resolve())
+    except ValueError:
+        if checkpoint.name.startswith(train_loop.SCRATCH_PREFIX):
+            shutil.rmtree(checkpoint, ignore_errors=True)

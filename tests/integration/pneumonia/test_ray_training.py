@@ -26,7 +26,7 @@ def ray_cluster():
         yield
 
 
-def test_two_cpu_workers_report_every_epoch_and_resume(tiny_splits, ray_cluster, tmp_path):
+def test_two_cpu_workers_report_every_epoch_and_resume(tiny_splits, ray_cluster, tmp_path, temp_leftovers):
     config = {"data_dir": str(tiny_splits), "epochs": 2, "batch_size": 16, "patience": 0}
     first = trainer.fit(config, num_workers=2, use_gpu=False, storage_path=str(tmp_path / "ray"), name="resumable",
                         copy_to=str(tmp_path / "first"))
@@ -42,9 +42,10 @@ def test_two_cpu_workers_report_every_epoch_and_resume(tiny_splits, ray_cluster,
                           name="resumable", copy_to=str(tmp_path / "resumed"))
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
     assert resumed.history[:2] == first.history
+    assert temp_leftovers() == []  # no copies of checkpoints left behind, by the run or the resume
 
 
-def test_early_stopping_in_process(tiny_splits, tmp_path):
+def test_early_stopping_in_process(tiny_splits, tmp_path, temp_leftovers):
     # lr 0: the weights never change (only BatchNorm statistics drift), so val AUC stalls quickly
     outcome = trainer.fit({"data_dir": str(tiny_splits), "epochs": 6, "lr": 0.0, "patience": 1, "augment": False,
                            "schedule": "cosine"}, num_workers=0, use_gpu=False,
@@ -52,6 +53,7 @@ def test_early_stopping_in_process(tiny_splits, tmp_path):
     last = outcome.history[-1]
     assert len(outcome.history) < 6 and last["epoch"] - last["best_epoch"] == 1
     assert all(row["lr"] == 0.0 for row in outcome.history)
+    assert temp_leftovers() == []  # in-process runs report the loop's own folders: none is left
 
 
 def test_optuna_search_keeps_the_best_trial(tiny_splits, ray_cluster, tmp_path):
