@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -26,6 +29,30 @@ def _init_kfp_local(pipeline_root: Path) -> None:
                raise_on_error=True)
 
 
+@contextlib.contextmanager
+def _scratch_tmpdir(workload: str):
+    """One temporary folder for all the run's tasks, removed when the run ends.
+
+    A task's launcher writes its source into a fresh ``mktemp -d`` folder, and libraries download
+    or copy into the temporary folder: in a pod that is discarded with the pod, here it would pile
+    up run after run. Ray keeps its session folder (and socket paths, which have a length limit)
+    where it would have been."""
+    saved = {name: os.environ.get(name) for name in ("TMPDIR", "RAY_TMPDIR")}
+    system_tmp = tempfile.gettempdir()
+    scratch = tempfile.mkdtemp(prefix=f"clinops-{workload}-run-")
+    os.environ["TMPDIR"] = scratch
+    os.environ.setdefault("RAY_TMPDIR", saved["RAY_TMPDIR"] or system_tmp)
+    try:
+        yield scratch
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def run(workload: str, profile: str = "quick", **overrides) -> dict:
     """Run ``workload``'s pipeline locally; returns (and writes) the last-run record.
 
@@ -44,7 +71,8 @@ def run(workload: str, profile: str = "quick", **overrides) -> dict:
     record: dict = {"workload": workload, "profile": profile, "arguments": arguments,
                     "started_at": time.time()}
     try:
-        task = module.PIPELINE(**arguments)
+        with _scratch_tmpdir(workload):
+            task = module.PIPELINE(**arguments)
         record |= json.loads(task.output)
         record["status"] = "succeeded"
     except Exception as err:

@@ -17,7 +17,7 @@ from pipelines import local
 pytestmark = [pytest.mark.pipeline, pytest.mark.slow]
 
 
-def test_pipeline_trains_registers_gates_and_exports(clinops_home):
+def test_pipeline_trains_registers_gates_and_exports(clinops_home, tmp_path, temp_leftovers):
     first = local.run("heart-disease", "quick", n_trials=4)
     assert first["status"] == "succeeded"
     assert 0.85 <= first["metrics"]["roc_auc"] <= 1.0
@@ -40,7 +40,7 @@ def test_pipeline_trains_registers_gates_and_exports(clinops_home):
     manifest = bundle.check_complete(folder)
     assert manifest.model_version == "1" and manifest.promoted
     served = joblib.load(folder / manifest.model_file)
-    registered = mlflow.sklearn.load_model("models:/heart-disease@champion")
+    registered = mlflow.sklearn.load_model("models:/heart-disease@champion", dst_path=str(tmp_path))
     rows = np.load(folder / "drift" / "reference.npz")["x"][:20]
     assert rows.shape == (20, len(FEATURES))
     np.testing.assert_allclose(served.predict_proba(rows), registered.predict_proba(rows))
@@ -56,6 +56,7 @@ def test_pipeline_trains_registers_gates_and_exports(clinops_home):
     assert str(client.get_model_version_by_alias("heart-disease", CHALLENGER).version) == "2"
     assert bundle.champion_uri("heart-disease") == first["bundle_uri"]
     assert Path(second["bundle_uri"]).is_dir() and Path(first["bundle_uri"]).is_dir()
+    assert temp_leftovers() == []  # the gate's download of the champion included
 
 
 def test_bad_source_fails_the_run_and_records_it(clinops_home, tmp_path):

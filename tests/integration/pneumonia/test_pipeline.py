@@ -36,7 +36,7 @@ def _serving_input(schema: dict, n: int = 6) -> np.ndarray:
     return preprocess.normalise(np.stack(images), contract)
 
 
-def test_pipeline_trains_registers_gates_and_exports(clinops_home):
+def test_pipeline_trains_registers_gates_and_exports(clinops_home, tmp_path, temp_leftovers):
     first = local.run("pneumonia", "test")
     assert first["status"] == "succeeded"
     metrics = first["metrics"]
@@ -77,7 +77,8 @@ def test_pipeline_trains_registers_gates_and_exports(clinops_home):
     scripted = torch.jit.load(f"{folder}/model.pt")
     logits, embedding = scripted(x)
     assert logits.shape == (6, 2) and embedding.shape == (6, 1280)
-    registered = mlflow.pytorch.load_model("models:/pneumonia@champion", map_location="cpu").eval()
+    registered = mlflow.pytorch.load_model("models:/pneumonia@champion", dst_path=str(tmp_path),
+                                         map_location="cpu").eval()
     with torch.no_grad():
         torch.testing.assert_close(logits, registered(x), rtol=1e-4, atol=1e-4)
 
@@ -89,3 +90,4 @@ def test_pipeline_trains_registers_gates_and_exports(clinops_home):
     assert str(client.get_model_version_by_alias("pneumonia", CHALLENGER).version) == "2"
     assert bundle.champion_uri("pneumonia") == first["bundle_uri"]
     assert bundle.BundleManifest.read(second["bundle_uri"]).promoted is False
+    assert temp_leftovers() == []  # training's checkpoints and the gate's download of the champion
