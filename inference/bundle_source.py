@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,7 +17,12 @@ def resolve(uri: str | None, workload: str, cache_dir: Path | None = None) -> Pa
         raise FileNotFoundError(f"no bundle given and no champion promoted for {workload}")
     if not storage.is_s3(uri):
         return Path(uri)
-    local = Path(cache_dir or tempfile.mkdtemp(prefix=f"clinops-{workload}-"))
+    if cache_dir is None:
+        # a private copy for this process's lifetime, removed when it exits
+        local = Path(tempfile.mkdtemp(prefix=f"clinops-{workload}-"))
+        atexit.register(shutil.rmtree, local, True)
+    else:
+        local = Path(cache_dir)
     return storage.download_dir(uri, local)
 
 

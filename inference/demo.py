@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from inference import bundle_source
-from inference.local_stack import LocalStack, Ports, champion_bundles
+from inference.local_stack import LocalStack, Ports, champion_bundles, home_log_dir
 
 HEART_EXAMPLES = [
     {"age": 63, "sex": "male", "cp": "asymptomatic", "trestbps": 145, "chol": 233, "fbs": "true",
@@ -130,7 +130,7 @@ def run_demo(bundles: dict[str, str] | None = None, ports: dict[str, Ports] | st
     summary: dict = {"status": "succeeded", "workloads": {}}
     started = time.monotonic()
     try:
-        with LocalStack(bundles, ports=ports) as stack:
+        with LocalStack(bundles, ports=ports, log_dir=home_log_dir("demo-logs")) as stack:
             print(f"[serving] stack up in {time.monotonic() - started:.1f} s:\n{stack.describe()}")
             for workload, endpoint in stack.endpoints.items():
                 try:

@@ -276,6 +276,14 @@ def champion_bundles(workloads=WORKLOADS) -> dict[str, str]:
     return found
 
 
+def home_log_dir(name: str) -> Path:
+    """Logs of a stack started from the command line: under the clinops home (``serve/<name>``),
+    where they outlive the stack for a look afterwards and the next start overwrites them."""
+    from components.common.settings import get_settings
+
+    return get_settings().home / "serve" / name
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = LocalStackSettings()
     parser = argparse.ArgumentParser(prog="clinops serve", description=__doc__.split("\n\n")[0])
@@ -292,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
               "`make pipeline WORKLOAD=...` first.", file=sys.stderr)
         return 1
     stack = LocalStack(bundles, ports="default", predictor_protocol=args.predictor_protocol,
-                       host=settings.host, ready_timeout_s=settings.ready_timeout_s)
+                       host=settings.host, ready_timeout_s=settings.ready_timeout_s, log_dir=home_log_dir("logs"))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
