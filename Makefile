@@ -18,8 +18,13 @@ STAMP := $(VENV)/.stamp-$(shell cat $(REQS) 2>/dev/null | sha256sum | cut -c1-16
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
+VENV_GB := 10  # a new environment: PyTorch with its CUDA libraries is most of it, plus pip's unpacking
+
 $(STAMP): $(REQS)
 	@echo ">> setting up $(VENV) (first time: a few minutes)"
+	@test -x $(BIN)/python || { free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	  if [ "$$free" -lt $(VENV_GB) ]; then \
+	    echo "make: $$free GB free on this disk; a new $(VENV) needs about $(VENV_GB) GB" >&2; exit 1; fi; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@rm -f $(VENV)/.stamp-*
 	$(BIN)/python -m pip install -q --upgrade pip
