@@ -35,14 +35,15 @@ def clinops_home(tmp_path, monkeypatch):
 def temp_leftovers():
     """A call that names what appeared in the system temporary folder since the test started: a
     training or registration run must clean up after itself (a left copy of a checkpoint or of a
-    downloaded model is tens of MB per run). Ray's session folders, pytest's own and torch's compile
-    cache (kept across runs on purpose) are not counted."""
+    downloaded model is tens of MB per run). Ray's session folders, pytest's own, torch's compile
+    cache and MLflow's empty database-initialisation lock files (kept across runs on purpose) are
+    not counted."""
     root = Path(tempfile.gettempdir())
     before = set(os.listdir(root))
 
     def leftovers() -> list[str]:
         return sorted(name for name in set(os.listdir(root)) - before
-                      if not name.startswith(("ray", "_ray_", "pytest-of-", "torchinductor_")))
+                      if not name.startswith(("ray", "_ray_", "pytest-of-", "torchinductor_", "db_init_lock-")))
 
     return leftovers
 

@@ -18,7 +18,7 @@ def test_committed_notebooks_have_no_outputs():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs(path, clinops_home, monkeypatch, tmp_path):
+def test_notebook_runs(path, clinops_home, monkeypatch, tmp_path, temp_leftovers):
     monkeypatch.setenv("CLINOPS_NOTEBOOK_TRIALS", "3")
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
@@ -26,3 +26,4 @@ def test_notebook_runs(path, clinops_home, monkeypatch, tmp_path):
     assert "Traceback" not in text
     assert "aliases=['champion']" in text
     assert any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+    assert temp_leftovers() == []

@@ -15,7 +15,7 @@ from pipelines import local
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_pipeline_with_mlflow_server_and_s3_store(clinops_home, mlflow_server, s3_server, tmp_path):
+def test_pipeline_with_mlflow_server_and_s3_store(clinops_home, mlflow_server, s3_server, tmp_path, temp_leftovers):
     record = local.run("heart-disease", "quick", n_trials=3, store="s3://clinops-models/bundles")
     assert record["status"] == "succeeded"
     assert record["bundle_uri"] == "s3://clinops-models/bundles/heart-disease/1"
@@ -37,9 +37,11 @@ def test_pipeline_with_mlflow_server_and_s3_store(clinops_home, mlflow_server, s
     manifest = bundle.check_complete(local_copy)
     rows = np.load(local_copy / "drift" / "reference.npz")["x"][:10]
     served = joblib.load(local_copy / manifest.model_file)
-    registered = mlflow.sklearn.load_model(f"models:/heart-disease/{record['model_version']}")
+    registered = mlflow.sklearn.load_model(f"models:/heart-disease/{record['model_version']}",
+                                           dst_path=str(tmp_path))
     np.testing.assert_allclose(served.predict_proba(rows), registered.predict_proba(rows))
     assert bundle.champion_uri("heart-disease", "s3://clinops-models/bundles") == record["bundle_uri"]
+    assert temp_leftovers() == []
 
 
 def test_s3_round_trip_and_clear_errors(s3_server, tmp_path):
