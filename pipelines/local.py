@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import tempfile
 import time
 import warnings
 from pathlib import Path
+from unittest import mock
 
 from components.common.settings import reload_settings
 from pipelines import catalog
@@ -37,20 +37,10 @@ def _scratch_tmpdir(workload: str):
     or copy into the temporary folder: in a pod that is discarded with the pod, here it would pile
     up run after run. Ray keeps its session folder (and socket paths, which have a length limit)
     where it would have been."""
-    saved = {name: os.environ.get(name) for name in ("TMPDIR", "RAY_TMPDIR")}
-    system_tmp = tempfile.gettempdir()
-    scratch = tempfile.mkdtemp(prefix=f"clinops-{workload}-run-")
-    os.environ["TMPDIR"] = scratch
-    os.environ.setdefault("RAY_TMPDIR", saved["RAY_TMPDIR"] or system_tmp)
-    try:
+    ray_tmp = os.environ.get("RAY_TMPDIR", tempfile.gettempdir())
+    with tempfile.TemporaryDirectory(prefix=f"clinops-{workload}-run-", ignore_cleanup_errors=True) as scratch, \
+            mock.patch.dict(os.environ, {"TMPDIR": scratch, "RAY_TMPDIR": ray_tmp}):
         yield scratch
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def run(workload: str, profile: str = "quick", **overrides) -> dict:

@@ -97,8 +97,6 @@ def fit(config: dict, num_workers: int, use_gpu: bool, storage_path: str, name: 
 def _drop_scratch(checkpoint: Path, storage: Path) -> None:
     """Remove the last checkpoint folder when it lies outside Ray's storage: in-process runs
     (``num_workers=0``) report the loop's own temporary folder instead of uploading a copy."""
-    try:
-        checkpoint.resolve().relative_to(storage.resolve())
-    except ValueError:
-        if checkpoint.name.startswith(train_loop.SCRATCH_PREFIX):
-            shutil.rmtree(checkpoint, ignore_errors=True)
+    if checkpoint.name.startswith(train_loop.SCRATCH_PREFIX) and not checkpoint.resolve().is_relative_to(
+            storage.resolve()):
+        shutil.rmtree(checkpoint, ignore_errors=True)
