@@ -1,10 +1,12 @@
 """The 13 UCI features: names, codes, text labels, physiological ranges.
 
-This is the single source of the heart-disease input contract; export writes it into the bundle's
-``schema.json``, which is all the transformer reads.
+This is the single source of the heart-disease input contract; export writes it, typed by the bundle
+contract, into the bundle's ``schema.json``, which is all the transformer reads.
 """
 
 from __future__ import annotations
+
+from bundle.schema import CategoricalFeature, NumericFeature, TabularSchema
 
 FEATURES = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak",
             "slope", "ca", "thal"]
@@ -57,29 +59,17 @@ def label_to_code(feature: str) -> dict[str, int]:
     return mapping
 
 
-def serving_schema(threshold: float = 0.5, risk_medium: float = 0.3, risk_high: float = 0.6) -> dict:
-    """The ``schema.json`` written into the serving bundle."""
-    features = {}
+def serving_schema(threshold: float = 0.5, risk_medium: float = 0.3, risk_high: float = 0.6) -> TabularSchema:
+    """The typed input schema written into the serving bundle's ``schema.json``."""
+    features = []
     for name in FEATURES:
+        nullable = name not in REQUIRED
         if name in CATEGORIES:
-            features[name] = {
-                "type": "categorical",
-                "codes": {str(c): labels[0] for c, labels in CATEGORIES[name].items()},
-                "labels": label_to_code(name),
-                "nullable": name not in REQUIRED,
-            }
+            features.append(CategoricalFeature(name, {c: labels[0] for c, labels in CATEGORIES[name].items()},
+                                               label_to_code(name), nullable))
         else:
             low, high = RANGES[name]
-            features[name] = {"type": "numeric", "min": low, "max": high, "unit": UNITS[name],
-                              "nullable": name not in REQUIRED}
-    return {
-        "workload": "heart-disease",
-        "kind": "tabular",
-        "feature_order": FEATURES,
-        "features": features,
-        "model_input": {"name": "features", "datatype": "FP64", "shape": [-1, len(FEATURES)],
-                        "missing": "NaN"},
-        "output": {"positive_class": "disease", "classes": ["no disease", "disease"]},
-        "threshold": threshold,
-        "risk_levels": {"medium": risk_medium, "high": risk_high},
-    }
+            features.append(NumericFeature(name, low, high, UNITS[name], nullable))
+    return TabularSchema("heart-disease", tuple(features), classes=("no disease", "disease"),
+                         positive_class="disease", threshold=threshold, risk_medium=risk_medium,
+                         risk_high=risk_high)

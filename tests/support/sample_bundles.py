@@ -1,0 +1,103 @@
+"""Small but complete serving bundles, built in seconds, for tests and benchmarks: written through the
+bundle contract's writer exactly as training writes them (manifest with hashes, typed schema, drift
+settings), only with tiny models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bundle import BundleWriter, TorchModelConfig, layout
+from bundle.drift import KSDriftSettings, TabularDriftSettings
+from bundle.schema import CATEGORICAL, ImagePreprocessing, ImageSchema, TabularSchema
+
+
+def heart_rows(schema: TabularSchema, n: int, seed: int = 0) -> np.ndarray:
+    """Plausible rows in ``feature_order`` with UCI codes; a few NaN in nullable features."""
+    rng = np.random.default_rng(seed)
+    columns = []
+    for feature in schema.features:
+        if feature.kind == CATEGORICAL:
+            column = rng.choice(np.array([float(c) for c in feature.codes]), size=n)
+        else:
+            low, high = feature.min, feature.max
+            mid, spread = (low + high) / 2, (high - low) / 6
+            column = np.clip(rng.normal(mid, spread, size=n), low, high).round(1)
+        if feature.nullable:
+            column[rng.random(n) < 0.05] = np.nan
+        columns.append(column)
+    return np.stack(columns, axis=1)
+
+
+def write_heart_disease(folder: Path, schema: TabularSchema, estimator: str = "logreg", n_rows: int = 400,
+                        seed: int = 0) -> Path:
+    """A heart-disease bundle: sklearn Pipeline(imputer, scaler, estimator) on synthetic rows."""
+    import joblib
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    writer = BundleWriter(folder, "heart-disease", layout.SKLEARN, "heart-disease-sample", "1")
+    x = heart_rows(schema, n_rows, seed)
+    order = list(schema.feature_order)
+    score = np.nan_to_num(x[:, order.index("age")] - 55) / 10 + np.nan_to_num(x[:, order.index("cp")] - 2.5)
+    y = (score + np.random.default_rng(seed + 1).normal(0, 0.7, n_rows) > 0).astype(int)
+    model = (GradientBoostingClassifier(n_estimators=100, random_state=seed) if estimator == "gbm"
+             else LogisticRegression(max_iter=500))
+    pipeline = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler()),
+                         ("model", model)]).fit(x, y)
+    joblib.dump(pipeline, writer.model_path)
+    writer.write_schema(schema)
+    np.savez(writer.drift_reference_path, x=x[:100])
+    writer.write_drift(TabularDriftSettings(tuple(order), tuple(f.name for f in schema.features
+                                                                if f.kind == CATEGORICAL)))
+    writer.finish()
+    return Path(folder)
+
+
+def pneumonia_schema(height: int = 32, width: int = 32, channels: int = 1, threshold: float = 0.5) -> ImageSchema:
+    return ImageSchema("pneumonia", ImagePreprocessing(height, width, channels, (0.5,) * channels, (0.25,) * channels),
+                       threshold=threshold, max_pixels=4096 * 4096)
+
+
+def tiny_image_net(channels: int, embedding_dim: int = 16, width: int = 8):
+    """A small CNN whose forward returns ``(logits [N,2], embedding [N,D])`` like the real bundles."""
+    import torch
+    from torch import nn
+
+    class TinyNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(width, width * 2, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.embed = nn.Linear(width * 2, embedding_dim)
+            self.head = nn.Linear(embedding_dim, 2)
+
+        def forward(self, x):
+            embedding = torch.relu(self.embed(self.features(x)))
+            return self.head(embedding), embedding
+
+    torch.manual_seed(0)
+    return TinyNet().eval()
+
+
+def write_pneumonia(folder: Path, height: int = 32, width: int = 32, channels: int = 1, module=None,
+                    embedding_dim: int = 16, variant: str = "tiny-cnn") -> Path:
+    """A pneumonia bundle: TorchScript ``model.pt`` + ``model_config.json`` + ``schema.json``."""
+    import torch
+
+    writer = BundleWriter(folder, "pneumonia", layout.PYTORCH, "pneumonia-sample", "1")
+    module = module if module is not None else tiny_image_net(channels, embedding_dim)
+    scripted = torch.jit.trace(module.eval(), torch.zeros(1, channels, height, width))
+    scripted.save(str(writer.model_path))
+    writer.write_model_config(TorchModelConfig(variant, ("NORMAL", "PNEUMONIA"), embedding_dim))
+    writer.write_schema(pneumonia_schema(height, width, channels))
+    reference = np.random.default_rng(0).normal(size=(50, embedding_dim)).astype("float32")
+    np.savez(writer.drift_reference_path, embedding=reference)
+    writer.write_drift(KSDriftSettings("embedding", embedding_dim))
+    writer.finish()
+    return Path(folder)
