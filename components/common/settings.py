@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +37,17 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("AWS_SECRET_ACCESS_KEY", "MINIO_SECRET_KEY")
     )
     s3_region: str | None = Field(None, validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
+    registry_lock: Literal["auto", "file", "lease"] = Field(
+        "auto",
+        description="How runs take turns at the model registry (schema set-up, gate, champion pointer): "
+        "file = a file lock under home; lease = a Kubernetes coordination.k8s.io Lease; auto = lease in a "
+        "pod when tracking does not go to a local SQLite file, else file.",
+    )
+    registry_lock_timeout: float = Field(600.0, description="Seconds to wait for the registry lock.")
+    lease_namespace: str | None = Field(None, description="Namespace of the lock Lease; default: the pod's own.")
+    kubernetes_service_host: str | None = Field(
+        None, validation_alias="KUBERNETES_SERVICE_HOST", description="Set by Kubernetes in every pod."
+    )
 
     @field_validator("home")
     @classmethod
@@ -47,6 +59,14 @@ class Settings(BaseSettings):
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
         return f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def registry_lock_kind(self) -> str:
+        """``file`` or ``lease``: what ``registry_lock`` resolves to here."""
+        if self.registry_lock != "auto":
+            return self.registry_lock
+        in_pod = bool(self.kubernetes_service_host)
+        return "lease" if in_pod and not self.tracking_uri.startswith("sqlite:") else "file"
 
     @property
     def mlflow_artifact_root(self) -> str:
