@@ -69,9 +69,8 @@ def cmd_run(args) -> int:
             summary[workload] = {"status": "failed", "error": str(err)}
     if not failed and not args.no_serve:
         serving = _serving_demo()
-        if serving is not None:
-            summary["serving"] = serving
-            failed = failed or serving.get("status") != "succeeded"
+        summary["serving"] = serving
+        failed = serving.get("status") != "succeeded"
     summary["finished_at"] = time.time()
     path = settings.home / "run-summary.json"
     path.write_text(json.dumps(summary, indent=2, default=str))
@@ -79,16 +78,14 @@ def cmd_run(args) -> int:
     return 1 if failed else 0
 
 
-def _serving_demo() -> dict | None:
-    try:
-        from inference import demo
-    except ImportError:
-        return None
+def _serving_demo() -> dict:
+    from pipelines import demo
+
     return demo.run_demo()
 
 
 def cmd_serve(_args) -> int:
-    from inference import local_stack
+    from pipelines import local_stack
 
     return local_stack.main([])
 

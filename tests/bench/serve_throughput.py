@@ -32,12 +32,13 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the project, and the tests' support package
 
-from components.common.bundle import champion_uri  # noqa: E402
+from support import sample_bundles  # noqa: E402
+
+from bundle import champion, locate, open_bundle  # noqa: E402
 from components.common.settings import get_settings  # noqa: E402
-from inference import bundle_source, sample_bundles  # noqa: E402
-from inference.local_stack import LocalStack, free_ports, http_ok  # noqa: E402
+from pipelines.local_stack import LocalStack, free_ports, http_ok, s3_config  # noqa: E402
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "8"))
@@ -170,10 +171,20 @@ def start_mlserver(model_dir: Path, adaptive: bool, logs: Path) -> tuple[Proc, s
 
 
 # -- bundles ----------------------------------------------------------------------------------------------
+def champion_bundle(workload: str, workdir: Path) -> tuple[Path, str] | None:
+    """The workload's champion bundle as a local folder (verified), or None when none was promoted."""
+    pointer = champion.read(get_settings().bundles, workload, s3_config())
+    if pointer is None:
+        return None
+    folder = locate(pointer.bundle_uri, workload, s3=s3_config(), cache_dir=workdir / f"{workload}-champion")
+    open_bundle(folder, workload)
+    return folder, f"champion {pointer.bundle_uri}"
+
+
 def heart_bundle(workdir: Path) -> tuple[Path, str]:
-    uri = champion_uri("heart-disease")
-    if uri:
-        return bundle_source.resolve(uri, "heart-disease", workdir / "heart-champion"), f"champion {uri}"
+    found = champion_bundle("heart-disease", workdir)
+    if found:
+        return found
     from components.heart_disease.schema import serving_schema
 
     folder = sample_bundles.write_heart_disease(workdir / "heart", serving_schema(), estimator="gbm")
@@ -182,11 +193,8 @@ def heart_bundle(workdir: Path) -> tuple[Path, str]:
 
 def pneumonia_bundles(workdir: Path) -> list[tuple[Path, str]]:
     """The champion bundle first when there is one, then the sample model (always, for comparison)."""
-    bundles = []
-    uri = champion_uri("pneumonia")
-    if uri:
-        bundles.append((bundle_source.resolve(uri, "pneumonia", workdir / "pneumonia-champion"), f"champion {uri}"))
-    return [*bundles, sample_pneumonia_bundle(workdir, "no champion yet" if not uri else "for comparison")]
+    found = champion_bundle("pneumonia", workdir)
+    return [*([found] if found else []), sample_pneumonia_bundle(workdir, "for comparison" if found else "no champion yet")]
 
 
 def sample_pneumonia_bundle(workdir: Path, why: str) -> tuple[Path, str]:
@@ -376,9 +384,9 @@ def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
     import torch
     from PIL import Image
 
-    schema = json.loads((model_dir / "schema.json").read_text())
-    image = schema["image"]
-    c, h, w = image["channels"], image["height"], image["width"]
+    schema = open_bundle(model_dir, "pneumonia").schema
+    image = schema.image
+    c, h, w = image.channels, image.height, image.width
     rng = np.random.default_rng(0)
     pixels = (rng.random((h, w, 3)) * 255).astype(np.uint8)
     buffer = io.BytesIO()
@@ -396,10 +404,10 @@ def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
     from inference.transformer.pneumonia import PneumoniaCodec
     from inference.transformer.settings import TransformerSettings
 
-    codec = PneumoniaCodec(schema, TransformerSettings(workload="pneumonia"))
+    codec = PneumoniaCodec(schema.to_dict(), TransformerSettings(workload="pneumonia"))
     x = torch.from_numpy(np.repeat(codec.encode_files([buffer.getvalue()]), batch, axis=0)).to(device)
-    mean = torch.tensor(image["mean"], dtype=torch.float32, device=device).reshape(-1, 1, 1)
-    std = torch.tensor(image["std"], dtype=torch.float32, device=device).reshape(-1, 1, 1)
+    mean = torch.tensor(image.mean, dtype=torch.float32, device=device).reshape(-1, 1, 1)
+    std = torch.tensor(image.std, dtype=torch.float32, device=device).reshape(-1, 1, 1)
     seconds = max(SECONDS, PNEUMONIA_MIN_SECONDS) if device.type == "cpu" else SECONDS
     results = {"device": device.type, "torch_threads": threads, "batch": batch, "image": [c, h, w],
                "seconds": seconds,

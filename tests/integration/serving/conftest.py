@@ -2,10 +2,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import sample_bundles
 
 from components.heart_disease.schema import serving_schema
-from inference import sample_bundles
-from inference.local_stack import LocalStack
+from pipelines.local_stack import LocalStack
 
 # image helpers shared with the unit tests
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "inference"))

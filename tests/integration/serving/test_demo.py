@@ -1,6 +1,6 @@
 import pytest
 
-from inference.demo import run_demo
+from pipelines.demo import run_demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

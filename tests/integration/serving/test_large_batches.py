@@ -7,9 +7,9 @@ import urllib.request
 import numpy as np
 import pytest
 from images import encode, random_image
+from support import sample_bundles
 
-from inference import sample_bundles
-from inference.local_stack import LocalStack
+from pipelines.local_stack import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -12,7 +12,7 @@ import pytest
 from kserve import InferenceGRPCClient
 from kserve.protocol.infer_type import InferInput, InferRequest
 
-from inference.local_stack import LocalStack
+from pipelines.local_stack import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

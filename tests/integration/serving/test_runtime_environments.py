@@ -16,9 +16,9 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
+from support import sample_bundles
 
-from inference import sample_bundles
-from inference.local_stack import free_ports, http_ok
+from pipelines.local_stack import free_ports, http_ok
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -12,8 +12,9 @@ from conftest import triton_grpc
 from images import encode, random_image, reference_tensor
 from kserve import InferenceGRPCClient, InferenceRESTClient, RESTConfig
 from kserve.protocol.infer_type import InferInput, InferRequest
+from support import sample_bundles
 
-from inference import sample_bundles
+from bundle.schema import CATEGORICAL
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -27,14 +28,14 @@ def rows_and_expected(bundles, heart_schema, n=5, seed=7):
 def per_feature_inputs(rows, schema):
     """One input per feature; categoricals as text labels, missing as null (JSON)."""
     inputs = []
-    for j, name in enumerate(schema["feature_order"]):
-        spec = schema["features"][name]
+    for j, feature in enumerate(schema.features):
         column = rows[:, j]
-        if spec["type"] == "categorical":
-            data = [None if np.isnan(v) else spec["codes"][str(int(v))] for v in column]
-            inputs.append(InferInput(name, [len(rows)], "BYTES", data))
+        if feature.kind == CATEGORICAL:
+            data = [None if np.isnan(v) else feature.codes[int(v)] for v in column]
+            inputs.append(InferInput(feature.name, [len(rows)], "BYTES", data))
         else:
-            inputs.append(InferInput(name, [len(rows)], "FP64", [None if np.isnan(v) else float(v) for v in column]))
+            inputs.append(InferInput(feature.name, [len(rows)], "FP64",
+                                     [None if np.isnan(v) else float(v) for v in column]))
     return inputs
 
 

@@ -1,6 +1,7 @@
 """The serving stack on localhost: for each workload with a bundle, its predictor and its transformer as
 separate processes (``python -m inference.<runtime>``), exactly the processes a cluster runs; only
-the addresses differ.
+the addresses differ. Workloads, their predictor runtimes and default ports come from the workload
+catalog (:mod:`bundle.workloads`).
 
 ``make serve`` → :func:`main`. Tests and the demo use :class:`LocalStack` as a context manager::
 
@@ -24,25 +25,14 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-WORKLOADS = ("heart-disease", "pneumonia")
-PREDICTOR_RUNTIME = {"heart-disease": "inference.sklearn_predictor", "pneumonia": "inference.torch_predictor"}
+from bundle import champion, workloads
+from bundle.storage import S3Config
+from components.common.settings import get_settings
 
-
-class LocalStackSettings(BaseSettings):
-    """``make serve`` settings (env prefix ``CLINOPS_SERVE_``; flags override)."""
-
-    model_config = SettingsConfigDict(env_prefix="CLINOPS_SERVE_", extra="ignore")
-
-    heart_disease_ports: str = Field("8080,8081,8082,8084", description="transformer REST,gRPC, predictor REST,gRPC")
-    pneumonia_ports: str = Field("8090,8091,8092,8094", description="transformer REST,gRPC, predictor REST,gRPC")
-    predictor_protocol: str = Field(
-        "grpc-v2", description="Transformer → predictor protocol: grpc-v2 (binary tensors, a persistent HTTP/2 "
-                               "channel: less work per call on both sides) or v2 (REST).")
-    ready_timeout_s: float = Field(180.0, description="How long to wait for every process to be ready.")
-    host: str = Field("127.0.0.1", description="Address the printed endpoints and the transformer use.")
+TRANSFORMER_RUNTIME = "inference.transformer"  # one transformer runtime for every workload (codec by kind)
 
 
 @dataclass
@@ -62,6 +52,43 @@ class Ports:
     @classmethod
     def ephemeral(cls) -> Ports:
         return cls(*free_ports(4))
+
+    @classmethod
+    def of(cls, workload: workloads.Workload) -> Ports:
+        """The catalog's local default ports of ``workload``."""
+        p = workload.ports
+        return cls(p.transformer_http, p.transformer_grpc, p.predictor_http, p.predictor_grpc)
+
+    def __str__(self) -> str:
+        return f"{self.transformer_http},{self.transformer_grpc},{self.predictor_http},{self.predictor_grpc}"
+
+
+def ports_setting(workload: str) -> str:
+    """The settings field of a workload's ports: ``heart-disease`` → ``heart_disease_ports``, set by
+    ``CLINOPS_SERVE_HEART_DISEASE_PORTS``."""
+    return f"{workload.replace('-', '_')}_ports"
+
+
+class _LocalStackSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLINOPS_SERVE_", extra="ignore")
+
+    predictor_protocol: str = Field(
+        "grpc-v2", description="Transformer → predictor protocol: grpc-v2 (binary tensors, a persistent HTTP/2 "
+                               "channel: less work per call on both sides) or v2 (REST).")
+    ready_timeout_s: float = Field(180.0, description="How long to wait for every process to be ready.")
+    host: str = Field("127.0.0.1", description="Address the printed endpoints and the transformer use.")
+
+    def ports(self, workload: str) -> Ports:
+        return Ports.parse(getattr(self, ports_setting(workload)))
+
+
+# one ``<workload>_ports`` field per workload of the catalog, its default the catalog's ports
+LocalStackSettings = create_model(
+    "LocalStackSettings", __base__=_LocalStackSettings,
+    __doc__="``make serve`` settings (env prefix ``CLINOPS_SERVE_``; flags override).",
+    **{ports_setting(name): (str, Field(str(Ports.of(w)), description=f"{name}: transformer REST,gRPC, "
+                                                                     f"predictor REST,gRPC"))
+       for name, w in workloads.WORKLOADS.items()})
 
 
 @dataclass
@@ -130,11 +157,10 @@ class LocalStack:
                  predictor_protocol: str | None = None, host: str = "127.0.0.1", log_dir: Path | None = None,
                  extra_args: dict[str, list[str]] | None = None, ready_timeout_s: float = 180.0,
                  env: dict[str, str] | None = None):
-        unknown = set(bundles) - set(WORKLOADS)
+        unknown = set(bundles) - set(workloads.NAMES)
         if unknown:
-            raise ValueError(f"unknown workloads {sorted(unknown)}; known: {WORKLOADS}")
+            raise ValueError(f"unknown workloads {sorted(unknown)}; known: {', '.join(workloads.NAMES)}")
         settings = LocalStackSettings()
-        defaults = {"heart-disease": settings.heart_disease_ports, "pneumonia": settings.pneumonia_ports}
         self.endpoints: dict[str, Endpoint] = {}
         for workload, bundle in bundles.items():
             if ports == "ephemeral":
@@ -142,7 +168,7 @@ class LocalStack:
             elif isinstance(ports, dict) and workload in ports:
                 chosen = ports[workload]
             else:
-                chosen = Ports.parse(defaults[workload])
+                chosen = settings.ports(workload)
             self.endpoints[workload] = Endpoint(workload, host, chosen, str(bundle))
         self.predictor_protocol = predictor_protocol or settings.predictor_protocol
         if self.predictor_protocol not in ("v2", "grpc-v2"):
@@ -156,7 +182,7 @@ class LocalStack:
 
     # -- process control ----------------------------------------------------------------------------
     def _predictor_argv(self, endpoint: Endpoint) -> list[str]:
-        return [sys.executable, "-m", PREDICTOR_RUNTIME[endpoint.workload], "--bundle", endpoint.bundle,
+        return [sys.executable, "-m", workloads.get(endpoint.workload).predictor_runtime, "--bundle", endpoint.bundle,
                 "--model_name", endpoint.workload, "--http_port", str(endpoint.ports.predictor_http),
                 "--grpc_port", str(endpoint.ports.predictor_grpc),
                 *self.extra_args.get(f"{endpoint.workload}/predictor", [])]
@@ -164,7 +190,7 @@ class LocalStack:
     def _transformer_argv(self, endpoint: Endpoint) -> list[str]:
         target = (endpoint.predictor_grpc_target if self.predictor_protocol == "grpc-v2"
                   else f"{endpoint.host}:{endpoint.ports.predictor_http}")
-        return [sys.executable, "-m", "inference.transformer", "--workload", endpoint.workload,
+        return [sys.executable, "-m", TRANSFORMER_RUNTIME, "--workload", endpoint.workload,
                 "--bundle", endpoint.bundle, "--model_name", endpoint.workload,
                 "--predictor_host", target, "--predictor_protocol", self.predictor_protocol,
                 "--http_port", str(endpoint.ports.transformer_http),
@@ -265,33 +291,36 @@ class LocalStack:
         return "\n".join(rows)
 
 
-def champion_bundles(workloads=WORKLOADS) -> dict[str, str]:
-    from components.common.bundle import champion_uri
+def s3_config() -> S3Config:
+    """The S3 connection for an ``s3://`` bundle store, from the usual variables."""
+    return S3Config.from_environ(os.environ)
 
+
+def champion_bundles(names: tuple[str, ...] = workloads.NAMES) -> dict[str, str]:
+    """The bundle URI of each workload's champion (from its champion pointer); workloads with none are left out."""
+    store, s3 = get_settings().bundles, s3_config()
     found = {}
-    for workload in workloads:
-        uri = champion_uri(workload)
-        if uri:
-            found[workload] = uri
+    for workload in names:
+        pointer = champion.read(store, workload, s3)
+        if pointer is not None:
+            found[workload] = pointer.bundle_uri
     return found
 
 
 def home_log_dir(name: str) -> Path:
     """Logs of a stack started from the command line: under the clinops home (``serve/<name>``),
     where they outlive the stack for a look afterwards and the next start overwrites them."""
-    from components.common.settings import get_settings
-
     return get_settings().home / "serve" / name
 
 
 def main(argv: list[str] | None = None) -> int:
     settings = LocalStackSettings()
     parser = argparse.ArgumentParser(prog="clinops serve", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workload", action="append", choices=WORKLOADS, help="serve only these (default: all)")
+    parser.add_argument("--workload", action="append", choices=workloads.NAMES, help="serve only these (default: all)")
     parser.add_argument("--bundle", action="append", metavar="WORKLOAD=URI", help="serve this bundle, not the champion")
     parser.add_argument("--predictor-protocol", default=settings.predictor_protocol, choices=["v2", "grpc-v2"])
     args = parser.parse_args(argv)
-    bundles = champion_bundles(args.workload or WORKLOADS)
+    bundles = champion_bundles(tuple(args.workload or workloads.NAMES))
     for item in args.bundle or []:
         workload, _, uri = item.partition("=")
         bundles[workload] = uri

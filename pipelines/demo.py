@@ -1,9 +1,9 @@
 """The serving part of ``make run``: start the local stack for every workload with a champion bundle,
 send a few example V2 requests to each, print the answers, stop the stack.
 
-Heart-disease examples are built from the bundle's schema; pneumonia examples are phantom X-rays of
-the kind the embedded default trains on (a client's files, so the demo may draw them from the
-phantom generator).
+Heart-disease examples are records a client would send; pneumonia examples are phantom X-rays of the
+kind the embedded default trains on (a client's files, drawn from the training side's phantom
+generator), in the channels of the bundle's schema.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -18,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from inference import bundle_source
-from inference.local_stack import LocalStack, Ports, champion_bundles, home_log_dir
+from bundle import locate, open_bundle
+from bundle.schema import ImageSchema
+from components.pneumonia.phantom import render
+from pipelines.local_stack import LocalStack, Ports, champion_bundles, home_log_dir, s3_config
 
 HEART_EXAMPLES = [
     {"age": 63, "sex": "male", "cp": "asymptomatic", "trestbps": 145, "chol": 233, "fbs": "true",
@@ -57,12 +60,18 @@ def heart_request(records: list[dict]) -> dict:
     return {"id": "demo-heart-disease", "inputs": inputs}
 
 
-def example_images(schema: dict) -> list[tuple[str, bytes]]:
+def bundle_schema(uri: str, workload: str):
+    """The typed input schema of the bundle at ``uri`` (an ``s3://`` bundle is fetched into a scratch
+    folder, removed once it is read)."""
+    with tempfile.TemporaryDirectory(prefix=f"clinops-demo-{workload}-") as scratch:
+        folder = locate(uri, workload, s3=s3_config(), cache_dir=Path(scratch))
+        return open_bundle(folder, workload).schema
+
+
+def example_images(schema: ImageSchema) -> list[tuple[str, bytes]]:
     """Chest-X-ray phantoms like those the embedded default trains on (one NORMAL, two with
     opacities), of assorted sizes, as PNG or JPEG files a client would send."""
     from PIL import Image
-
-    from components.pneumonia.phantom import render
 
     rng = np.random.default_rng(7)
     files = []
@@ -70,7 +79,7 @@ def example_images(schema: dict) -> list[tuple[str, bytes]]:
                                ("PNEUMONIA", (224, 224), "PNG")):
         pixels = (render(rng, h, w, pneumonia=truth == "PNEUMONIA") * 255).astype(np.uint8)
         buffer = io.BytesIO()
-        Image.fromarray(pixels).convert("L" if schema["image"]["channels"] == 1 else "RGB").save(buffer, fmt)
+        Image.fromarray(pixels).convert("L" if schema.image.channels == 1 else "RGB").save(buffer, fmt)
         files.append((f"phantom {truth} {w}x{h} {fmt}", buffer.getvalue()))
     return files
 
@@ -95,10 +104,8 @@ def _heart(endpoint) -> dict:
     return {"status": status, "examples": examples, "rejected_example": {"status": bad_status, **bad_answer}}
 
 
-def _pneumonia(endpoint, bundle: str) -> dict:
-    folder = bundle_source.resolve(bundle, "pneumonia")
-    schema = json.loads((Path(folder) / bundle_source.manifest(folder).schema_file).read_text())
-    files = example_images(schema)
+def _pneumonia(endpoint, uri: str) -> dict:
+    files = example_images(bundle_schema(uri, "pneumonia"))
     body = {"id": "demo-pneumonia", "inputs": [{"name": "image", "shape": [len(files)], "datatype": "BYTES",
                                                  "data": [base64.b64encode(f).decode() for _, f in files]}]}
     status, answer = _post(endpoint.infer_url, body)
