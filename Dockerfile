@@ -9,6 +9,7 @@ COPY requirements/ requirements/
 RUN pip install -c requirements/constraints.txt -r requirements/main.txt
 
 COPY setup.cfg pyproject.toml README.md ./
+COPY bundle/ bundle/
 COPY components/ components/
 COPY pipelines/ pipelines/
 COPY inference/ inference/

@@ -1,7 +1,9 @@
 """The serving images (inference/Dockerfile): every target installs an existing requirement file whose
 packages are all pinned by constraints.txt, starts a runtime that exists, lints clean, and each runtime
-imports nothing its image does not install. (No Docker engine here: the images themselves are not
-built; tests/integration/serving/test_runtime_environments.py serves from the same requirement sets.)"""
+imports nothing its image does not install: its requirements and the serving wheel (the bundle contract and
+inference/; what that wheel holds is checked by test_serving_wheel.py). (No Docker engine here: the images
+themselves are not built; tests/integration/serving/test_runtime_environments.py serves from the same
+requirement sets.)"""
 
 import re
 import shutil
@@ -11,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from bundle import workloads
+
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -18,9 +22,9 @@ DOCKERFILE = ROOT / "inference" / "Dockerfile"
 TARGETS = {"sklearn-predictor": ("serving-sklearn.txt", "inference.sklearn_predictor"),
            "torch-predictor": ("serving-torch.txt", "inference.torch_predictor"),
            "transformer": ("serving-transformer.txt", "inference.transformer")}
-# what no serving image installs; per runtime, the other runtime's framework as well
-NEVER = {"mlflow", "ray", "kfp", "optuna", "evidently", "matplotlib", "torchvision", "pipelines",
-         "components.heart_disease", "components.pneumonia"}
+# what no serving image installs (the wheel holds only bundle/ and inference/); per runtime, the other
+# runtime's framework as well
+NEVER = {"mlflow", "ray", "kfp", "optuna", "evidently", "matplotlib", "torchvision", "pipelines", "components"}
 IMPORTS = {"inference.sklearn_predictor": ("inference.sklearn_predictor.__main__", "inference.sklearn_predictor.model",
                                            NEVER | {"torch"}),
            "inference.torch_predictor": ("inference.torch_predictor.__main__", "inference.torch_predictor.model",
@@ -58,6 +62,12 @@ def test_every_runtime_has_a_target_that_installs_its_requirements_and_starts_it
         assert "USER 1000" in body, f"{target} must not run as root"
 
 
+def test_every_predictor_runtime_of_the_workload_catalog_has_an_image():
+    runtimes = {module for _, module in TARGETS.values()}
+    for workload in workloads.WORKLOADS.values():
+        assert workload.predictor_runtime in runtimes, workload.name
+
+
 def test_every_serving_requirement_is_pinned_by_the_constraints():
     pinned = {line.split("==")[0].lower().replace("_", "-") for line in
               (ROOT / "requirements" / "constraints.txt").read_text().splitlines() if "==" in line}
@@ -77,7 +87,7 @@ def test_dockerfiles_lint_clean(dockerfile):
 @pytest.mark.parametrize("runtime", sorted(IMPORTS))
 def test_a_runtime_imports_nothing_its_image_lacks(runtime):
     main, model, forbidden = IMPORTS[runtime]
-    code = (f"import sys, {main}, {model}, inference.bundle_source\n"
+    code = (f"import sys, {main}, {model}\n"
             f"print(sorted(m for m in {sorted(forbidden)!r} if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert done.stdout.strip() == "[]", f"{runtime} imports {done.stdout.strip()}"
