@@ -1,13 +1,30 @@
 """The promotion gate: alias ``champion`` moves to a new version only when it clears the metric floors
-and does not lose to the current champion on the same test split. Nothing is ever deleted."""
+and does not lose to the current champion on the same test split. Nothing is ever deleted.
+
+The gate is a critical section: concurrent runs of one model take turns under
+``locks.registry_lock(model_name)``, and each decides against the champion as it is at that moment
+(re-read inside the lock), so two runs cannot both beat the same old champion and both claim the alias.
+
+What the version tags say (the alias ``champion`` itself is the only "current" truth):
+
+* ``gate``: this version's own verdict when its gate ran, ``promoted`` or ``rejected``; history,
+  never rewritten. ``gate_reasons``, ``gate_at`` (ISO time, UTC) and ``gate_compared_with`` (the
+  champion it was measured against, ``none`` if there was none) go with it.
+* ``supersedes``: on a promoted version, the champion whose alias it took (absent if none).
+* ``superseded_by`` / ``superseded_at``: added to a promoted version when the alias leaves it for a
+  newer promoted version. So a version tagged ``gate=promoted`` is the champion exactly when it has
+  no ``superseded_by``, and following ``superseded_by`` from any promoted version ends at the champion.
+  :func:`audit` checks those rules on a registry's tags.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 
-from components.common import registry
+from components.common import locks, registry
 
 
 @dataclass
@@ -72,25 +89,97 @@ def decide(candidate: dict[str, float], floors: dict[str, float], primary: str,
     return decision
 
 
+def verdict_tags(decision: GateDecision, version: str, at: str) -> dict[str, dict[str, str]]:
+    """The tags one gate writes, by version: the candidate's verdict and, when it took the alias
+    from another version, that version's ``superseded_by`` / ``superseded_at``. Pure."""
+    version = str(version)
+    mine = {"gate": "promoted" if decision.promote else "rejected", "gate_reasons": "; ".join(decision.reasons),
+            "gate_at": at, "gate_compared_with": decision.champion_version or "none"}
+    tags = {version: mine}
+    previous = decision.champion_version
+    if decision.promote and previous is not None and previous != version:
+        mine["supersedes"] = previous
+        tags[previous] = {"superseded_by": version, "superseded_at": at}
+    return tags
+
+
+def audit(tags: Mapping[str, Mapping[str, str]], champion: str | None) -> list[str]:
+    """What is untrue in a model's version tags given the version holding ``champion`` (empty when
+    they tell the truth). ``tags`` maps every version to its tags. Pure."""
+    problems = []
+    promoted = {v for v, t in tags.items() if t.get("gate") == "promoted"}
+    if champion is not None and champion not in promoted:
+        problems.append(f"champion v{champion} is not tagged gate=promoted")
+    if champion is None and promoted:
+        problems.append(f"versions {sorted(promoted, key=int)} are tagged promoted but no version is champion")
+    for version, own in tags.items():
+        after = own.get("superseded_by")
+        if version == champion:
+            if after is not None:
+                problems.append(f"champion v{version} says it was superseded by v{after}")
+            continue
+        if version in promoted and after is None:
+            problems.append(f"v{version} is tagged promoted, is not the champion and names no superseded_by")
+        if after is not None and version not in promoted:
+            problems.append(f"v{version} was never promoted but says superseded_by v{after}")
+        if after is not None:
+            successor = tags.get(after, {})
+            if successor.get("gate") != "promoted" or successor.get("supersedes") != version:
+                problems.append(f"v{version} says superseded_by v{after}, but v{after} does not say it supersedes "
+                                f"v{version}")
+        if version not in promoted and own.get("supersedes"):
+            problems.append(f"v{version} was not promoted but says it supersedes v{own['supersedes']}")
+    for version in sorted(v for v in promoted if tags[v].get("superseded_by")):  # chains end at the champion
+        seen, current = {version}, version
+        while tags.get(current, {}).get("superseded_by") is not None:
+            current = tags[current]["superseded_by"]
+            if current in seen:
+                problems.append(f"superseded_by from v{version} runs in a circle")
+                break
+            seen.add(current)
+        else:
+            if champion is not None and current != champion:
+                problems.append(f"superseded_by from v{version} ends at v{current}, not at the champion v{champion}")
+    return problems
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
 def run_gate(model_name: str, version: str, candidate: dict[str, float], floors: dict[str, float],
              score_champion: Callable[[str], float | None], primary: str = "roc_auc") -> GateDecision:
-    """Decide and apply: move ``champion`` (or set ``challenger``), tag the version with the verdict.
+    """Decide and apply: move ``champion`` (or set ``challenger``), tag the versions (see the module).
 
-    ``score_champion(model_uri)`` re-scores the current champion on this run's test split.
+    ``score_champion(model_uri)`` re-scores the current champion on this run's test split. It is
+    called first outside the lock (loading a model takes time) for the champion seen then; inside
+    ``registry_lock(model_name)`` the champion is read again, and only if it changed meanwhile is
+    the new one scored there. The decision, the alias move and all tags happen inside the lock.
     """
-    champion = registry.alias_version(model_name, registry.CHAMPION)
-    champion_score = None
-    if champion is not None and champion != str(version):
-        try:
-            champion_score = score_champion(f"models:/{model_name}/{champion}")
-        except Exception as err:  # an older champion with another input contract
-            print(f"gate: champion v{champion} could not be re-scored ({err}); using its logged {primary}")
-            champion_score = registry.version_metric(model_name, champion, primary)
-    elif champion == str(version):
-        champion = None
-    decision = decide(candidate, floors, primary, champion, champion_score)
-    registry.set_alias(model_name, registry.CHAMPION if decision.promote else registry.CHALLENGER, version)
-    registry.tag_version(model_name, version, {"gate": "promoted" if decision.promote else "rejected",
-                                               "gate_reasons": "; ".join(decision.reasons)})
+    version = str(version)
+    scores: dict[str, float | None] = {}
+
+    def score(champion: str) -> float | None:
+        if champion not in scores:
+            try:
+                scores[champion] = score_champion(f"models:/{model_name}/{champion}")
+            except Exception as err:  # an older champion with another input contract
+                print(f"gate: champion v{champion} could not be re-scored ({err}); using its logged {primary}")
+                scores[champion] = registry.version_metric(model_name, champion, primary)
+        return scores[champion]
+
+    seen = registry.alias_version(model_name, registry.CHAMPION)
+    if seen is not None and seen != version:
+        score(seen)
+    with locks.registry_lock(model_name):
+        champion = registry.alias_version(model_name, registry.CHAMPION)
+        if champion == version:  # this version's gate runs again: judged on the floors alone
+            champion = None
+        decision = decide(candidate, floors, primary, champion, score(champion) if champion else None)
+        tags = verdict_tags(decision, version, _now())
+        registry.tag_version(model_name, version, tags.pop(version))
+        registry.set_alias(model_name, registry.CHAMPION if decision.promote else registry.CHALLENGER, version)
+        for previous, superseded in tags.items():
+            registry.tag_version(model_name, previous, superseded)
     print(f"gate: {model_name} v{version} {decision.summary()}")
     return decision

@@ -35,6 +35,136 @@ def test_gate_fails_closed_when_a_floored_metric_is_missing():
     assert "recall was not measured" in decision.summary()
 
 
+# --- the gate as a critical section, and what its tags say
+
+
+class FakeRegistry:
+    """The registry calls run_gate makes, recording each with whether the lock was held."""
+
+    def __init__(self, champion=None, metrics=None):
+        self.aliases = {"champion": champion} if champion else {}
+        self.tags: dict[str, dict[str, str]] = {}
+        self.metrics = metrics or {}
+        self.locked = False
+        self.events: list[tuple[str, bool]] = []
+        self.on_lock = None  # another run getting in between the first read and the lock
+
+    def install(self, monkeypatch):
+        import contextlib
+
+        @contextlib.contextmanager
+        def registry_lock(model_name):
+            assert model_name == "m"
+            if self.on_lock:
+                self.on_lock()
+            self.locked = True
+            self.events.append(("lock", True))
+            try:
+                yield
+            finally:
+                self.locked = False
+                self.events.append(("unlock", False))
+
+        monkeypatch.setattr(gate.locks, "registry_lock", registry_lock)
+        monkeypatch.setattr(gate.registry, "alias_version", self.alias_version)
+        monkeypatch.setattr(gate.registry, "set_alias", self.set_alias)
+        monkeypatch.setattr(gate.registry, "tag_version", self.tag_version)
+        monkeypatch.setattr(gate.registry, "version_metric", lambda name, v, metric: self.metrics.get(v))
+
+    def alias_version(self, model_name, alias):
+        self.events.append((f"read {alias}", self.locked))
+        return self.aliases.get(alias)
+
+    def set_alias(self, model_name, alias, version):
+        self.events.append((f"alias {alias}=v{version}", self.locked))
+        self.aliases[alias] = str(version)
+
+    def tag_version(self, model_name, version, tags):
+        self.events.append((f"tag v{version}", self.locked))
+        self.tags.setdefault(str(version), {}).update(tags)
+
+    def score(self, uri):
+        version = uri.rsplit("/", 1)[1]
+        self.events.append((f"score v{version}", self.locked))
+        return self.metrics[version]
+
+
+def test_gate_rereads_the_champion_inside_the_lock(monkeypatch):
+    # v3 was champion when the gate started; v4 (0.95) took the alias before the lock was ours
+    fake = FakeRegistry(champion="3", metrics={"3": 0.90, "4": 0.95})
+    fake.on_lock = lambda: fake.aliases.update(champion="4")
+    fake.install(monkeypatch)
+    decision = gate.run_gate("m", "5", {"roc_auc": 0.93}, {"roc_auc": 0.85}, fake.score)
+    assert not decision.promote and decision.champion_version == "4" and decision.champion_score == 0.95
+    assert fake.aliases == {"champion": "4", "challenger": "5"}
+    assert fake.events == [("read champion", False), ("score v3", False),  # outside: the slow part
+                           ("lock", True), ("read champion", True), ("score v4", True),
+                           ("tag v5", True), ("alias challenger=v5", True), ("unlock", False)]
+    assert fake.tags["5"]["gate"] == "rejected" and fake.tags["5"]["gate_compared_with"] == "4"
+    assert "superseded_by" not in fake.tags.get("4", {})
+
+
+def test_a_promotion_supersedes_the_previous_champion_inside_the_lock(monkeypatch):
+    fake = FakeRegistry(champion="3", metrics={"3": 0.90})
+    fake.tags["3"] = {"gate": "promoted", "gate_at": "earlier"}
+    fake.install(monkeypatch)
+    decision = gate.run_gate("m", "5", {"roc_auc": 0.93}, {"roc_auc": 0.85}, fake.score)
+    assert decision.promote and fake.aliases == {"champion": "5"}
+    assert [e for e, locked in fake.events if locked] == [
+        "lock", "read champion", "tag v5", "alias champion=v5", "tag v3"]
+    assert fake.events[:2] == [("read champion", False), ("score v3", False)]  # scored once, outside
+    assert fake.tags["5"]["gate"] == "promoted" and fake.tags["5"]["supersedes"] == "3"
+    assert fake.tags["3"]["gate"] == "promoted"  # history stays
+    assert fake.tags["3"]["superseded_by"] == "5" and fake.tags["3"]["superseded_at"] == fake.tags["5"]["gate_at"]
+    assert gate.audit(fake.tags, "5") == []
+
+
+def test_a_champion_that_cannot_be_rescored_is_judged_on_its_logged_metric(monkeypatch):
+    fake = FakeRegistry(champion="3", metrics={"3": 0.97})
+    fake.install(monkeypatch)
+
+    def broken(uri):
+        raise ValueError("another input contract")
+
+    decision = gate.run_gate("m", "5", {"roc_auc": 0.93}, {}, broken)
+    assert not decision.promote and decision.champion_score == 0.97
+
+
+def test_verdict_tags_for_each_outcome():
+    promoted = gate.decide({"roc_auc": 0.9}, {}, "roc_auc", "3", 0.8)
+    assert gate.verdict_tags(promoted, "4", "T") == {
+        "4": {"gate": "promoted", "gate_reasons": "; ".join(promoted.reasons), "gate_at": "T",
+              "gate_compared_with": "3", "supersedes": "3"},
+        "3": {"superseded_by": "4", "superseded_at": "T"}}
+    first = gate.verdict_tags(gate.decide({"roc_auc": 0.9}, {}, "roc_auc", None, None), "1", "T")
+    assert list(first) == ["1"] and first["1"]["gate_compared_with"] == "none" and "supersedes" not in first["1"]
+    rejected = gate.verdict_tags(gate.decide({"roc_auc": 0.7}, {}, "roc_auc", "3", 0.8), "4", "T")
+    assert list(rejected) == ["4"] and rejected["4"]["gate"] == "rejected"
+
+
+def test_audit_accepts_a_truthful_chain_and_names_each_untruth():
+    chain = {"1": {"gate": "promoted", "superseded_by": "3"}, "2": {"gate": "rejected"},
+             "3": {"gate": "promoted", "supersedes": "1", "superseded_by": "4"},
+             "4": {"gate": "promoted", "supersedes": "3"}}
+    assert gate.audit(chain, "4") == []
+    assert gate.audit({"1": {"gate": "rejected"}}, None) == []
+    # the bug this guards against: two gates beat the same old champion, both say promoted
+    both = {"1": {"gate": "promoted"}, "2": {"gate": "promoted", "supersedes": "1"},
+            "3": {"gate": "promoted", "supersedes": "1"}}
+    both["1"]["superseded_by"] = "3"
+    assert gate.audit(both, "3") == ["v2 is tagged promoted, is not the champion and names no superseded_by"]
+    assert "not tagged gate=promoted" in gate.audit({"1": {"gate": "rejected"}}, "1")[0]
+    assert "no version is champion" in gate.audit({"1": {"gate": "promoted"}}, None)[0]
+    assert "says it was superseded" in gate.audit({"1": {"gate": "promoted", "superseded_by": "1"}}, "1")[0]
+    lie = {"1": {"gate": "promoted", "superseded_by": "2"}, "2": {"gate": "promoted"}}
+    assert gate.audit(lie, "2") == ["v1 says superseded_by v2, but v2 does not say it supersedes v1"]
+    never = {"1": {"gate": "rejected", "superseded_by": "2"}, "2": {"gate": "promoted", "supersedes": "1"}}
+    assert "never promoted" in " ".join(gate.audit(never, "2"))
+    circle = {"1": {"gate": "promoted", "superseded_by": "2", "supersedes": "2"},
+              "2": {"gate": "promoted", "superseded_by": "1", "supersedes": "1"}, "3": {"gate": "promoted"}}
+    assert any("circle" in p for p in gate.audit(circle, "3"))
+
+
 def _bundle(folder):
     (folder / "drift").mkdir(parents=True)
     (folder / "model.joblib").write_bytes(b"model")
