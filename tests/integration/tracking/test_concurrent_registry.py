@@ -124,3 +124,40 @@ def test_concurrent_runs_on_a_fresh_home_register_and_gate_truthfully(clinops_ho
     assert champion_after == "5" and tags[champion]["superseded_by"] == "5"
     assert gate.audit(tags, "5") == []
     _check_database(get_settings().home / "mlflow" / "mlflow.db")
+
+
+def test_connect_builds_both_stores_inside_the_store_lock_and_clients_reuse_them(clinops_home, monkeypatch):
+    import contextlib
+
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
+
+    from components.common import locks
+
+    held, built = [], []
+    real_lock = locks.store_lock
+
+    @contextlib.contextmanager
+    def recording_lock(uri, timeout=None):
+        with real_lock(uri, timeout):
+            held.append(uri)
+            try:
+                yield
+            finally:
+                held.pop()
+
+    monkeypatch.setattr(registry.locks, "store_lock", recording_lock)
+    for kind, cls in (("tracking", TrackingStore), ("registry", RegistryStore)):
+        def init(self, *args, _real=cls.__init__, _kind=kind, **kwargs):
+            built.append((_kind, bool(held)))  # migrations run in here
+            _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "__init__", init)
+
+    registry.connect()
+    assert sorted(built) == [("registry", True), ("tracking", True)]
+    client = mlflow.MlflowClient()  # MLflow caches stores per process: clients build none of their own
+    client.search_experiments()
+    client.search_registered_models()
+    registry.configure("reuse")
+    assert len(built) == 2
