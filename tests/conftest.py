@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -31,21 +32,47 @@ def clinops_home(tmp_path, monkeypatch):
     reload_settings()
 
 
+# what may stay in a temporary folder: Ray's session folders, torch's compile cache, MLflow's empty
+# database-initialisation lock files (kept across runs on purpose)
+TEMP_EXEMPT = ("ray", "_ray_", "torchinductor_", "db_init_lock-")
+
+
 @pytest.fixture
-def temp_leftovers():
-    """A call that names what appeared in the system temporary folder since the test started: a
-    training or registration run must clean up after itself (a left copy of a checkpoint or of a
-    downloaded model is tens of MB per run). Ray's session folders, pytest's own, torch's compile
-    cache and MLflow's empty database-initialisation lock files (kept across runs on purpose) are
-    not counted."""
-    root = Path(tempfile.gettempdir())
-    before = set(os.listdir(root))
+def temp_leftovers(tmp_path, monkeypatch):
+    """Gives the code under test a private temporary folder and returns a call that names what is left
+    in it: a training or registration run must clean up after itself (a left copy of a checkpoint or of
+    a downloaded model is tens of MB per run). ``TMPDIR`` (so every child process started during the
+    test) and ``tempfile.tempdir`` (this process) point at it, so nothing that others put in the
+    machine's shared temporary folder meanwhile is counted.
+
+    The folder lies in ``tmp_path`` (kept when the test fails) and is reached through a short link in
+    the system temporary folder: AF_UNIX socket paths, which multiprocessing makes under TMPDIR (a
+    pipeline task's scratch folder inside it, too), may not exceed 107 bytes. Ray keeps the system
+    folder (``RAY_TMPDIR``) for the same reason."""
+    system_tmp = tempfile.gettempdir()
+    private = tmp_path / "tmp"
+    private.mkdir()
+    link = _short_link(private, Path(system_tmp))
+    monkeypatch.setenv("RAY_TMPDIR", os.environ.get("RAY_TMPDIR", system_tmp))
+    monkeypatch.setenv("TMPDIR", str(link))
+    monkeypatch.setattr(tempfile, "tempdir", str(link))
 
     def leftovers() -> list[str]:
-        return sorted(name for name in set(os.listdir(root)) - before
-                      if not name.startswith(("ray", "_ray_", "pytest-of-", "torchinductor_", "db_init_lock-")))
+        return sorted(name for name in os.listdir(private) if not name.startswith(TEMP_EXEMPT))
 
-    return leftovers
+    yield leftovers
+    link.unlink()
+
+
+def _short_link(target: Path, folder: Path) -> Path:
+    """A new symbolic link ``folder/clinops-tmp-<random>`` to ``target``."""
+    while True:
+        link = folder / f"clinops-tmp-{secrets.token_hex(4)}"
+        try:
+            link.symlink_to(target, target_is_directory=True)
+            return link
+        except FileExistsError:
+            continue
 
 
 def _point_mlflow_at(uri: str, monkeypatch) -> None:

@@ -20,8 +20,13 @@ def tiny_splits(tmp_path_factory):
     return split.save(arrays, summary, root / "splits")
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
+@pytest.fixture
+def ray_cluster(temp_leftovers):
+    """A local Ray for one test, started inside the test's private TMPDIR: its workers inherit it, so
+    what they leave in their temporary folder counts among the test's leftovers."""
+    import ray
+
+    assert not ray.is_initialized(), "a Ray started elsewhere would hand its own TMPDIR to the workers"
     with trainer.local_ray(num_cpus=2):
         yield
 
