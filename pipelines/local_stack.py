@@ -1,7 +1,9 @@
 """The serving stack on localhost: for each workload with a bundle, its predictor and its transformer as
 separate processes (``python -m inference.<runtime>``), exactly the processes a cluster runs; only
-the addresses differ. Workloads, their predictor runtimes and default ports come from the workload
-catalog (:mod:`bundle.workloads`).
+the addresses differ.
+
+Workloads, their predictor runtimes and default ports come from the workload catalog
+(:mod:`bundle.workloads`).
 
 ``make serve`` → :func:`main`. Tests and the demo use :class:`LocalStack` as a context manager::
 
