@@ -53,7 +53,7 @@ serve: $(STAMP)  ## start predictors + transformers on localhost for every expor
 	$(BIN)/clinops serve
 
 lint: $(STAMP)  ## ruff over the code, hadolint over the Dockerfiles
-	$(BIN)/ruff check components pipelines inference tests
+	$(BIN)/ruff check bundle components pipelines inference tests
 	$(BIN)/hadolint Dockerfile inference/Dockerfile
 
 manifests: $(STAMP)  ## render every kustomize entry point

@@ -20,7 +20,15 @@ from pathlib import Path
 
 from bundle.drift import DriftSettings
 from bundle.errors import MissingFile
-from bundle.layout import DRIFT_DIR, DRIFT_REFERENCE, DRIFT_SETTINGS, FRAMEWORKS, MODEL_FILE, SCHEMA, required_files
+from bundle.layout import (
+    DRIFT_DIR,
+    DRIFT_REFERENCE,
+    DRIFT_SETTINGS,
+    FRAMEWORKS,
+    MODEL_FILE,
+    SCHEMA,
+    required_files,
+)
 from bundle.manifest import Manifest
 from bundle.model_config import TorchModelConfig
 from bundle.schema import Schema

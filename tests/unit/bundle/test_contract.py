@@ -12,7 +12,7 @@ import pytest
 import bundle
 from bundle import BundleWriter, champion, layout, storage, workloads
 from bundle.drift import KSDriftSettings, TabularDriftSettings, Window
-from bundle.schema import (CategoricalFeature, ImagePreprocessing, ImageSchema, NumericFeature, TabularSchema)
+from bundle.schema import CategoricalFeature, ImagePreprocessing, ImageSchema, NumericFeature, TabularSchema
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[3]
