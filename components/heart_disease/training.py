@@ -7,6 +7,7 @@ the seed and the CV settings, so an interrupted or repeated run resumes it inste
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import Pipeline
 
+from components.common import locks
 from components.heart_disease import model as model_lib
 from components.heart_disease.schema import FEATURES, TARGET
 
@@ -75,8 +77,9 @@ def tune(train: pd.DataFrame, n_trials: int, seed: int, storage: str, cv_folds: 
         return float(np.mean(scores))
 
     name = study_name(train, seed, cv_folds)
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-                                sampler=optuna.samplers.TPESampler(seed=seed))
+    with locks.store_lock(storage) if storage else contextlib.nullcontext():  # concurrent runs: one schema set-up
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+                                    sampler=optuna.samplers.TPESampler(seed=seed))
     done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     remaining = max(n_trials - done, 0)
     print(f"train: study {name}: {done} finished trial(s) found, running {remaining} more", flush=True)

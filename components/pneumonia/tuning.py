@@ -6,11 +6,13 @@ Each trial's objective is its best validation ROC-AUC; the best trial's checkpoi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from components.common import locks
 from components.pneumonia import trainer
 
 
@@ -53,8 +55,9 @@ def tune(base_config: dict, n_trials: int, work_dir: Path, *, num_workers: int =
     if storage and storage.startswith("sqlite:///"):
         Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True)
+    with locks.store_lock(storage) if storage else contextlib.nullcontext():  # concurrent runs: one schema set-up
+        study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize",
+                                    sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True)
     defaults = trainer.train_loop.resolve_config(base_config)
     study.enqueue_trial({k: defaults[k] for k in ("lr", "weight_decay", "dropout")}, skip_if_exists=True)
 
