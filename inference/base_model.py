@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kserve import Model
 from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
+from kserve.model import InferenceVerb
 
 from inference import metrics
 
@@ -23,9 +24,9 @@ class CountedModel(Model):
         super().__init__(name)
         self.metrics = metrics.ModelMetrics(name)
 
-    async def __call__(self, body, headers=None, verb=None):
+    async def __call__(self, body, headers=None, verb: InferenceVerb = InferenceVerb.PREDICT):
         try:
-            result = await super().__call__(body, headers)
+            result = await super().__call__(body, headers, verb)
         except Exception as err:
             self.metrics.request(status_of(err))
             raise
