@@ -9,6 +9,7 @@ py-spy showed taking over half of the predictor's wall time, on the cores the fo
 ``as_numpy()`` reads with ``np.frombuffer``, exactly as KServe's gRPC decoder already does), and hands
 any request with a binary ``BYTES`` tensor to KServe's own decoder (it keeps those as UTF-8 text).
 The JSON part, the ids, parameters and requested outputs are read the same way as KServe reads them.
+:mod:`inference.kserve_patches` puts it in the place of KServe's.
 """
 
 from __future__ import annotations
@@ -55,8 +56,3 @@ def from_bytes(cls, req_bytes: bytes, json_length: int, model_name: str) -> Infe
         RequestedOutput(name=o["name"], parameters=o.get("parameters", None)) for o in outputs]
     return cls(model_name=model_name, request_id=document.get("id", None),
                parameters=document.get("parameters", None), infer_inputs=inputs, request_outputs=requested)
-
-
-def install() -> None:
-    """Make KServe's REST data plane decode binary-extension bodies with :func:`from_bytes`."""
-    InferRequest.from_bytes = classmethod(from_bytes)

@@ -3,7 +3,8 @@
 * :func:`build_parser` extends KServe's own argument parser, so ``--http_port``, ``--grpc_port``,
   ``--predictor_host``, ``--predictor_protocol`` … keep their KServe meaning;
 * :func:`serve` hardens KServe's FastAPI app (body limit, envelope checks, request-validation
-  errors as 400 instead of FastAPI's 422) and starts the REST and gRPC servers.
+  errors as 400 instead of FastAPI's 422), applies :mod:`inference.kserve_patches` and starts the REST
+  and gRPC servers.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import logging
 import warnings
 
+from inference import kserve_patches
 from inference.envelope import EnvelopeMiddleware
 
 log = logging.getLogger(__name__)
@@ -42,20 +44,6 @@ async def _validation_error(_request, exc):
     return JSONResponse(status_code=400, content={"error": f"malformed V2 inference request: {problems}"})
 
 
-class _WithoutTiming:
-    """Takes the place of KServe's per-request ``TimingMiddleware`` when request logging is off.
-
-    That middleware only feeds the ``kserve.trace`` logger, yet costs a route match and two
-    ``getrusage`` calls per request (a sixth of the predictor's CPU time under load, by py-spy).
-    """
-
-    def __init__(self, app, **_options):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        await self.app(scope, receive, send)
-
-
 def serve(models: list, args: argparse.Namespace, max_body_bytes: int, predictor_config=None) -> None:
     """Start KServe's REST + gRPC servers for ``models`` (blocks until SIGINT/SIGTERM)."""
     import kserve
@@ -69,10 +57,6 @@ def serve(models: list, args: argparse.Namespace, max_body_bytes: int, predictor
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(EnvelopeMiddleware, max_body_bytes=max_body_bytes,
                        models=frozenset(m.name for m in models))
-    # gRPC takes requests as large as REST does (KServe's 8 MiB default is under one full pneumonia batch);
-    # ModelServer hands its module-level parsed flags to the gRPC server
-    model_server.args.grpc_max_receive_message_length = max(
-        model_server.args.grpc_max_receive_message_length, max_body_bytes)
     server = kserve.ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,
@@ -80,65 +64,17 @@ def serve(models: list, args: argparse.Namespace, max_body_bytes: int, predictor
         enable_latency_logging=False,
         predictor_config=predictor_config,
     )
-    if not getattr(args, "log_requests", False):
+    log_requests = getattr(args, "log_requests", False)
+    if not log_requests:
         # One access line and two timing lines per request cost more than the model on small rows.
         # ModelServer() (re)configures logging, so this has to come after it.
         for name in ("uvicorn.access", "kserve.trace"):
             logging.getLogger(name).setLevel(logging.WARNING)
-        from kserve.protocol.rest import server as rest_server
-
-        rest_server.TimingMiddleware = _WithoutTiming  # RESTServer installs it when the server starts
-    _match_inference_first()
-    from inference import rest_decode
-
-    rest_decode.install()  # binary tensors stay bytes: no Python object per element on the event loop
+    # gRPC takes requests as large as REST does
+    kserve_patches.apply(log_requests=log_requests, grpc_max_receive_bytes=max_body_bytes)
     _use_event_loop(getattr(args, "event_loop", "auto"))
     freeze_startup_heap()
     server.start(models)
-
-
-INFER_PATHS = ("/v2/models/{model_name}/infer", "/v2/models/{model_name}/versions/{model_version}/infer")
-
-
-def _match_inference_first() -> None:
-    """Have KServe's REST server try the V2 inference routes before its other routes."""
-    from kserve.protocol.rest import server as rest_server
-
-    register = rest_server.RESTServer._register_endpoints
-    if getattr(register, "_clinops", False):
-        return
-
-    def register_then_reorder(self, app):
-        register(self, app)
-        infer_routes_first(app)
-
-    register_then_reorder._clinops = True
-    rest_server.RESTServer._register_endpoints = register_then_reorder
-
-
-def infer_routes_first(app) -> bool:
-    """Move the V2 infer routes to the front of the app's route list (and the router that holds them
-    to the front of the app's): FastAPI tries routes in order, and with KServe's order every
-    inference request was first matched against fifteen other paths, twice — a tenth of a small
-    model's CPU time. No two of these paths match the same URL, so the order changes nothing else.
-    Returns whether the routes were found (else the order stays as it was)."""
-    def holds_infer(router) -> bool:
-        return any(getattr(r, "path", None) in INFER_PATHS for r in getattr(router, "routes", ()))
-
-    def infer_first(routes: list) -> None:
-        routes.sort(key=lambda r: getattr(r, "path", None) not in INFER_PATHS)  # stable: the rest keep their order
-
-    top = app.router.routes
-    for i, entry in enumerate(top):
-        inner = getattr(entry, "original_router", None)  # FastAPI's include_router wrapper
-        if inner is not None and holds_infer(inner):
-            infer_first(inner.routes)
-            top.insert(0, top.pop(i))
-            return True
-    if holds_infer(app.router):
-        infer_first(top)
-        return True
-    return False
 
 
 def freeze_startup_heap() -> int:

@@ -73,12 +73,3 @@ def test_bad_json_is_invalid_input():
     with pytest.raises(InvalidInput, match="Unrecognized request format"):
         ours(b"{nope", 5)
 
-
-def test_install_replaces_kserves_decoder(monkeypatch):
-    monkeypatch.setattr(InferRequest, "from_bytes", InferRequest.from_bytes)  # restored after the test
-    rest_decode.install()
-    body, length = body_of({"inputs": [{"name": "x", "datatype": "FP32", "shape": [2],
-                                        "parameters": {"binary_data_size": 8}}]}, np.float32([1.5, -2]).tobytes())
-    request = InferRequest.from_bytes(body, length, "m")
-    assert request.inputs[0].data is None
-    assert request.inputs[0].as_numpy().tolist() == [1.5, -2.0]

@@ -1,4 +1,5 @@
-"""The serving process's start-up heap is kept out of the garbage collector's full collections."""
+"""The serving process's start-up heap is kept out of the garbage collector's full collections. (KServe's
+internals: test_kserve_patches.py; a bundle that cannot be served: test_bundle_source.py.)"""
 
 import gc
 
@@ -24,62 +25,3 @@ def test_freeze_startup_heap_moves_live_objects_to_the_permanent_generation():
     finally:
         gc.unfreeze()
 
-
-def kserve_app():
-    """A FastAPI app with KServe's own REST endpoints registered, as its model server does."""
-    import fastapi
-    from kserve.model_repository import ModelRepository
-    from kserve.protocol.dataplane import DataPlane
-    from kserve.protocol.model_repository_extension import ModelRepositoryExtension
-    from kserve.protocol.rest.server import RESTServer
-
-    repository = ModelRepository()
-    rest = RESTServer("kserve.model_server:app", DataPlane(model_registry=repository),
-                      ModelRepositoryExtension(repository), 0)
-    app = fastapi.FastAPI()
-    rest._register_endpoints(app)
-    rest._add_exception_handlers(app)
-    return app
-
-
-def paths(app):
-    found = []
-    for entry in app.router.routes:
-        inner = getattr(entry, "original_router", None)
-        found.extend(r.path for r in inner.routes) if inner is not None else found.append(entry.path)
-    return found
-
-
-def test_infer_routes_come_first_and_no_route_is_lost():
-    from fastapi.testclient import TestClient
-
-    from inference.server import INFER_PATHS, infer_routes_first
-
-    app = kserve_app()
-    before = paths(app)
-    assert before.index(INFER_PATHS[0]) > 10  # KServe's order: v1 and the other v2 routes first
-    assert infer_routes_first(app)
-    after = paths(app)
-    assert after[:2] == list(INFER_PATHS)
-    assert sorted(after) == sorted(before)
-    client = TestClient(app)
-    assert client.get("/v2/health/live").json() == {"live": True}
-    missing = client.post("/v2/models/nobody/infer", json={"inputs": []})
-    assert missing.status_code == 404 and "nobody" in missing.text
-    assert client.get("/v2/models/nobody/ready").status_code == 404
-
-
-def test_infer_routes_first_leaves_an_app_without_them_alone():
-    import fastapi
-
-    from inference.server import infer_routes_first
-
-    app = fastapi.FastAPI()
-
-    @app.get("/ping")
-    def ping():
-        return "pong"
-
-    before = paths(app)
-    assert not infer_routes_first(app)
-    assert paths(app) == before
