@@ -25,6 +25,7 @@ caller prepares the next requests while a call is out, instead of waiting for it
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -82,7 +83,9 @@ class DynamicBatcher:
         if self._task is None or self._task.done():
             self._queue = asyncio.Queue()
             self._wake = asyncio.Event()
-            self._task = loop.create_task(self._drain())
+            # an empty context: the queue outlives the request that started it, and must not keep that
+            # request's context variables (its rows, its client request) alive
+            self._task = loop.create_task(self._drain(), context=contextvars.Context())
         future = loop.create_future()
         self._queue.put_nowait((rows, future))
         self._wake.set()
