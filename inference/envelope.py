@@ -17,6 +17,7 @@ import struct
 import orjson
 
 from inference import metrics
+from inference.reasons import Reason, checked
 
 HEADER = b"inference-header-content-length"
 DATATYPE_SIZES = {"BOOL": 1, "UINT8": 1, "UINT16": 2, "UINT32": 4, "UINT64": 8, "INT8": 1, "INT16": 2,
@@ -25,9 +26,9 @@ BASE64_PARAMETER = "clinops_base64"
 
 
 class BadRequest(Exception):
-    def __init__(self, kind: str, message: str):
+    def __init__(self, reason: Reason, message: str):
         super().__init__(message)
-        self.kind = kind
+        self.kind = checked(reason)
         self.message = message
 
 
@@ -36,12 +37,12 @@ def split_bytes_elements(raw: bytes, name: str) -> list[bytes]:
     elements, offset = [], 0
     while offset < len(raw):
         if offset + 4 > len(raw):
-            raise BadRequest("binary", f"input '{name}': truncated BYTES tensor (length prefix cut off)")
+            raise BadRequest(Reason.BINARY, f"input '{name}': truncated BYTES tensor (length prefix cut off)")
         (length,) = struct.unpack_from("<I", raw, offset)
         offset += 4
         if offset + length > len(raw):
-            raise BadRequest("binary", f"input '{name}': truncated BYTES tensor (element of {length} bytes "
-                                       f"with {len(raw) - offset} left)")
+            raise BadRequest(Reason.BINARY, f"input '{name}': truncated BYTES tensor (element of {length} bytes "
+                                            f"with {len(raw) - offset} left)")
         elements.append(raw[offset:offset + length])
         offset += length
     return elements
@@ -51,41 +52,41 @@ def _shape_size(spec: dict, name: str) -> int:
     shape = spec.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                               for d in shape):
-        raise BadRequest("shape", f"input '{name}': shape must be a list of non-negative integers, got {shape!r}")
+        raise BadRequest(Reason.SHAPE, f"input '{name}': shape must be a list of non-negative integers, got {shape!r}")
     return math.prod(shape)
 
 
 def check_json_part(document, binary: bool) -> None:
     if not isinstance(document, dict):
-        raise BadRequest("json", "the request body must be a JSON object with an 'inputs' list")
+        raise BadRequest(Reason.JSON, "the request body must be a JSON object with an 'inputs' list")
     inputs = document.get("inputs")
     if not isinstance(inputs, list) or not inputs:
-        raise BadRequest("missing_input", "the request has no 'inputs' (a non-empty list is required)")
+        raise BadRequest(Reason.MISSING_INPUT, "the request has no 'inputs' (a non-empty list is required)")
     for position, spec in enumerate(inputs):
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-            raise BadRequest("json", f"inputs[{position}] must be an object with a string 'name'")
+            raise BadRequest(Reason.JSON, f"inputs[{position}] must be an object with a string 'name'")
         name = spec["name"]
         datatype = spec.get("datatype")
         if not isinstance(datatype, str) or datatype not in DATATYPE_SIZES:
-            raise BadRequest("datatype", f"input '{name}': unknown datatype {datatype!r}")
+            raise BadRequest(Reason.DATATYPE, f"input '{name}': unknown datatype {datatype!r}")
         _shape_size(spec, name)
         parameters = spec.get("parameters")
         if parameters is not None and not isinstance(parameters, dict):
-            raise BadRequest("json", f"input '{name}': 'parameters' must be an object")
+            raise BadRequest(Reason.JSON, f"input '{name}': 'parameters' must be an object")
         has_binary = bool(parameters) and "binary_data_size" in parameters
         if "data" not in spec and not (binary and has_binary):
-            raise BadRequest("missing_data", f"input '{name}': no 'data'")
+            raise BadRequest(Reason.MISSING_DATA, f"input '{name}': no 'data'")
 
 
 def rewrite_binary(body: bytes, json_length: int) -> tuple[bytes, int]:
     """Validate a binary-extension body; base64 non-UTF-8 BYTES elements. Returns (body, json_length)."""
     if json_length > len(body):
-        raise BadRequest("binary", f"Inference-Header-Content-Length {json_length} exceeds the body "
-                                   f"({len(body)} bytes)")
+        raise BadRequest(Reason.BINARY, f"Inference-Header-Content-Length {json_length} exceeds the body "
+                                        f"({len(body)} bytes)")
     try:
         document = orjson.loads(body[:json_length])
     except orjson.JSONDecodeError as err:
-        raise BadRequest("json", f"the JSON part of the request is not valid JSON: {err}") from None
+        raise BadRequest(Reason.JSON, f"the JSON part of the request is not valid JSON: {err}") from None
     check_json_part(document, binary=True)
     offset, chunks, changed = json_length, [], False
     for spec in document["inputs"]:
@@ -94,21 +95,21 @@ def rewrite_binary(body: bytes, json_length: int) -> tuple[bytes, int]:
             continue
         name, size = spec["name"], parameters["binary_data_size"]
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise BadRequest("binary", f"input '{name}': binary_data_size must be a non-negative integer")
+            raise BadRequest(Reason.BINARY, f"input '{name}': binary_data_size must be a non-negative integer")
         if offset + size > len(body):
-            raise BadRequest("binary", f"input '{name}': binary_data_size {size} runs past the end of the body")
+            raise BadRequest(Reason.BINARY, f"input '{name}': binary_data_size {size} runs past the end of the body")
         raw = body[offset:offset + size]
         offset += size
         itemsize, count = DATATYPE_SIZES[spec["datatype"]], _shape_size(spec, name)
         if itemsize is not None:
             if size != count * itemsize:
-                raise BadRequest("shape", f"input '{name}': {size} bytes do not hold shape {spec['shape']} of "
-                                          f"{spec['datatype']} ({count * itemsize} bytes)")
+                raise BadRequest(Reason.SHAPE, f"input '{name}': {size} bytes do not hold shape {spec['shape']} of "
+                                               f"{spec['datatype']} ({count * itemsize} bytes)")
             chunks.append(raw)
             continue
         elements = split_bytes_elements(raw, name)
         if len(elements) != count:
-            raise BadRequest("shape", f"input '{name}': {len(elements)} BYTES elements for shape {spec['shape']}")
+            raise BadRequest(Reason.SHAPE, f"input '{name}': {len(elements)} BYTES elements for shape {spec['shape']}")
         try:
             for element in elements:
                 element.decode("utf-8")
@@ -119,7 +120,7 @@ def rewrite_binary(body: bytes, json_length: int) -> tuple[bytes, int]:
             parameters[BASE64_PARAMETER] = True
             changed = True
     if offset != len(body):
-        raise BadRequest("binary", f"{len(body) - offset} bytes after the last binary input are unaccounted for")
+        raise BadRequest(Reason.BINARY, f"{len(body) - offset} bytes after the last binary input are unaccounted for")
     if not changed:
         return body, json_length
     header = orjson.dumps(document)
@@ -143,14 +144,14 @@ class EnvelopeMiddleware:
         try:
             declared = headers.get(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-                raise BadRequest("body_too_large", f"request body of {int(declared)} bytes exceeds the limit of "
-                                                   f"{self.max_body_bytes} bytes")
+                raise BadRequest(Reason.BODY_TOO_LARGE, f"request body of {int(declared)} bytes exceeds the limit of "
+                                                        f"{self.max_body_bytes} bytes")
             body = await self._read(receive)
             new_body, new_headers = self._check(body, headers)
         except BadRequest as err:
-            if err.kind == "body_too_large":
+            if err.kind is Reason.BODY_TOO_LARGE:
                 await self._drain(receive)
-            metrics.REJECTED.labels(model, err.kind).inc()
+            metrics.REJECTED.labels(model, err.kind.value).inc()
             metrics.REQUESTS.labels(model, "400").inc()
             return await _reply(send, 400, {"error": err.message})
         scope = dict(scope, headers=[(k, v) for k, v in new_headers.items()])
@@ -179,24 +180,24 @@ class EnvelopeMiddleware:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise BadRequest("body", "client disconnected")
+                raise BadRequest(Reason.BODY, "client disconnected")
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                raise BadRequest("body_too_large", f"request body exceeds the limit of {self.max_body_bytes} bytes")
+                raise BadRequest(Reason.BODY_TOO_LARGE, f"request body exceeds the limit of {self.max_body_bytes} bytes")
             parts.append(chunk)
             if not message.get("more_body"):
                 return b"".join(parts)
 
     def _check(self, body: bytes, headers: dict) -> tuple[bytes, dict]:
         if not body:
-            raise BadRequest("json", "the request body is empty")
+            raise BadRequest(Reason.JSON, "the request body is empty")
         length = headers.get(HEADER)
         if length is None:
             try:
                 document = orjson.loads(body)
             except orjson.JSONDecodeError as err:
-                raise BadRequest("json", f"the request body is not valid JSON: {err}") from None
+                raise BadRequest(Reason.JSON, f"the request body is not valid JSON: {err}") from None
             check_json_part(document, binary=False)
             # KServe picks its decoder by content type; JSON bodies are JSON whatever the client said
             headers = dict(headers)
@@ -204,8 +205,8 @@ class EnvelopeMiddleware:
             return body, headers
         text = length.decode("latin-1").strip()
         if not text.isdigit():
-            raise BadRequest("binary", f"Inference-Header-Content-Length must be a non-negative integer, "
-                                       f"got {text!r}")
+            raise BadRequest(Reason.BINARY, f"Inference-Header-Content-Length must be a non-negative integer, "
+                                            f"got {text!r}")
         new_body, new_length = rewrite_binary(body, int(text))
         headers = dict(headers)
         headers[HEADER] = str(new_length).encode()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from kserve.errors import InvalidInput, ModelNotReady
 
 from inference import metrics
+from inference.reasons import Reason, checked
 
 
 class PredictorUnavailable(ModelNotReady):
@@ -21,7 +22,7 @@ class PredictorUnavailable(ModelNotReady):
 class RejectedInput(InvalidInput):
     """A 400 that also records why it was rejected (the ``reason`` label of the metric)."""
 
-    def __init__(self, model: str, kind: str, message: str):
+    def __init__(self, model: str, reason: Reason, message: str):
         super().__init__(message)
-        self.kind = kind
-        metrics.REJECTED.labels(model, kind).inc()
+        self.kind = checked(reason)  # not "reason": KServe's InvalidInput keeps its message there
+        metrics.REJECTED.labels(model, reason.value).inc()

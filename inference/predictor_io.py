@@ -6,6 +6,7 @@ import numpy as np
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from inference.errors import RejectedInput
+from inference.reasons import Reason
 from inference.responses import JsonInferResponse
 
 NUMERIC = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
@@ -15,25 +16,25 @@ def single_tensor(request: InferRequest, model: str, shape_tail: tuple[int, ...]
                   dtype=np.float64) -> np.ndarray:
     """The request's one numeric input as an array of shape ``[N, *shape_tail]``."""
     if not isinstance(request, InferRequest):
-        raise RejectedInput(model, "protocol", "this predictor speaks the V2 protocol only (/v2/models/<name>/infer)")
+        raise RejectedInput(model, Reason.PROTOCOL, "this predictor speaks the V2 protocol only (/v2/models/<name>/infer)")
     if len(request.inputs) != 1:
         names = ", ".join(repr(i.name) for i in request.inputs)
-        raise RejectedInput(model, "inputs", f"expected exactly one input, got {len(request.inputs)} ({names})")
+        raise RejectedInput(model, Reason.INPUTS, f"expected exactly one input, got {len(request.inputs)} ({names})")
     tensor = request.inputs[0]
     if tensor.datatype not in NUMERIC:
-        raise RejectedInput(model, "datatype", f"input '{tensor.name}': datatype {tensor.datatype} is not numeric")
+        raise RejectedInput(model, Reason.DATATYPE, f"input '{tensor.name}': datatype {tensor.datatype} is not numeric")
     expected = [-1, *shape_tail]
     shape = list(tensor.shape)
     if len(shape) != len(expected) or list(shape[1:]) != list(shape_tail):
-        raise RejectedInput(model, "shape", f"input '{tensor.name}': shape {shape} does not match {expected}")
+        raise RejectedInput(model, Reason.SHAPE, f"input '{tensor.name}': shape {shape} does not match {expected}")
     if shape[0] < 1 or shape[0] > max_rows:
-        raise RejectedInput(model, "shape", f"input '{tensor.name}': {shape[0]} rows; 1 to {max_rows} allowed")
+        raise RejectedInput(model, Reason.SHAPE, f"input '{tensor.name}': {shape[0]} rows; 1 to {max_rows} allowed")
     try:
         array = np.asarray(tensor.as_numpy(), dtype=dtype).reshape(shape)
     except (ValueError, TypeError) as err:
-        raise RejectedInput(model, "data", f"input '{tensor.name}': data does not fit shape {shape}: {err}") from None
+        raise RejectedInput(model, Reason.DATA, f"input '{tensor.name}': data does not fit shape {shape}: {err}") from None
     if np.isinf(array).any():
-        raise RejectedInput(model, "non_finite", f"input '{tensor.name}': contains inf")
+        raise RejectedInput(model, Reason.NON_FINITE, f"input '{tensor.name}': contains inf")
     return array
 
 

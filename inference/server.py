@@ -4,7 +4,8 @@
   ``--predictor_host``, ``--predictor_protocol`` … keep their KServe meaning;
 * :func:`serve` hardens KServe's FastAPI app (body limit, envelope checks, request-validation
   errors as 400 instead of FastAPI's 422), applies :mod:`inference.kserve_patches` and starts the REST
-  and gRPC servers.
+  and gRPC servers;
+* :func:`load_or_exit` ends a runtime whose bundle cannot be served with one line naming the file.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import argparse
 import logging
 import warnings
 
-from inference import kserve_patches
+from inference import bundle_source, kserve_patches
 from inference.envelope import EnvelopeMiddleware
 
 log = logging.getLogger(__name__)
@@ -114,8 +115,17 @@ def _use_event_loop(choice: str) -> None:
     asyncio.set_event_loop(asyncio.new_event_loop())
 
 
+def load_or_exit(model) -> None:
+    """``model.load()``; a bundle that fails verification, is malformed or is not there ends the process
+    (status 1) with one line naming the bundle and the file, instead of a traceback from deep inside a loader."""
+    try:
+        model.load()
+    except bundle_source.UNSERVABLE as err:
+        raise SystemExit(f"clinops {model.name}: cannot serve: {err}") from None
+
+
 def load_and_serve(model, args: argparse.Namespace, max_body_bytes: int) -> None:
     """A predictor runtime's main: load (readiness needs a successful warm-up), then serve it alone."""
-    model.load()
+    load_or_exit(model)
     logging.getLogger(__name__).info("serving %s on REST %d / gRPC %d", model.name, args.http_port, args.grpc_port)
     serve([model], args, max_body_bytes)

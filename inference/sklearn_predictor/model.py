@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
+from contextvars import ContextVar
 
 import numpy as np
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
+from bundle import layout
 from inference import bundle_source
 from inference.base_model import CountedModel
 from inference.batching import DynamicBatcher
@@ -19,6 +21,8 @@ from inference.predictor_io import response, single_tensor
 from inference.sklearn_predictor.settings import SklearnPredictorSettings
 
 log = logging.getLogger(__name__)
+# one request's rows, from preprocess to predict (KServe runs both in the request's own task)
+_ROWS: ContextVar[np.ndarray] = ContextVar("clinops_sklearn_rows")
 
 
 class SklearnPredictor(CountedModel):
@@ -32,11 +36,9 @@ class SklearnPredictor(CountedModel):
     def load(self) -> bool:
         import joblib
 
-        folder = bundle_source.resolve(self.settings.bundle, self.settings.workload)
-        manifest = bundle_source.manifest(folder)
-        if manifest.framework != "sklearn":
-            raise ValueError(f"{folder} holds a {manifest.framework} model, not scikit-learn")
-        self.estimator = joblib.load(folder / manifest.model_file)
+        served = bundle_source.open_served(self.settings, layout.SKLEARN)  # every file verified first
+        manifest = served.manifest
+        self.estimator = joblib.load(served.model_path)
         self.n_features = int(self.estimator.n_features_in_)
         self._class_labels = [str(c) for c in self.estimator.classes_]
         self.batcher = DynamicBatcher(self._predict_proba, self.name, self.settings.max_batch_size,
@@ -45,7 +47,7 @@ class SklearnPredictor(CountedModel):
         if warm.shape[0] != 1 or not np.isfinite(warm).all():
             raise RuntimeError(f"warm-up prediction gave {warm!r}")
         self.ready = True
-        log.info("loaded %s v%s from %s (%d features)", manifest.model_name, manifest.model_version, folder,
+        log.info("loaded %s v%s from %s (%d features)", manifest.model_name, manifest.model_version, served.folder,
                  self.n_features)
         return self.ready
 
@@ -60,14 +62,13 @@ class SklearnPredictor(CountedModel):
 
     async def preprocess(self, payload: InferRequest, headers=None) -> InferRequest:
         start = time.perf_counter()
-        payload._clinops_rows = single_tensor(payload, self.name, (self.n_features,),
-                                              self.settings.max_rows_per_request)
+        _ROWS.set(single_tensor(payload, self.name, (self.n_features,), self.settings.max_rows_per_request))
         self.metrics.preprocess.observe(time.perf_counter() - start)
         return payload
 
     async def predict(self, payload: InferRequest, headers=None, response_headers=None) -> InferResponse:
         start = time.perf_counter()
-        (proba,) = await self.batcher.submit(payload._clinops_rows)
+        (proba,) = await self.batcher.submit(_ROWS.get())
         done = time.perf_counter()
         self.metrics.predict.observe(done - start)
         self.metrics.count_classes(self._class_labels, proba.argmax(axis=1))

@@ -1,17 +1,19 @@
-"""Settings of the scikit-learn predictor (env prefix ``CLINOPS_SKLEARN_``; flags override)."""
+"""Settings of the scikit-learn predictor (env prefix ``CLINOPS_SKLEARN_``; flags override); which bundle:
+:class:`inference.bundle_source.BundleSettings`."""
 
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from inference.bundle_source import BundleSettings
 
 
-class SklearnPredictorSettings(BaseSettings):
+class SklearnPredictorSettings(BundleSettings):
     model_config = SettingsConfigDict(env_prefix="CLINOPS_SKLEARN_", extra="ignore", protected_namespaces=())
 
     model_name: str = Field("heart-disease", description="Name on the V2 endpoints; the transformer's name.")
     workload: str = Field("heart-disease", description="Workload whose champion is served when no bundle is given.")
-    bundle: str | None = Field(None, description="Bundle folder or s3:// URI (KServe storageUri); default: champion.")
     max_batch_size: int = Field(64, ge=1, description="Most rows one model call gets from dynamic batching.")
     max_wait_ms: float = Field(0.0, ge=0, description="Extra wait for more requests once a batch has one (0: take "
                                                      "what queued up while the previous batch ran, no fixed wait).")

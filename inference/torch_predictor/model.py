@@ -2,7 +2,7 @@
 
 V2 input ``input`` ``[N, C, H, W]``, either
 - UINT8 pixels (what the transformer sends by default): the predictor scales them to [0, 1] and
-  normalises them by the bundle's ``schema.json`` mean/std, in torch on the model's device
+  normalises them by the bundle's image schema mean/std, in torch on the model's device
   (``x / 255``, ``- mean``, ``/ std`` in float32: the same values as the transformer's numpy step), or
 - FP32 (other numeric types are cast to FP32) already normalised: passed to the model as is.
 UINT8 and FP32 requests are batched separately (never mixed in one forward pass) on one worker thread.
@@ -11,24 +11,30 @@ V2 outputs: ``logits`` FP32 ``[N, 2]`` and ``embedding`` FP32 ``[N, D]`` (what t
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import time
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
+from bundle import MalformedFile, TorchModelConfig, layout
+from bundle.schema import ImageSchema
 from inference import bundle_source
 from inference.base_model import CountedModel
 from inference.batching import DynamicBatcher
 from inference.errors import RejectedInput
 from inference.predictor_io import response, single_tensor
+from inference.reasons import Reason
 from inference.torch_predictor.settings import TorchPredictorSettings
 
 log = logging.getLogger(__name__)
+# one request's rows and the batcher for their datatype, from preprocess to predict (KServe runs both in
+# the request's own task)
+_ROWS: ContextVar[tuple[np.ndarray, DynamicBatcher]] = ContextVar("clinops_torch_rows")
 
 
 def pick_device(requested: str):
@@ -78,7 +84,7 @@ class TorchPredictor(CountedModel):
         self.module = None
         self.device = None
         self.amp_dtype = None
-        self.config: dict = {}
+        self.config: TorchModelConfig | None = None
         self.input_shape: tuple[int, int, int] = (0, 0, 0)
         self.batcher: DynamicBatcher | None = None  # FP32 input, already normalised
         self.pixel_batcher: DynamicBatcher | None = None  # UINT8 pixels, normalised here
@@ -88,35 +94,33 @@ class TorchPredictor(CountedModel):
     def load(self) -> bool:
         import torch
 
-        folder = bundle_source.resolve(self.settings.bundle, self.settings.workload)
-        manifest = bundle_source.manifest(folder)
-        if manifest.framework != "pytorch":
-            raise ValueError(f"{folder} holds a {manifest.framework} model, not PyTorch")
-        self.config = json.loads((folder / "model_config.json").read_text())
-        image = json.loads((folder / manifest.schema_file).read_text())["image"]
-        self.input_shape = (int(image["channels"]), int(image["height"]), int(image["width"]))
-        self._class_labels = [str(c) for c in self.config.get("classes")
-                              or range(int(self.config.get("num_classes", 2)))]
+        served = bundle_source.open_served(self.settings, layout.PYTORCH)  # every file verified first
+        manifest, self.config = served.manifest, served.model_config
+        if not isinstance(served.schema, ImageSchema):
+            raise MalformedFile(served.folder, layout.SCHEMA, f"a {served.schema.kind} schema; the PyTorch "
+                                                              f"predictor needs an image schema")
+        image = served.schema.image
+        self.input_shape = (image.channels, image.height, image.width)
+        self._class_labels = list(self.config.classes)
         self.device = pick_device(self.settings.device)
         if self.device.type == "cpu":
             self.num_threads = self.settings.num_threads or cpu_budget()
             torch.set_num_threads(self.num_threads)
-        self._mean = torch.tensor(image["mean"], dtype=torch.float32, device=self.device).reshape(-1, 1, 1)
-        self._std = torch.tensor(image["std"], dtype=torch.float32, device=self.device).reshape(-1, 1, 1)
+        self._mean = torch.tensor(image.mean, dtype=torch.float32, device=self.device).reshape(-1, 1, 1)
+        self._std = torch.tensor(image.std, dtype=torch.float32, device=self.device).reshape(-1, 1, 1)
         self.amp_dtype = autocast_dtype(self.device, self.settings.precision)
-        self.module = torch.jit.load(str(folder / manifest.model_file), map_location=self.device).eval()
+        self.module = torch.jit.load(str(served.model_path), map_location=self.device).eval()
         self.batcher = DynamicBatcher(self._forward, self.name, self.settings.max_batch_size, self.settings.max_wait_ms)
         self.pixel_batcher = DynamicBatcher(self._forward_pixels, self.name, self.settings.max_batch_size,
                                             self.settings.max_wait_ms, executor=self.batcher._executor)
         self.pixel_batcher.run_now(np.zeros((1, *self.input_shape), dtype=np.uint8))
         logits, embedding = self.batcher.run_now(np.zeros((1, *self.input_shape), dtype=np.float32))
-        dim = self.config.get("embedding_dim")
-        if logits.shape != (1, self.config.get("num_classes", 2)) or (dim and embedding.shape != (1, dim)):
+        if logits.shape != (1, self.config.num_classes) or embedding.shape != (1, self.config.embedding_dim):
             raise RuntimeError(f"warm-up gave logits {logits.shape}, embedding {embedding.shape}; "
                                f"model_config.json says {self.config}")
         self.ready = True
         log.info("loaded %s v%s from %s on %s (autocast %s, %s torch threads)", manifest.model_name,
-                 manifest.model_version, folder, self.device, self.amp_dtype, self.num_threads or "-")
+                 manifest.model_version, served.folder, self.device, self.amp_dtype, self.num_threads or "-")
         return self.ready
 
     def _forward_pixels(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -143,8 +147,8 @@ class TorchPredictor(CountedModel):
         return [{"name": "input", "datatype": "FP32", "shape": [-1, *self.input_shape]}]
 
     def get_output_types(self) -> list[dict]:
-        return [{"name": "logits", "datatype": "FP32", "shape": [-1, self.config.get("num_classes", 2)]},
-                {"name": "embedding", "datatype": "FP32", "shape": [-1, self.config.get("embedding_dim", -1)]}]
+        return [{"name": "logits", "datatype": "FP32", "shape": [-1, self.config.num_classes]},
+                {"name": "embedding", "datatype": "FP32", "shape": [-1, self.config.embedding_dim]}]
 
     async def preprocess(self, payload: InferRequest, headers=None) -> InferRequest:
         start = time.perf_counter()
@@ -152,15 +156,15 @@ class TorchPredictor(CountedModel):
         rows = single_tensor(payload, self.name, self.input_shape, self.settings.max_rows_per_request,
                              dtype=np.uint8 if pixels else np.float32)
         if not pixels and np.isnan(rows).any():
-            raise RejectedInput(self.name, "non_finite", f"input '{payload.inputs[0].name}': contains NaN")
-        payload._clinops_rows = rows
-        payload._clinops_batcher = self.pixel_batcher if pixels else self.batcher
+            raise RejectedInput(self.name, Reason.NON_FINITE, f"input '{payload.inputs[0].name}': contains NaN")
+        _ROWS.set((rows, self.pixel_batcher if pixels else self.batcher))
         self.metrics.preprocess.observe(time.perf_counter() - start)
         return payload
 
     async def predict(self, payload: InferRequest, headers=None, response_headers=None) -> InferResponse:
         start = time.perf_counter()
-        logits, embedding = await payload._clinops_batcher.submit(payload._clinops_rows)
+        rows, batcher = _ROWS.get()
+        logits, embedding = await batcher.submit(rows)
         done = time.perf_counter()
         self.metrics.predict.observe(done - start)
         self.metrics.count_classes(self._class_labels, logits.argmax(axis=1))

@@ -1,19 +1,21 @@
-"""Settings of the PyTorch predictor (env prefix ``CLINOPS_TORCH_``; flags override)."""
+"""Settings of the PyTorch predictor (env prefix ``CLINOPS_TORCH_``; flags override); which bundle:
+:class:`inference.bundle_source.BundleSettings`."""
 
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from inference.bundle_source import BundleSettings
 
 
-class TorchPredictorSettings(BaseSettings):
+class TorchPredictorSettings(BundleSettings):
     model_config = SettingsConfigDict(env_prefix="CLINOPS_TORCH_", extra="ignore", protected_namespaces=())
 
     model_name: str = Field("pneumonia", description="Name on the V2 endpoints; the transformer's name.")
     workload: str = Field("pneumonia", description="Workload whose champion is served when no bundle is given.")
-    bundle: str | None = Field(None, description="Bundle folder or s3:// URI (KServe storageUri); default: champion.")
     device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:1' …")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="Autocast dtype on GPU; 'auto' is bf16 where supported, else fp16. CPU runs fp32.")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from bundle import workloads
 from inference import server
 from inference.transformer.settings import TransformerSettings
 
@@ -11,7 +12,8 @@ def parse_settings(argv: list[str] | None = None):
     parser = server.build_parser(__doc__)
     parser.set_defaults(model_name=None, predictor_protocol="v2")
     server.add_common_flags(parser)
-    parser.add_argument("--workload", choices=["heart-disease", "pneumonia"])
+    parser.add_argument("--workload", choices=workloads.NAMES,
+                        help=TransformerSettings.model_fields["workload"].description)
     parser.add_argument("--bundle", "--model_dir", dest="bundle",  # --model_dir: the name KServe's runtimes use
                         help=TransformerSettings.model_fields["bundle"].description)
     for name in ("predictor_timeout_s", "retry_backoff_ms", "batch_max_wait_ms", "threshold", "risk_medium", "risk_high"):
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
 
     settings, args = parse_settings(argv)
     model = Transformer(settings, args.predictor_host, args.predictor_protocol)
-    model.load()
+    server.load_or_exit(model)
     config = PredictorConfig(predictor_host=args.predictor_host, predictor_protocol=args.predictor_protocol,
                              predictor_request_timeout_seconds=int(max(1, settings.predictor_timeout_s)),
                              predictor_request_retries=settings.predictor_retries)

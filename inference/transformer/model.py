@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,12 +14,17 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
+from bundle import workloads
+from bundle.schema import IMAGE, TABULAR, Schema
 from inference import bundle_source
 from inference.base_model import CountedModel
 from inference.batching import DynamicBatcher
 from inference.envelope import BadRequest
 from inference.errors import PredictorUnavailable, RejectedInput
+from inference.reasons import Reason
 from inference.responses import JsonInferResponse
+from inference.transformer.heart_disease import HeartDiseaseCodec
+from inference.transformer.pneumonia import PneumoniaCodec
 from inference.transformer.predictor_client import PredictorClient
 from inference.transformer.settings import TransformerSettings
 
@@ -30,16 +34,17 @@ WIRE_TYPES = {np.dtype("float32"): "FP32", np.dtype("float64"): "FP64", np.dtype
 _CLIENT_REQUEST: contextvars.ContextVar[InferRequest] = contextvars.ContextVar("clinops_client_request")
 
 
-def make_codec(workload: str, schema: dict, settings: TransformerSettings):
-    if workload == "heart-disease":
-        from inference.transformer.heart_disease import HeartDiseaseCodec
+CODECS = {TABULAR: HeartDiseaseCodec, IMAGE: PneumoniaCodec}  # by schema kind
 
-        return HeartDiseaseCodec(schema, settings)
-    if workload == "pneumonia":
-        from inference.transformer.pneumonia import PneumoniaCodec
 
-        return PneumoniaCodec(schema, settings)
-    raise ValueError(f"no transformer codec for workload {workload!r}")
+def make_codec(workload: str, schema: Schema, settings: TransformerSettings):
+    """The codec for the workload's kind (from the catalog), built on its bundle's typed schema."""
+    kind = workloads.get(workload).kind
+    if schema.kind != kind:
+        raise ValueError(f"{workload} is of kind {kind}, but its bundle holds a {schema.kind} schema")
+    if kind not in CODECS:
+        raise ValueError(f"no transformer codec for {kind} workloads ({workload})")
+    return CODECS[kind](schema, settings)
 
 
 class Transformer(CountedModel):
@@ -47,17 +52,16 @@ class Transformer(CountedModel):
         super().__init__(settings.name)
         self.settings = settings
         self.codec = None
+        self._predictor_input = ""  # the predictor's input tensor: the codec's, set at load
         self._decode_pool: ThreadPoolExecutor | None = None
         self.client = PredictorClient(self.name, predictor_host, predictor_protocol, settings.predictor_timeout_s,
                                       settings.predictor_retries, settings.retry_backoff_ms)
 
     def load(self) -> bool:
-        folder = bundle_source.resolve(self.settings.bundle, self.settings.workload)
-        manifest = bundle_source.manifest(folder)
-        schema = json.loads((folder / manifest.schema_file).read_text())
-        if schema.get("workload", self.settings.workload) != self.settings.workload:
-            raise ValueError(f"{folder}/schema.json is for {schema.get('workload')}, not {self.settings.workload}")
-        self.codec = make_codec(self.settings.workload, schema, self.settings)
+        served = bundle_source.open_served(self.settings, workloads.get(self.settings.workload).framework)
+        manifest = served.manifest
+        self.codec = make_codec(self.settings.workload, served.schema, self.settings)
+        self._predictor_input = self.codec.model_input  # fixed by the schema, the same for every request
         if self.codec.heavy and self._decode_pool is None:  # a small fixed pool, not asyncio's default (cores + 4)
             self._decode_pool = ThreadPoolExecutor(self.settings.decode_threads, thread_name_prefix="decode")
         self.batcher = DynamicBatcher(self._call_predictor, self.name, self.settings.batch_max_size,
@@ -88,24 +92,22 @@ class Transformer(CountedModel):
     async def preprocess(self, payload, headers=None) -> np.ndarray:
         start = time.perf_counter()
         if not isinstance(payload, InferRequest):
-            raise RejectedInput(self.name, "protocol", "use the V2 protocol: POST /v2/models/<name>/infer")
+            raise RejectedInput(self.name, Reason.PROTOCOL, "use the V2 protocol: POST /v2/models/<name>/infer")
         _CLIENT_REQUEST.set(payload)
         try:
             parsed = self.codec.parse(payload.inputs)
             if self.codec.heavy:
-                name, array = await asyncio.get_running_loop().run_in_executor(self._decode_pool, self.codec.tensor,
-                                                                                  parsed)
+                array = await asyncio.get_running_loop().run_in_executor(self._decode_pool, self.codec.tensor, parsed)
             else:
-                name, array = self.codec.tensor(parsed)
+                array = self.codec.tensor(parsed)
         except BadRequest as err:
             raise RejectedInput(self.name, err.kind, err.message) from None
-        self._tensor_name = name
         self.metrics.preprocess.observe(time.perf_counter() - start)
         return array
 
     async def _call_predictor(self, rows: np.ndarray) -> list[np.ndarray]:
         """One predictor call for the merged rows of concurrent requests; outputs in ``_output_names`` order."""
-        tensor = InferInput(name=self._tensor_name, shape=list(rows.shape), datatype=WIRE_TYPES[rows.dtype])
+        tensor = InferInput(name=self._predictor_input, shape=list(rows.shape), datatype=WIRE_TYPES[rows.dtype])
         tensor.set_data_from_numpy(np.ascontiguousarray(rows), binary_data=True)
         request = InferRequest(model_name=self.name, infer_inputs=[tensor], parameters={"binary_data_output": True})
         response = await self.client.infer(request)
@@ -137,8 +139,8 @@ class Transformer(CountedModel):
             known = {o.name for o in infer_outputs}
             unknown = [r.name for r in requested if r.name not in known]
             if unknown:
-                raise RejectedInput(self.name, "unknown_output", f"unknown output '{unknown[0]}' requested; "
-                                                                 f"outputs are {', '.join(sorted(known))}")
+                raise RejectedInput(self.name, Reason.UNKNOWN_OUTPUT, f"unknown output '{unknown[0]}' requested; "
+                                                                      f"outputs are {', '.join(sorted(known))}")
         response = JsonInferResponse(response_id=request.id or "", model_name=self.name,
                                      infer_outputs=infer_outputs, use_binary_outputs=binary,
                                      requested_outputs=requested)

@@ -15,41 +15,44 @@ import io
 
 import numpy as np
 
+from bundle.schema import ImageSchema
 from inference.envelope import BadRequest
+from inference.reasons import Reason
 from inference.transformer import tensors
 
-INPUT = "image"
 FORMATS = {"JPEG", "PNG"}
 
 
 class PneumoniaCodec:
+    """The codec of image workloads: image files decoded and resized as the schema's preprocessing says."""
+
     predictor_output = "logits"
+    model_input = "input"  # the predictor's input tensor
     heavy = True  # decoding images runs in a worker thread
     dispatch = "full"  # a forward pass is expensive: a further call only with a full batch
 
     def parse(self, inputs) -> list[bytes]:
         return self.files(inputs)
 
-    def tensor(self, files: list[bytes]) -> tuple[str, np.ndarray]:
+    def tensor(self, files: list[bytes]) -> np.ndarray:
         pixels = self.encode_files(files)
-        return "input", pixels if self.send_pixels else self.normalise(pixels)
+        return pixels if self.send_pixels else self.normalise(pixels)
 
-    def __init__(self, schema: dict, settings):
+    def __init__(self, schema: ImageSchema, settings):
         from PIL import Image
 
-        image = schema["image"]
-        self.height, self.width, self.channels = int(image["height"]), int(image["width"]), int(image["channels"])
-        if self.channels not in (1, 3):
-            raise ValueError(f"schema.json: {self.channels} channels; 1 or 3 supported")
+        image = schema.image  # channels 1 or 3, checked by the contract
+        self.input_name = schema.input_name  # the client's input: BYTES [N] of image files
+        self.height, self.width, self.channels = image.height, image.width, image.channels
         self.mode = "L" if self.channels == 1 else "RGB"
-        self.mean = np.asarray(image["mean"], dtype=np.float32).reshape(self.channels, 1, 1)
-        self.std = np.asarray(image["std"], dtype=np.float32).reshape(self.channels, 1, 1)
-        self.classes: list[str] = schema["classes"]
-        self.positive = self.classes.index(schema.get("positive_class", self.classes[-1]))
+        self.mean = np.asarray(image.mean, dtype=np.float32).reshape(self.channels, 1, 1)
+        self.std = np.asarray(image.std, dtype=np.float32).reshape(self.channels, 1, 1)
+        self.classes: list[str] = list(schema.classes)
+        self.positive = self.classes.index(schema.positive_class)
         self.class_labels = self.classes
         self._labels = np.array(self.classes, dtype=object)
-        self.threshold = settings.threshold if settings.threshold is not None else float(schema["threshold"])
-        self.max_pixels = int(settings.max_pixels or schema.get("max_pixels") or 50_000_000)
+        self.threshold = settings.threshold if settings.threshold is not None else schema.threshold
+        self.max_pixels = int(settings.max_pixels or schema.max_pixels)
         self.max_image_bytes = settings.max_image_bytes
         self.max_rows = settings.max_rows_per_request
         self.send_pixels = getattr(settings, "predictor_input", "uint8") == "uint8"
@@ -57,7 +60,7 @@ class PneumoniaCodec:
         Image.MAX_IMAGE_PIXELS = self.max_pixels
 
     def input_types(self) -> list[dict]:
-        return [{"name": INPUT, "datatype": "BYTES", "shape": [-1]}]
+        return [{"name": self.input_name, "datatype": "BYTES", "shape": [-1]}]
 
     def output_types(self) -> list[dict]:
         return [{"name": "probability", "datatype": "FP32", "shape": [-1]},
@@ -65,32 +68,33 @@ class PneumoniaCodec:
 
     def files(self, inputs) -> list[bytes]:
         """The image files of the request (cheap; decoding happens in :meth:`encode_files`)."""
-        names = [t.name for t in inputs]
-        if INPUT not in names:
-            raise BadRequest("missing_input", f"missing input '{INPUT}' (BYTES [N] of JPEG/PNG files)")
+        names, expected = [t.name for t in inputs], self.input_name
+        if expected not in names:
+            raise BadRequest(Reason.MISSING_INPUT, f"missing input '{expected}' (BYTES [N] of JPEG/PNG files)")
         if len(names) > 1:
-            extra = next(n for n in names if n != INPUT)
-            kind = "duplicate_input" if extra == INPUT else "unknown_input"
-            raise BadRequest(kind, f"unexpected input '{extra}'; only '{INPUT}' is accepted")
+            if names.count(expected) > 1:
+                raise BadRequest(Reason.DUPLICATE_INPUT, f"input '{expected}' appears more than once")
+            extra = next(n for n in names if n != expected)
+            raise BadRequest(Reason.UNKNOWN_INPUT, f"unexpected input '{extra}'; only '{expected}' is accepted")
         tensor = inputs[0]
         if tensor.datatype != "BYTES":
-            raise BadRequest("datatype", f"input '{INPUT}': datatype {tensor.datatype}; BYTES needed")
+            raise BadRequest(Reason.DATATYPE, f"input '{expected}': datatype {tensor.datatype}; BYTES needed")
         shape = tensors.shape_of(tensor)
         if len(shape) != 1:
-            raise BadRequest("shape", f"input '{INPUT}': shape {shape} must be [N]")
+            raise BadRequest(Reason.SHAPE, f"input '{expected}': shape {shape} must be [N]")
         if shape[0] < 1 or shape[0] > self.max_rows:
-            raise BadRequest("shape", f"input '{INPUT}': {shape[0]} images; 1 to {self.max_rows} allowed")
+            raise BadRequest(Reason.SHAPE, f"input '{expected}': {shape[0]} images; 1 to {self.max_rows} allowed")
         values = tensors.elements(tensor)
         files = []
         for i, value in enumerate(values):
             if value is None:
-                raise BadRequest("missing_value", f"input '{INPUT}' element {i}: null")
+                raise BadRequest(Reason.MISSING_VALUE, f"input '{expected}' element {i}: null")
             data = tensors.as_bytes(tensor, i, value, base64_text=True)
             if not data:
-                raise BadRequest("image", f"input '{INPUT}' element {i}: empty")
+                raise BadRequest(Reason.IMAGE, f"input '{expected}' element {i}: empty")
             if len(data) > self.max_image_bytes:
-                raise BadRequest("image_too_large", f"input '{INPUT}' element {i}: {len(data)} bytes exceeds "
-                                                    f"{self.max_image_bytes}")
+                raise BadRequest(Reason.IMAGE_TOO_LARGE, f"input '{expected}' element {i}: {len(data)} bytes exceeds "
+                                                         f"{self.max_image_bytes}")
             files.append(data)
         return files
 
@@ -110,26 +114,26 @@ class PneumoniaCodec:
     def _one(self, i: int, data: bytes) -> np.ndarray:
         from PIL import Image, UnidentifiedImageError
 
-        where = f"input '{INPUT}' element {i}"
+        where = f"input '{self.input_name}' element {i}"
         try:
             image = Image.open(io.BytesIO(data))  # reads the header only
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-            raise BadRequest("undecodable_image", f"{where}: not a decodable JPEG or PNG image") from None
+            raise BadRequest(Reason.UNDECODABLE_IMAGE, f"{where}: not a decodable JPEG or PNG image") from None
         except Image.DecompressionBombError as err:
-            raise BadRequest("pixel_limit", f"{where}: image over the pixel limit of {self.max_pixels} ({err})") from None
+            raise BadRequest(Reason.PIXEL_LIMIT, f"{where}: image over the pixel limit of {self.max_pixels} ({err})") from None
         if image.format not in FORMATS:
-            raise BadRequest("image_format", f"{where}: {image.format} image; JPEG or PNG needed")
+            raise BadRequest(Reason.IMAGE_FORMAT, f"{where}: {image.format} image; JPEG or PNG needed")
         width, height = image.size
         if width * height > self.max_pixels:
-            raise BadRequest("pixel_limit", f"{where}: image over the pixel limit of {self.max_pixels}: "
-                                            f"{width}x{height} = {width * height} pixels")
+            raise BadRequest(Reason.PIXEL_LIMIT, f"{where}: image over the pixel limit of {self.max_pixels}: "
+                                                 f"{width}x{height} = {width * height} pixels")
         try:
             image.load()
             image = image.convert(self.mode).resize((self.width, self.height), Image.BILINEAR)
         except Image.DecompressionBombError as err:
-            raise BadRequest("pixel_limit", f"{where}: image over the pixel limit of {self.max_pixels} ({err})") from None
+            raise BadRequest(Reason.PIXEL_LIMIT, f"{where}: image over the pixel limit of {self.max_pixels} ({err})") from None
         except (OSError, ValueError, SyntaxError, EOFError) as err:
-            raise BadRequest("undecodable_image", f"{where}: truncated or corrupt {image.format} ({err})") from None
+            raise BadRequest(Reason.UNDECODABLE_IMAGE, f"{where}: truncated or corrupt {image.format} ({err})") from None
         pixels = np.asarray(image)
         return pixels[None, :, :] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 

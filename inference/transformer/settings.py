@@ -1,7 +1,7 @@
 """Settings of the transformer (env prefix ``CLINOPS_TRANSFORMER_``; flags override).
 
 The predictor's address and protocol are KServe's own flags: ``--predictor_host host:port`` and
-``--predictor_protocol v2|grpc-v2``.
+``--predictor_protocol v2|grpc-v2``. Which bundle (its schema): :class:`inference.bundle_source.BundleSettings`.
 """
 
 from __future__ import annotations
@@ -9,15 +9,16 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from inference.bundle_source import BundleSettings
 
 
-class TransformerSettings(BaseSettings):
+class TransformerSettings(BundleSettings):
     model_config = SettingsConfigDict(env_prefix="CLINOPS_TRANSFORMER_", extra="ignore", protected_namespaces=())
 
-    workload: Literal["heart-disease", "pneumonia"] = Field("heart-disease", description="Which codec to run.")
+    workload: str = Field("heart-disease", description="Workload (a catalog name): its bundle's schema picks the codec.")
     model_name: str | None = Field(None, description="Name on the V2 endpoints; default: the workload name.")
-    bundle: str | None = Field(None, description="Bundle folder or s3:// URI (for schema.json); default: champion.")
     predictor_timeout_s: float = Field(10.0, gt=0, description="Timeout of one call to the predictor.")
     predictor_retries: int = Field(2, ge=0, description="Retries of a predictor call that failed to connect "
                                                         "or was unavailable (then 503).")

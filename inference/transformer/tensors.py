@@ -10,6 +10,7 @@ import numpy as np
 from kserve.protocol.infer_type import InferInput
 
 from inference.envelope import BASE64_PARAMETER, BadRequest, split_bytes_elements
+from inference.reasons import Reason
 
 NUMERIC = {"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
 
@@ -38,13 +39,13 @@ def elements(tensor: InferInput) -> list:
         else:
             itemsize = np.dtype(_np_dtype(tensor.datatype)).itemsize
             if len(raw) != count * itemsize:
-                raise BadRequest("shape", f"input '{name}': {len(raw)} bytes do not hold shape {shape} of "
-                                          f"{tensor.datatype}")
+                raise BadRequest(Reason.SHAPE, f"input '{name}': {len(raw)} bytes do not hold shape {shape} of "
+                                               f"{tensor.datatype}")
             values = np.frombuffer(raw, dtype=_np_dtype(tensor.datatype)).tolist()
     else:
         values = _flatten(tensor.data if tensor.data is not None else [])
     if len(values) != count:
-        raise BadRequest("shape", f"input '{name}': {len(values)} elements do not fit shape {shape}")
+        raise BadRequest(Reason.SHAPE, f"input '{name}': {len(values)} elements do not fit shape {shape}")
     return values
 
 
@@ -65,14 +66,14 @@ def as_bytes(tensor: InferInput, index: int, value, base64_text: bool) -> bytes:
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     if not isinstance(value, str):
-        raise BadRequest("datatype", f"input '{tensor.name}' element {index}: expected a string, got "
-                                     f"{type(value).__name__}")
+        raise BadRequest(Reason.DATATYPE, f"input '{tensor.name}' element {index}: expected a string, got "
+                                          f"{type(value).__name__}")
     if not base64_text:
         return value.encode("utf-8")
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise BadRequest("base64", f"input '{tensor.name}' element {index}: not valid base64") from None
+        raise BadRequest(Reason.BASE64, f"input '{tensor.name}' element {index}: not valid base64") from None
 
 
 def as_text(tensor: InferInput, index: int, value) -> str | None:
@@ -83,4 +84,4 @@ def as_text(tensor: InferInput, index: int, value) -> str | None:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise BadRequest("encoding", f"input '{tensor.name}' element {index}: not UTF-8 text") from None
+        raise BadRequest(Reason.ENCODING, f"input '{tensor.name}' element {index}: not UTF-8 text") from None

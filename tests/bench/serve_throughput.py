@@ -404,7 +404,7 @@ def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
     from inference.transformer.pneumonia import PneumoniaCodec
     from inference.transformer.settings import TransformerSettings
 
-    codec = PneumoniaCodec(schema.to_dict(), TransformerSettings(workload="pneumonia"))
+    codec = PneumoniaCodec(schema, TransformerSettings(workload="pneumonia"))
     x = torch.from_numpy(np.repeat(codec.encode_files([buffer.getvalue()]), batch, axis=0)).to(device)
     mean = torch.tensor(image.mean, dtype=torch.float32, device=device).reshape(-1, 1, 1)
     std = torch.tensor(image.std, dtype=torch.float32, device=device).reshape(-1, 1, 1)

@@ -1,11 +1,12 @@
 import pytest
+from support import sample_bundles
 
+from bundle.schema import TabularSchema
 from components.heart_disease.schema import serving_schema
-from inference import sample_bundles
 
 
 @pytest.fixture(scope="session")
-def heart_schema() -> dict:
+def heart_schema() -> TabularSchema:
     return serving_schema()
 
 

@@ -6,8 +6,10 @@ import pytest
 import torch
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferRequest
+from support import sample_bundles
 
-from inference import metrics, sample_bundles
+import bundle
+from inference import metrics
 from inference.sklearn_predictor.model import SklearnPredictor
 from inference.sklearn_predictor.settings import SklearnPredictorSettings
 from inference.torch_predictor.model import (
@@ -139,6 +141,34 @@ def test_device_choice_uses_cuda_only_when_present():
     assert autocast_dtype(torch.device("cuda"), "fp16") == torch.float16
 
 
-def test_a_bundle_of_the_wrong_framework_is_refused(pneumonia_bundle):
-    with pytest.raises(ValueError, match="not scikit-learn"):
+def test_a_bundle_of_another_workload_or_framework_is_refused(pneumonia_bundle, heart_bundle):
+    with pytest.raises(bundle.MalformedFile, match="bundle.json: a pneumonia bundle, not heart-disease"):
         SklearnPredictor(SklearnPredictorSettings(bundle=str(pneumonia_bundle))).load()
+    with pytest.raises(bundle.MalformedFile, match="bundle.json: holds a pytorch model, not sklearn"):
+        SklearnPredictor(SklearnPredictorSettings(bundle=str(pneumonia_bundle), workload="pneumonia")).load()
+    with pytest.raises(bundle.MalformedFile, match="holds a sklearn model, not pytorch"):
+        TorchPredictor(TorchPredictorSettings(bundle=str(heart_bundle), workload="heart-disease")).load()
+
+
+def test_concurrent_requests_each_get_their_own_rows(pneumonia_bundle):
+    """The rows travel from preprocess to predict in a context variable: interleaved requests of both
+    datatypes never see each other's."""
+    model = TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle)))
+    assert model.load()
+    rng = np.random.default_rng(2)
+    batches = [rng.integers(0, 256, size=(1 + i % 3, 1, 24, 20), dtype=np.uint8) for i in range(8)]
+
+    async def main():
+        requests = [request("input", b, "UINT8") if i % 2 else
+                    request("input", ((b / 255.0 - 0.5) / 0.25).astype(np.float32), "FP32")
+                    for i, b in enumerate(batches)]
+        return await asyncio.gather(*(call(model, r) for r in requests))
+
+    results = asyncio.run(main())
+    module = torch.jit.load(str(pneumonia_bundle / "model.pt"))
+    for pixels, out in zip(batches, results, strict=True):
+        x = ((pixels.astype(np.float32) / 255.0) - np.float32(0.5)) / np.float32(0.25)
+        with torch.inference_mode():
+            logits, _ = module(torch.from_numpy(x))
+        np.testing.assert_allclose(out["logits"], logits.numpy(), rtol=1e-4, atol=1e-5)
+    model.stop()
