@@ -76,7 +76,8 @@ class BundleWriter:
             raise MissingFile(self.folder, missing[0], f"not written (a {self.framework} bundle needs "
                                                        f"{', '.join(required_files(self.framework))})")
         manifest = Manifest(self.workload, self.model_name, self.model_version, self.framework,
-                            metrics={k: float(v) for k, v in (metrics or {}).items()},
+                            metrics={k: float(v) for k, v in (metrics or {}).items()
+                                     if isinstance(v, (int, float)) and not isinstance(v, bool)},
                             mlflow_run_id=mlflow_run_id, promoted=promoted)
         manifest.record_files(self.folder)
         manifest.write(self.folder)

@@ -1,7 +1,7 @@
-"""The workloads this project trains and serves, in the order ``clinops run`` runs them.
-
-Each value names a module exposing ``PIPELINE`` (a ``@dsl.pipeline``), ``PROFILES`` (pipeline
-arguments per profile name) and ``DEFAULT_PROFILE``.
+"""The workloads' pipelines, in the order ``clinops run`` runs them: the workload catalog
+(:mod:`bundle.workloads`) names the workloads, this maps each to its pipeline module, which exposes
+``PIPELINE`` (a ``@dsl.pipeline``), ``PROFILES`` (pipeline arguments per profile name) and
+``DEFAULT_PROFILE``.
 """
 
 from __future__ import annotations
@@ -9,10 +9,9 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-WORKLOADS: dict[str, str] = {
-    "heart-disease": "pipelines.heart_disease",
-    "pneumonia": "pipelines.pneumonia",
-}
+from bundle import workloads
+
+WORKLOADS: dict[str, str] = {name: f"pipelines.{name.replace('-', '_')}" for name in workloads.NAMES}
 
 
 def load(workload: str) -> ModuleType:

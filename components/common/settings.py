@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bundle.storage import S3Config
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLINOPS_", extra="ignore")
@@ -72,6 +74,11 @@ class Settings(BaseSettings):
     def mlflow_artifact_root(self) -> str:
         """Artifact root for experiments this project creates when tracking to a local database."""
         return (self.home / "mlflow" / "artifacts").as_uri()
+
+    @property
+    def s3(self) -> S3Config:
+        """The S3/MinIO connection, explicit, for the bundle contract's storage functions."""
+        return S3Config(self.s3_endpoint, self.s3_access_key, self.s3_secret_key, self.s3_region)
 
     @property
     def bundles(self) -> str:

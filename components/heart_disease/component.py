@@ -217,16 +217,14 @@ def export(model: Input[Model], train: Input[Dataset], model_name: str, version:
 
     import pandas as pd
 
-    from components.common.bundle import BundleManifest, publish
-    from components.heart_disease.export import build_bundle
+    from components.common.publish import publish
+    from components.heart_disease.export import WORKLOAD, build_bundle
 
     values = json.loads(metrics_json)
-    manifest = BundleManifest(workload="heart-disease", model_name=model_name, model_version=version,
-                              framework="sklearn", model_file="model.joblib", metrics=values,
-                              mlflow_run_id=run_id, promoted=promoted)
     with tempfile.TemporaryDirectory() as tmp:
-        build_bundle(Path(tmp) / "bundle", Path(model.path), pd.read_csv(train.path), manifest, threshold)
-        uri = publish(Path(tmp) / "bundle", "heart-disease", version, promoted, store or None)
+        build_bundle(Path(tmp) / "bundle", Path(model.path), pd.read_csv(train.path), model_name, version,
+                     threshold, metrics=values, run_id=run_id, promoted=promoted)
+        uri = publish(Path(tmp) / "bundle", WORKLOAD, version, promoted, store or None)
     print(f"export: bundle for v{version} at {uri}")
     return json.dumps({"metrics": values, "model_name": model_name, "model_version": version,
                        "promoted": promoted, "gate_reasons": reasons, "bundle_uri": uri, "mlflow_run_id": run_id})

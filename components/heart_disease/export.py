@@ -1,4 +1,4 @@
-"""Assemble the heart-disease serving bundle (layout: ``components.common.bundle``)."""
+"""Assemble the heart-disease serving bundle, through the bundle contract's writer (layout: ``bundle.layout``)."""
 
 from __future__ import annotations
 
@@ -8,31 +8,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.common.bundle import DRIFT_DIR, SCHEMA, BundleManifest, write_json
+from bundle import BundleWriter, Manifest, layout
+from bundle.drift import TabularDriftSettings, Window
 from components.heart_disease.schema import CATEGORICAL, FEATURES, serving_schema
 
+WORKLOAD = "heart-disease"
 REFERENCE_ROWS = 500
+DRIFT_WINDOW = 100  # patients per verdict (a Cleveland reference flags other sites in 100% of such windows)
 
 
-def build_bundle(folder: Path, model_path: Path, train: pd.DataFrame, manifest: BundleManifest,
-                 threshold: float, seed: int = 0) -> Path:
+def build_bundle(folder: Path, model_path: Path, train: pd.DataFrame, model_name: str, version: str,
+                 threshold: float, metrics: dict | None = None, run_id: str | None = None, promoted: bool = False,
+                 seed: int = 0) -> Manifest:
     """Write ``model.joblib``, ``schema.json``, the drift reference and ``bundle.json`` into ``folder``."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(model_path, folder / "model.joblib")
-    write_json(folder, SCHEMA, serving_schema(threshold=threshold))
-
+    writer = BundleWriter(folder, WORKLOAD, layout.SKLEARN, model_name, version)
+    shutil.copyfile(model_path, writer.model_path)
+    writer.write_schema(serving_schema(threshold=threshold))
     sample = train.sample(n=min(REFERENCE_ROWS, len(train)), random_state=seed)
-    (folder / DRIFT_DIR).mkdir(exist_ok=True)
-    np.savez_compressed(folder / DRIFT_DIR / "reference.npz", x=sample[FEATURES].to_numpy(dtype=float))
-    write_json(folder, f"{DRIFT_DIR}/settings.json", {
-        "detector": "TabularDrift",
-        "p_val": 0.05,
-        "feature_names": FEATURES,
-        # alibi-detect's TabularDrift: column index -> None (categories inferred from the reference).
-        "categories_per_feature": {str(FEATURES.index(f)): None for f in CATEGORICAL},
-        "missing": "NaN",
-        "window": 100,
-    })
-    manifest.write(folder)
-    return folder
+    np.savez_compressed(writer.drift_reference_path, x=sample[FEATURES].to_numpy(dtype=float))
+    # KS on numeric features, chi-square on categorical ones; NaN (missing) is kept as information
+    writer.write_drift(TabularDriftSettings(tuple(FEATURES), tuple(CATEGORICAL), p_val=0.05,
+                                            window=Window(size=DRIFT_WINDOW)))
+    return writer.finish(metrics=metrics, mlflow_run_id=run_id, promoted=promoted)

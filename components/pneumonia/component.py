@@ -201,7 +201,7 @@ def export(model: Input[Model], splits: Input[Dataset], evaluation: Input[Artifa
 
     import numpy as np
 
-    from components.common import bundle
+    from components.common.publish import publish
     from components.pneumonia import evaluation as evaluation_lib
     from components.pneumonia import export as export_lib
     from components.pneumonia import split as split_lib
@@ -217,7 +217,7 @@ def export(model: Input[Model], splits: Input[Dataset], evaluation: Input[Artifa
     with tempfile.TemporaryDirectory() as tmp:
         export_lib.write_bundle(Path(tmp), net, contract, config["variant"], result["threshold"], softmax,
                                 embedding, version, result["metrics"], run_id, promoted)
-        uri = bundle.publish(Path(tmp), WORKLOAD, version, promoted)
+        uri = publish(Path(tmp), WORKLOAD, version, promoted)
     record = {"metrics": result["metrics"], "threshold": result["threshold"], "model_name": MODEL_NAME,
               "model_version": version, "promoted": promoted, "gate_reasons": reasons, "bundle_uri": uri}
     print(f"export: bundle v{version} at {uri}")

@@ -8,7 +8,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from components.common import bundle
+from bundle import open_bundle
+from components.common.publish import champion_uri
 from components.common.registry import CHALLENGER, CHAMPION
 from components.common.settings import get_settings
 from components.heart_disease.schema import FEATURES
@@ -37,16 +38,15 @@ def test_pipeline_trains_registers_gates_and_exports(clinops_home, tmp_path, tem
 
     # the bundle loads, and the served model is the registered one
     folder = Path(first["bundle_uri"])
-    manifest = bundle.check_complete(folder)
-    assert manifest.model_version == "1" and manifest.promoted
-    served = joblib.load(folder / manifest.model_file)
+    exported = open_bundle(folder, "heart-disease")
+    assert exported.manifest.model_version == "1" and exported.manifest.promoted
+    served = joblib.load(exported.model_path)
     registered = mlflow.sklearn.load_model("models:/heart-disease@champion", dst_path=str(tmp_path))
     rows = np.load(folder / "drift" / "reference.npz")["x"][:20]
     assert rows.shape == (20, len(FEATURES))
     np.testing.assert_allclose(served.predict_proba(rows), registered.predict_proba(rows))
-    schema = json.loads((folder / "schema.json").read_text())
-    assert schema["feature_order"] == FEATURES
-    assert bundle.champion_uri("heart-disease") == first["bundle_uri"]
+    assert list(exported.schema.feature_order) == FEATURES
+    assert champion_uri("heart-disease") == first["bundle_uri"]
 
     # an impossible floor: registered, kept as challenger, champion untouched, nothing deleted
     second = local.run("heart-disease", "quick", n_trials=4, floors="roc_auc=0.999")
@@ -54,7 +54,7 @@ def test_pipeline_trains_registers_gates_and_exports(clinops_home, tmp_path, tem
     assert "below the floor 0.999" in second["gate_reasons"]
     assert str(client.get_model_version_by_alias("heart-disease", CHAMPION).version) == "1"
     assert str(client.get_model_version_by_alias("heart-disease", CHALLENGER).version) == "2"
-    assert bundle.champion_uri("heart-disease") == first["bundle_uri"]
+    assert champion_uri("heart-disease") == first["bundle_uri"]
     assert Path(second["bundle_uri"]).is_dir() and Path(first["bundle_uri"]).is_dir()
     assert temp_leftovers() == []  # the gate's download of the champion included
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from components.common import bundle
+from bundle import Manifest, open_bundle
+from components.common.publish import champion_uri
 from components.common.registry import CHALLENGER, CHAMPION
 from components.common.settings import get_settings
 from components.pneumonia import phantom, preprocess
@@ -22,10 +23,10 @@ from pipelines import local
 pytestmark = [pytest.mark.pipeline, pytest.mark.slow]
 
 
-def _serving_input(schema: dict, n: int = 6) -> np.ndarray:
+def _serving_input(schema, n: int = 6) -> np.ndarray:
     """JPEG bytes → the bundle's resize policy → normalised float32, as a transformer would do it."""
     rng = np.random.default_rng(11)
-    contract = preprocess.ImageContract.from_dict(schema["image"])
+    contract = preprocess.ImageContract.from_dict(schema.image.to_dict())
     images = []
     for i in range(n):
         pixels = (phantom.render(rng, 150, 120 + 10 * i, bool(i % 2)) * 255).astype(np.uint8)
@@ -58,20 +59,22 @@ def test_pipeline_trains_registers_gates_and_exports(clinops_home, tmp_path, tem
     assert len(tuning_runs) == 1
 
     folder = first["bundle_uri"]
-    manifest = bundle.check_complete(folder)
-    assert (manifest.framework, manifest.model_file, manifest.extra_files) == ("pytorch", "model.pt",
-                                                                               ["model_config.json"])
+    exported = open_bundle(folder, "pneumonia")
+    manifest = exported.manifest
+    assert (manifest.framework, manifest.model_file) == ("pytorch", "model.pt")
+    assert "model_config.json" in manifest.files
     assert manifest.promoted is True and manifest.model_version == "1"
-    schema = json.loads((clinops_home / "bundles" / "pneumonia" / "1" / "schema.json").read_text())
-    config = json.loads((clinops_home / "bundles" / "pneumonia" / "1" / "model_config.json").read_text())
-    assert schema["image"]["height"] == 64 and schema["image"]["channels"] == 1
-    assert schema["threshold"] == pytest.approx(first["threshold"])
-    assert config == {"variant": "efficientnet_b0", "num_classes": 2, "classes": ["NORMAL", "PNEUMONIA"],
-                      "embedding_dim": 1280, "outputs": ["logits", "embedding"]}
+    schema = exported.schema
+    assert schema.image.height == 64 and schema.image.channels == 1
+    assert schema.threshold == pytest.approx(first["threshold"])
+    config = exported.model_config
+    assert (config.variant, config.classes, config.embedding_dim, config.outputs) == (
+        "efficientnet_b0", ("NORMAL", "PNEUMONIA"), 1280, ("logits", "embedding"))
     reference = np.load(f"{folder}/drift/reference.npz")
-    assert reference["x"].shape[1] == 1280 and reference["softmax"].shape == (len(reference["x"]), 2)
+    embedding = reference[exported.drift.reference_array]
+    assert embedding.shape[1] == 1280 and reference["softmax"].shape == (len(embedding), 2)
     np.testing.assert_allclose(reference["softmax"].sum(1), 1.0, atol=1e-5)
-    assert json.loads(open(f"{folder}/drift/settings.json").read())["detector"] in {"KSDrift", "MMDDrift"}
+    assert exported.drift.detector == "KSDrift" and exported.drift.dim == 1280
 
     x = torch.from_numpy(_serving_input(schema))
     scripted = torch.jit.load(f"{folder}/model.pt")
@@ -88,6 +91,6 @@ def test_pipeline_trains_registers_gates_and_exports(clinops_home, tmp_path, tem
     assert "below the floor" in second["gate_reasons"] and "champion v1" in second["gate_reasons"]
     assert str(client.get_model_version_by_alias("pneumonia", CHAMPION).version) == "1"
     assert str(client.get_model_version_by_alias("pneumonia", CHALLENGER).version) == "2"
-    assert bundle.champion_uri("pneumonia") == first["bundle_uri"]
-    assert bundle.BundleManifest.read(second["bundle_uri"]).promoted is False
+    assert champion_uri("pneumonia") == first["bundle_uri"]
+    assert Manifest.read(second["bundle_uri"]).promoted is False
     assert temp_leftovers() == []  # training's checkpoints and the gate's download of the champion

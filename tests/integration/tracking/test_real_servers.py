@@ -8,7 +8,10 @@ import mlflow
 import numpy as np
 import pytest
 
-from components.common import bundle, storage
+import bundle
+from bundle import champion
+from components.common import storage
+from components.common.publish import champion_uri
 from components.common.settings import get_settings
 from pipelines import local
 
@@ -29,18 +32,25 @@ def test_pipeline_with_mlflow_server_and_s3_store(clinops_home, mlflow_server, s
     assert not (clinops_home / "mlflow" / "mlflow.db").exists()
 
     # the bundle is in S3: list it with the minio client, pull it back, load and predict
-    keys = {o.object_name for o in storage.minio_client().list_objects(
+    keys = {o.object_name for o in get_settings().s3.client().list_objects(
         "clinops-models", prefix="bundles/heart-disease/1/", recursive=True)}
     assert {"bundles/heart-disease/1/model.joblib", "bundles/heart-disease/1/schema.json",
             "bundles/heart-disease/1/bundle.json", "bundles/heart-disease/1/drift/reference.npz"} <= keys
-    local_copy = storage.download_dir(record["bundle_uri"], tmp_path / "pulled")
-    manifest = bundle.check_complete(local_copy)
-    rows = np.load(local_copy / "drift" / "reference.npz")["x"][:10]
-    served = joblib.load(local_copy / manifest.model_file)
+    local_copy = bundle.locate(record["bundle_uri"], "heart-disease", s3=get_settings().s3,
+                               cache_dir=tmp_path / "pulled")
+    pulled = bundle.open_bundle(local_copy, "heart-disease")  # every file's sha256 as exported
+    rows = np.load(pulled.drift_reference_path)["x"][:10]
+    served = joblib.load(pulled.model_path)
     registered = mlflow.sklearn.load_model(f"models:/heart-disease/{record['model_version']}",
                                            dst_path=str(tmp_path))
     np.testing.assert_allclose(served.predict_proba(rows), registered.predict_proba(rows))
-    assert bundle.champion_uri("heart-disease", "s3://clinops-models/bundles") == record["bundle_uri"]
+    assert champion_uri("heart-disease", "s3://clinops-models/bundles") == record["bundle_uri"]
+    # the champion found through the pointer in S3, as a runtime given no bundle finds it
+    found = bundle.locate(None, "heart-disease", "s3://clinops-models/bundles", get_settings().s3,
+                          cache_dir=tmp_path / "champion")
+    assert bundle.open_bundle(found).manifest.model_version == record["model_version"]
+    assert champion.read("s3://clinops-models/bundles", "pneumonia", get_settings().s3) is None
+    assert champion.read("s3://no-such-bucket/bundles", "heart-disease", get_settings().s3) is None
     assert temp_leftovers() == []
 
 

@@ -4,7 +4,10 @@ import json
 
 import pytest
 
-from components.common import bundle, gate
+from bundle import BundleWriter, IntegrityError, layout, open_bundle
+from bundle.drift import TabularDriftSettings
+from components.common import gate, publish, registry
+from components.heart_disease.schema import serving_schema
 
 pytestmark = pytest.mark.unit
 
@@ -165,34 +168,42 @@ def test_audit_accepts_a_truthful_chain_and_names_each_untruth():
     assert any("circle" in p for p in gate.audit(circle, "3"))
 
 
-def _bundle(folder):
-    (folder / "drift").mkdir(parents=True)
-    (folder / "model.joblib").write_bytes(b"model")
-    bundle.write_json(folder, "schema.json", {"kind": "tabular"})
-    bundle.write_json(folder, "drift/settings.json", {"detector": "TabularDrift"})
-    (folder / "drift" / "reference.npz").write_bytes(b"npz")
-    bundle.BundleManifest(workload="w", model_name="w", model_version="4", framework="sklearn",
-                          model_file="model.joblib").write(folder)
+def _bundle(folder, version="4"):
+    """A complete bundle written through the contract (model bytes stand in for a pickled pipeline)."""
+    writer = BundleWriter(folder, "heart-disease", layout.SKLEARN, "heart-disease", version)
+    writer.model_path.write_bytes(b"model")
+    writer.write_schema(serving_schema())
+    writer.drift_reference_path.write_bytes(b"npz")
+    writer.write_drift(TabularDriftSettings(("age",), ()))
+    writer.finish()
+    return folder
 
 
-def test_incomplete_bundles_are_refused(tmp_path):
+def test_publish_refuses_a_bundle_that_a_server_would_refuse(clinops_home, tmp_path):
     _bundle(tmp_path / "b")
-    assert bundle.check_complete(tmp_path / "b").model_version == "4"
-    (tmp_path / "b" / "schema.json").unlink()
-    with pytest.raises(FileNotFoundError, match="schema.json"):
-        bundle.check_complete(tmp_path / "b")
-    with pytest.raises(FileNotFoundError, match="not a serving bundle"):
-        bundle.BundleManifest.read(tmp_path)
+    (tmp_path / "b" / "model.joblib").write_bytes(b"modal")
+    with pytest.raises(IntegrityError, match=r"model\.joblib: sha256 differs"):
+        publish.publish(tmp_path / "b", "heart-disease", "4", promoted=True, store=str(tmp_path / "store"))
+    assert not (tmp_path / "store").exists()
 
 
-def test_publish_to_a_local_store_moves_the_champion_pointer_only_when_promoted(tmp_path):
+def test_the_pointer_moves_only_for_a_promoted_version_that_is_still_champion(clinops_home, tmp_path, monkeypatch):
+    champion = {"version": "4"}
+    monkeypatch.setattr(registry, "is_champion", lambda name, version: champion["version"] == str(version))
     _bundle(tmp_path / "b")
     store = str(tmp_path / "store")
-    assert bundle.champion_uri("w", store) is None
-    uri = bundle.publish(tmp_path / "b", "w", "4", promoted=False, store=store)
-    assert (tmp_path / "store" / "w" / "4" / "model.joblib").read_bytes() == b"model"
-    assert bundle.champion_uri("w", store) is None
-    bundle.publish(tmp_path / "b", "w", "4", promoted=True, store=store)
-    assert bundle.champion_uri("w", store) == uri
-    pointer = json.loads((tmp_path / "store" / "w" / "champion.json").read_text())
-    assert pointer["model_version"] == "4"
+    assert publish.champion_uri("heart-disease", store) is None
+    uri = publish.publish(tmp_path / "b", "heart-disease", "4", promoted=False, store=store)
+    assert (tmp_path / "store" / "heart-disease" / "4" / "model.joblib").read_bytes() == b"model"
+    assert publish.champion_uri("heart-disease", store) is None
+    publish.publish(tmp_path / "b", "heart-disease", "4", promoted=True, store=store)
+    assert publish.champion_uri("heart-disease", store) == uri
+    pointer = json.loads((tmp_path / "store" / "heart-disease" / "champion.json").read_text())
+    assert pointer["model_version"] == "4" and pointer["model_name"] == "heart-disease"
+
+    # v5 was promoted, but another run's gate made v6 champion before v5's export: v5 leaves the pointer
+    champion["version"] = "6"
+    _bundle(tmp_path / "b5", "5")
+    uri5 = publish.publish(tmp_path / "b5", "heart-disease", "5", promoted=True, store=store)
+    assert open_bundle(uri5).manifest.model_version == "5"
+    assert publish.champion_uri("heart-disease", store) == uri

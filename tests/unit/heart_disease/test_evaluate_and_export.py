@@ -1,13 +1,12 @@
 """Evaluate and export logic: metric values, model card, and a bundle that honours the contract."""
 
-import json
 
 import joblib
 import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from components.common.bundle import BundleManifest, check_complete
+from bundle import open_bundle
 from components.common.metrics import binary_metrics, roc_points, youden_threshold
 from components.heart_disease import evaluation
 from components.heart_disease.data import ingest
@@ -65,17 +64,19 @@ def test_evaluate_and_model_card(fitted):
 def test_bundle_honours_the_serving_contract(fitted, tmp_path):
     pipeline, train, _ = fitted
     joblib.dump(pipeline, tmp_path / "model.joblib")
-    manifest = BundleManifest(workload="heart-disease", model_name="heart-disease", model_version="7",
-                              framework="sklearn", model_file="model.joblib")
-    folder = build_bundle(tmp_path / "bundle", tmp_path / "model.joblib", train, manifest, threshold=0.4)
-    assert check_complete(folder).model_version == "7"
-    schema = json.loads((folder / "schema.json").read_text())
-    assert schema["feature_order"] == FEATURES and schema["threshold"] == 0.4
-    assert schema["features"]["cp"]["labels"]["asymptomatic"] == 4
-    assert schema["features"]["chol"]["min"] == 70 and schema["features"]["age"]["nullable"] is False
+    build_bundle(tmp_path / "bundle", tmp_path / "model.joblib", train, "heart-disease", "7", threshold=0.4,
+                 metrics={"roc_auc": 0.9}, run_id="r1", promoted=True)
+    folder = tmp_path / "bundle"
+    served_bundle = open_bundle(folder, "heart-disease", "sklearn")
+    assert served_bundle.manifest.model_version == "7" and served_bundle.manifest.promoted is True
+    schema = served_bundle.schema
+    assert list(schema.feature_order) == FEATURES and schema.threshold == 0.4
+    assert schema.feature("cp").labels["asymptomatic"] == 4
+    assert schema.feature("chol").min == 70 and schema.feature("age").nullable is False
     reference = np.load(folder / "drift" / "reference.npz")["x"]
     assert reference.shape == (min(500, len(train)), 13)
-    settings = json.loads((folder / "drift" / "settings.json").read_text())
-    assert sorted(int(i) for i in settings["categories_per_feature"]) == [FEATURES.index(c) for c in CATEGORICAL]
+    drift = served_bundle.drift
+    assert drift.detector == "TabularDrift" and list(drift.feature_names) == FEATURES
+    assert list(drift.categorical) == CATEGORICAL and drift.window.size == 100
     served = joblib.load(folder / "model.joblib")
     np.testing.assert_allclose(served.predict_proba(reference[:5]), pipeline.predict_proba(reference[:5]))
