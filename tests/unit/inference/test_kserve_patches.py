@@ -1,6 +1,8 @@
 """Each patch of KServe's internals takes effect; apply refuses an untested KServe or a missing target,
 naming it, before it changes anything; applying twice changes nothing more."""
 
+import logging
+
 import fastapi
 import numpy as np
 import orjson
@@ -113,9 +115,12 @@ def test_the_grpc_receive_limit_is_raised_to_the_rest_body_limit(kserve_state):
     assert model_server.args.grpc_max_receive_message_length == 64 * 1024 * 1024
 
 
-def test_applying_twice_changes_nothing_more(kserve_state):
-    first = kserve_patches.apply(grpc_max_receive_bytes=32 * 1024 * 1024)
+def test_applying_twice_changes_nothing_more(kserve_state, caplog):
+    with caplog.at_level(logging.INFO, logger=kserve_patches.__name__):
+        first = kserve_patches.apply(grpc_max_receive_bytes=32 * 1024 * 1024)
     assert first == ["timing", "infer_routes_first", "rest_decode", "grpc_max_receive"]
+    (line,) = [r.getMessage() for r in caplog.records if r.name == kserve_patches.__name__]
+    assert line.endswith(" internals patched: timing, infer_routes_first, rest_decode, grpc_max_receive")
     register, decode = rest_server.RESTServer._register_endpoints, vars(InferRequest)["from_bytes"]
     assert kserve_patches.apply(grpc_max_receive_bytes=32 * 1024 * 1024) == []
     assert rest_server.RESTServer._register_endpoints is register and vars(InferRequest)["from_bytes"] is decode
