@@ -26,6 +26,20 @@ def load_json(folder: Path, name: str) -> dict:
     return data
 
 
+def read_typed(folder: Path, name: str, parse):
+    """``parse`` of the JSON file ``name``; a wrong field becomes a MalformedFile naming the file."""
+    data = load_json(folder, name)
+    try:
+        return parse(data)
+    except FieldError as err:
+        raise MalformedFile(folder, name, str(err)) from None
+
+
+def tagged(data: dict, key: str, shapes: dict):
+    """The typed shape that field ``key`` names (e.g. ``kind`` or ``detector``), read by its ``from_dict``."""
+    return shapes[text(data, key, choices=tuple(shapes))].from_dict(data)
+
+
 def obj(data: dict, key: str, where: str = "") -> dict:
     value = _get(data, key, where)
     if not isinstance(value, dict):

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bundle import _fields as f
-from bundle.errors import MalformedFile
 from bundle.layout import DRIFT_SETTINGS
 
 TABULAR_DRIFT = "TabularDrift"
@@ -104,13 +103,8 @@ DETECTORS = {TABULAR_DRIFT: TabularDriftSettings, KS_DRIFT: KSDriftSettings}
 
 
 def parse(data: dict) -> DriftSettings:
-    detector = f.text(data, "detector", choices=tuple(DETECTORS))
-    return DETECTORS[detector].from_dict(data)
+    return f.tagged(data, "detector", DETECTORS)
 
 
 def read(folder: Path) -> DriftSettings:
-    data = f.load_json(folder, DRIFT_SETTINGS)
-    try:
-        return parse(data)
-    except f.FieldError as err:
-        raise MalformedFile(folder, DRIFT_SETTINGS, str(err)) from None
+    return f.read_typed(folder, DRIFT_SETTINGS, parse)

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bundle import _fields as f
-from bundle.errors import MalformedFile
 from bundle.layout import MODEL_CONFIG
 
 OUTPUTS = ("logits", "embedding")
@@ -46,8 +45,4 @@ class TorchModelConfig:
 
     @classmethod
     def read(cls, folder: Path) -> TorchModelConfig:
-        data = f.load_json(folder, MODEL_CONFIG)
-        try:
-            return cls.from_dict(data)
-        except f.FieldError as err:
-            raise MalformedFile(folder, MODEL_CONFIG, str(err)) from None
+        return f.read_typed(folder, MODEL_CONFIG, cls.from_dict)

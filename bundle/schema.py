@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bundle import _fields as f
-from bundle.errors import MalformedFile
 from bundle.layout import SCHEMA
 
 NUMERIC = "numeric"
@@ -218,13 +217,8 @@ _KINDS = {TABULAR: TabularSchema, IMAGE: ImageSchema}
 
 def parse(data: dict) -> Schema:
     """A schema from its JSON form; raises ``_fields.FieldError`` naming the field."""
-    kind = f.text(data, "kind", choices=tuple(_KINDS))
-    return _KINDS[kind].from_dict(data)
+    return f.tagged(data, "kind", _KINDS)
 
 
 def read(folder: Path) -> Schema:
-    data = f.load_json(folder, SCHEMA)
-    try:
-        return parse(data)
-    except f.FieldError as err:
-        raise MalformedFile(folder, SCHEMA, str(err)) from None
+    return f.read_typed(folder, SCHEMA, parse)

@@ -11,6 +11,7 @@ import pytest
 from images import encode, png_bomb_header, random_image
 from kserve.protocol.infer_type import InferInput, InferRequest
 from prometheus_client import REGISTRY
+from support import fuzz
 
 from inference import metrics
 from inference.envelope import BadRequest, EnvelopeMiddleware
@@ -77,23 +78,11 @@ def fuzzed_bodies(rng: random.Random, n: int) -> list[tuple[bytes, dict]]:
     bodies = []
     for _ in range(n):
         data, headers = bytearray(valid), {"content-type": "application/json"}
-        action = rng.choice(["flip", "cut", "insert", "json", "binary"])
-        if action == "flip":
-            for _ in range(rng.randint(1, 8)):
-                data[rng.randrange(len(data))] = rng.randrange(256)
-        elif action == "cut":
-            data = data[:rng.randrange(len(data))]
-        elif action == "insert":
-            position = rng.randrange(len(data))
-            data[position:position] = rng.choice([b"null", b"[]", b"{}", b"-1", b"1e999", b'"x"', b",", b"NaN"])
-        elif action == "json":
-            document = json.loads(valid)
-            spec = document["inputs"][rng.randrange(13)]
-            spec[rng.choice(["shape", "datatype", "data", "name", "parameters"])] = rng.choice(
-                [None, [], {}, -1, "x", [[1]], [1e308] * 3, True, {"binary_data_size": -5}])
-            data = json.dumps(document).encode()
-        else:
+        action = rng.choice([*fuzz.BODY_MUTATIONS, "binary"])
+        if action == "binary":
             headers["inference-header-content-length"] = rng.choice(["abc", "-1", str(len(data) + 9), "10"])
+        else:
+            data = fuzz.mutate(rng, valid, action)
         bodies.append((bytes(data), headers))
     return bodies
 
