@@ -1,1 +1,4 @@
-"""clinops serving: KServe transformer, predictors and the local stack."""
+"""clinops serving: only what runs in the serving images (KServe transformer and predictor runtimes).
+
+Bundles are read through the ``bundle`` contract; nothing here imports ``components`` or ``pipelines``.
+"""

@@ -115,9 +115,24 @@ def _use_event_loop(choice: str) -> None:
     asyncio.set_event_loop(asyncio.new_event_loop())
 
 
+def configure_logging() -> None:
+    """Give the runtimes' own lines (bundle loaded, KServe patches applied) a handler in KServe's format:
+    KServe configures only its own loggers, so without this they reached no log at all."""
+    from kserve.logging import KSERVE_LOGGER_DATE_FORMAT, KSERVE_LOGGER_FORMAT
+
+    logger = logging.getLogger("inference")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(KSERVE_LOGGER_FORMAT, KSERVE_LOGGER_DATE_FORMAT))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def load_or_exit(model) -> None:
     """``model.load()``; a bundle that fails verification, is malformed or is not there ends the process
     (status 1) with one line naming the bundle and the file, instead of a traceback from deep inside a loader."""
+    configure_logging()
     try:
         model.load()
     except bundle_source.UNSERVABLE as err:
