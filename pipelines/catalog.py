@@ -11,7 +11,21 @@ from types import ModuleType
 
 from bundle import workloads
 
-WORKLOADS: dict[str, str] = {name: f"pipelines.{name.replace('-', '_')}" for name in workloads.NAMES}
+PIPELINE_MODULES: dict[str, str] = {
+    "heart-disease": "pipelines.heart_disease",
+    "pneumonia": "pipelines.pneumonia",
+}
+
+
+def in_catalog_order(modules: dict[str, str], names: tuple[str, ...]) -> dict[str, str]:
+    """``modules`` in the catalog's order; raises when a workload has no pipeline or a pipeline no workload."""
+    if set(modules) != set(names):
+        raise RuntimeError(f"the workload catalog ({', '.join(names)}) and the pipelines "
+                           f"({', '.join(modules)}) disagree: every workload needs exactly one pipeline")
+    return {name: modules[name] for name in names}
+
+
+WORKLOADS: dict[str, str] = in_catalog_order(PIPELINE_MODULES, workloads.NAMES)
 
 
 def load(workload: str) -> ModuleType:
