@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from bundle.schema import ImagePreprocessing
 from components.pneumonia import evaluation, export, model, preprocess, rayjob, train_loop
 
 pytestmark = pytest.mark.unit
@@ -52,9 +53,9 @@ def test_torchscript_contract_matches_eager_model(tmp_path):
     torch.testing.assert_close(logits, ref_logits, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(embedding, ref_embedding, rtol=1e-4, atol=1e-5)
     schema = export.schema(contract, 0.3)
-    assert schema["image"] == {"height": 40, "width": 48, "channels": 1, "mean": [0.4], "std": [0.2],
-                               "resize": "resize"}
-    assert schema["classes"] == ["NORMAL", "PNEUMONIA"] and schema["positive_class"] == "PNEUMONIA"
+    assert schema.image == ImagePreprocessing(40, 48, 1, (0.4,), (0.2,), "resize")
+    assert schema.classes == ("NORMAL", "PNEUMONIA") and schema.positive_class == "PNEUMONIA"
+    assert schema.threshold == 0.3
 
 
 def test_grad_cam_shape_and_range():
