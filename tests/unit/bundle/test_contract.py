@@ -55,6 +55,18 @@ def test_the_contract_loads_no_heavy_library_in_a_fresh_interpreter():
                          "components", "inference", "pipelines"}
 
 
+def test_a_bundle_opens_in_an_interpreter_without_any_installed_package(tmp_path):
+    """The drift sidecar's environment (pydantic 1, old numpy, no kserve) shares nothing with training's but
+    the standard library: with site-packages switched off, the contract still verifies and reads a bundle."""
+    folder = tabular_bundle(tmp_path / "b")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import bundle; "
+            "b = bundle.open_bundle(sys.argv[2], 'heart-disease'); "
+            "print(b.manifest.model_version, ','.join(b.schema.feature_order), b.drift.detector)")
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(ROOT), str(folder)], capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.split() == ["3", "age,sex,chol", "TabularDrift"]
+
+
 def test_the_contract_imports_only_the_standard_library_and_itself():
     allowed_lazy = {"minio"}  # inside S3Config.client only, for s3:// stores
     for path in sorted((ROOT / "bundle").glob("*.py")):
