@@ -476,10 +476,21 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def main() -> int:
+    """Scratch (bundles, wrk files, MLServer model repositories) goes with the run; the logs stay under
+    ``$CLINOPS_HOME/bench/logs`` for a look afterwards, replaced by the next run."""
     ensure_wrk()
-    workdir = Path(tempfile.mkdtemp(prefix="clinops-bench-"))
-    logs = workdir / "logs"
-    logs.mkdir()
+    logs = get_settings().home / "bench" / "logs"
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
+    with tempfile.TemporaryDirectory(prefix="clinops-bench-") as scratch:
+        tempfile.tempdir = scratch  # this process's every mkdtemp lands inside and is removed with it
+        try:
+            return run(Path(scratch), logs)
+        finally:
+            tempfile.tempdir = None
+
+
+def run(workdir: Path, logs: Path) -> int:
     heart, heart_source = heart_bundle(workdir)
     pneumonias = pneumonia_bundles(workdir) if "3" in ONLY else []
     print(f"heart-disease model: {heart_source}\npneumonia models: {'; '.join(s for _, s in pneumonias) or '-'}\n"
