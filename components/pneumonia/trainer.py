@@ -55,13 +55,60 @@ def local_ray(num_cpus: int | None = None, num_gpus: int | None = None):
         del started
 
 
+class InsufficientResources(RuntimeError):
+    """The Ray cluster lacks what the run asks for: Ray Train would wait for it forever."""
+
+
+def shortfall(num_workers: int, use_gpu: bool, cpus_per_worker: float, total: dict[str, float]) -> str | None:
+    """What ``num_workers`` workers (each ``cpus_per_worker`` CPUs and, with ``use_gpu``, one GPU) need
+    beyond the cluster's ``total`` resources, in words; None when it fits."""
+    need = {"CPU": num_workers * cpus_per_worker, "GPU": float(num_workers if use_gpu else 0)}
+    missing = [f"{need[kind]:g} {kind}s (the Ray cluster has {total.get(kind, 0.0):g})"
+               for kind in ("GPU", "CPU") if need[kind] > total.get(kind, 0.0)]
+    if not missing:
+        return None
+    return (f"{num_workers} Ray worker(s) with {cpus_per_worker:g} CPU{' and 1 GPU' if use_gpu else ''} each need "
+            + " and ".join(missing) + ": lower num_workers" + (" to the number of GPUs" if use_gpu else "")
+            + (" or set use_gpu=false" if use_gpu else "") + ", or give the cluster more")
+
+
+def check_resources(num_workers: int, use_gpu: bool, cpus_per_worker: float, wait_s: float) -> None:
+    """Fail at once (or after ``wait_s`` for nodes still joining a cluster) when the workers cannot all be
+    placed: with ``use_gpu`` and more workers than GPUs, Ray Train retries worker start-up forever."""
+    import time
+
+    import ray
+
+    if num_workers == 0:
+        if use_gpu:
+            import torch
+
+            if not torch.cuda.is_available():
+                raise InsufficientResources("use_gpu with num_workers=0 runs in this process, which sees no GPU")
+        return
+    deadline = time.monotonic() + wait_s
+    while (missing := shortfall(num_workers, use_gpu, cpus_per_worker, ray.cluster_resources())) is not None:
+        if time.monotonic() >= deadline:
+            raise InsufficientResources(missing)
+        time.sleep(2.0)
+
+
 def fit(config: dict, num_workers: int, use_gpu: bool, storage_path: str, name: str,
-        cpus_per_worker: float = 1.0, copy_to: str | None = None) -> TrainOutcome:
+        cpus_per_worker: float = 1.0, copy_to: str | None = None, resource_wait_s: float | None = None) -> TrainOutcome:
     """Run the per-worker loop on ``num_workers`` Ray workers (0 = in this process) and return the
-    best weights (copied to ``copy_to`` when given, else left in Ray's storage)."""
+    best weights (copied to ``copy_to`` when given, else left in Ray's storage).
+
+    The workers' resources are checked first (:func:`check_resources`): a local Ray has all it will
+    ever have, so a shortfall fails at once; a joined cluster (``RAY_ADDRESS``, e.g. a RayJob's) gets
+    ``resource_wait_s`` (default 300 s) for its worker pods to join."""
+    import os
+
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    if resource_wait_s is None:
+        resource_wait_s = 300.0 if os.environ.get("RAY_ADDRESS") else 0.0
+    check_resources(num_workers, use_gpu, cpus_per_worker, resource_wait_s)
     config = train_loop.resolve_config(config)
     resources = {"CPU": cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
     trainer = TorchTrainer(

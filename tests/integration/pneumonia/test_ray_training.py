@@ -70,3 +70,17 @@ def test_optuna_search_keeps_the_best_trial(tiny_splits, ray_cluster, tmp_path):
     assert outcome.best.best_val_auc == max(t["value"] for t in outcome.trials)
     assert (tmp_path / "best" / "best_model.pt").is_file() and (tmp_path / "best" / "tuning.json").is_file()
     assert not (tmp_path / "ray").exists() and not list(tmp_path.glob("trial-*"))
+
+
+def test_more_gpu_workers_than_gpus_fail_at_once_naming_the_shortfall(tiny_splits, ray_cluster, tmp_path):
+    """Ray Train would retry worker start-up forever (a silent hang); the check answers in seconds."""
+    import time
+
+    config = {"data_dir": str(tiny_splits), "epochs": 1, "batch_size": 16}
+    started = time.monotonic()
+    with pytest.raises(trainer.InsufficientResources, match=r"need 2 GPUs \(the Ray cluster has 0\)"):
+        trainer.fit(config, num_workers=2, use_gpu=True, storage_path=str(tmp_path / "ray"), name="no-gpu")
+    with pytest.raises(trainer.InsufficientResources, match=r"need 3 CPUs \(the Ray cluster has 2\)"):
+        trainer.fit(config, num_workers=3, use_gpu=False, storage_path=str(tmp_path / "ray"), name="no-cpu")
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "ray").exists()  # refused before Ray Train started anything

@@ -224,3 +224,17 @@ def test_manifests_parse():
     assert template["spec"]["rayClusterSpec"]["rayVersion"] == "2.60.0"
     kinds = [doc["kind"] for doc in yaml.safe_load_all((folder / "rbac.yaml").read_text())]
     assert kinds == ["Role", "RoleBinding"]
+
+
+@pytest.mark.parametrize(("workers", "gpu", "cpus", "total", "expected"), [
+    (2, True, 1.0, {"CPU": 16.0, "GPU": 1.0}, "need 2 GPUs (the Ray cluster has 1): lower num_workers to the number"),
+    (1, True, 1.0, {"CPU": 16.0, "GPU": 1.0}, None),
+    (2, False, 1.0, {"CPU": 2.0}, None),
+    (2, False, 1.5, {"CPU": 2.0}, "need 3 CPUs (the Ray cluster has 2)"),
+    (2, True, 4.0, {"CPU": 4.0}, "need 2 GPUs (the Ray cluster has 0) and 8 CPUs (the Ray cluster has 4)"),
+])
+def test_resource_shortfall_is_named_before_ray_train_starts(workers, gpu, cpus, total, expected):
+    from components.pneumonia.trainer import shortfall
+
+    found = shortfall(workers, gpu, cpus, total)
+    assert found is None if expected is None else expected in found
