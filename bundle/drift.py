@@ -5,7 +5,10 @@ The detectors themselves are built by the sidecar from these settings and ``drif
 
 - :class:`TabularDriftSettings` (heart-disease): alibi-detect ``TabularDrift``: KS on numeric
   features, chi-square on categorical ones, missingness kept as information, a multiple-testing
-  correction over the features.
+  correction over the features; optionally (:class:`ScoreDrift`) a second test on the model's answer,
+  P(positive class) read from response events, against out-of-fold scores of the training rows.
+  A window drifts when either test flags it; the two levels add up to the window's false-positive
+  budget.
 - :class:`KSDriftSettings` (pneumonia): feature-wise ``KSDrift`` on an output of the model (the
   embedding or the softmax) read from response events: black-box shift detection.
 """
@@ -44,6 +47,32 @@ class Window:
         return window
 
 
+CVM_DRIFT = "CVMDrift"
+SCORE_TESTS = (CVM_DRIFT, KS_DRIFT)
+
+
+@dataclass(frozen=True)
+class ScoreDrift:
+    """A univariate test on one column of a response output (the model's P(positive)): black-box shift
+    detection, which sees prevalence shift that the input features show only weakly."""
+
+    output: str  # response output, e.g. ``predict_proba``
+    column: int  # its column: the positive class
+    reference_array: str = "score"  # [n, 1] in drift/reference.npz: scores of rows the model did not train on
+    p_val: float = 0.03
+    test: str = CVM_DRIFT
+
+    def to_dict(self) -> dict:
+        return {"output": self.output, "column": self.column, "reference_array": self.reference_array,
+                "p_val": self.p_val, "test": self.test}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ScoreDrift:
+        return cls(f.text(data, "output", "score."), f.integer(data, "column", "score.", low=0),
+                   f.text(data, "reference_array", "score."), f.number(data, "p_val", "score.", low=0, high=1),
+                   f.text(data, "test", "score.", choices=SCORE_TESTS))
+
+
 @dataclass(frozen=True)
 class TabularDriftSettings:
     feature_names: tuple[str, ...]
@@ -54,13 +83,14 @@ class TabularDriftSettings:
     missing: str = "NaN"
     window: Window = field(default_factory=Window)
     source: str = "request"
+    score: ScoreDrift | None = None
     detector: str = field(default=TABULAR_DRIFT, init=False)
 
     def to_dict(self) -> dict:
         return {"detector": TABULAR_DRIFT, "feature_names": list(self.feature_names),
                 "categorical": list(self.categorical), "p_val": self.p_val, "correction": self.correction,
                 "reference_array": self.reference_array, "missing": self.missing, "window": self.window.to_dict(),
-                "source": self.source}
+                "source": self.source, "score": self.score.to_dict() if self.score else None}
 
     @classmethod
     def from_dict(cls, data: dict) -> TabularDriftSettings:
@@ -72,7 +102,8 @@ class TabularDriftSettings:
         return cls(names, categorical, f.number(data, "p_val", low=0, high=1),
                    f.text(data, "correction", choices=CORRECTIONS), f.text(data, "reference_array"),
                    f.text(data, "missing", choices=("NaN",)), Window.from_dict(f.obj(data, "window")),
-                   f.text(data, "source", choices=SOURCES))
+                   f.text(data, "source", choices=SOURCES),
+                   ScoreDrift.from_dict(f.obj(data, "score")) if data.get("score") is not None else None)
 
 
 @dataclass(frozen=True)

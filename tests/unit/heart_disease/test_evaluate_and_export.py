@@ -73,10 +73,17 @@ def test_bundle_honours_the_serving_contract(fitted, tmp_path):
     assert list(schema.feature_order) == FEATURES and schema.threshold == 0.4
     assert schema.feature("cp").labels["asymptomatic"] == 4
     assert schema.feature("chol").min == 70 and schema.feature("age").nullable is False
-    reference = np.load(folder / "drift" / "reference.npz")["x"]
-    assert reference.shape == (min(500, len(train)), 13)
+    arrays = np.load(folder / "drift" / "reference.npz")
+    reference, scores = arrays["x"], arrays["score"]
+    assert reference.shape == (min(500, len(train)), 13) and scores.shape == (len(reference), 1)
+    # out-of-fold scores: each row scored by a copy of the model that did not train on it, so they are
+    # less confident than the model's scores on its own training rows, yet still separate the classes
+    in_sample = pipeline.predict_proba(train[FEATURES].to_numpy(float))[:, 1]
+    assert 0 < np.abs(scores - 0.5).mean() < np.abs(in_sample - 0.5).mean()
     drift = served_bundle.drift
     assert drift.detector == "TabularDrift" and list(drift.feature_names) == FEATURES
-    assert list(drift.categorical) == CATEGORICAL and drift.window.size == 100
+    assert list(drift.categorical) == CATEGORICAL and drift.window.size == 50 and drift.correction == "fdr"
+    assert drift.score.output == "predict_proba" and drift.score.column == 1 and drift.score.test == "CVMDrift"
+    assert drift.p_val + drift.score.p_val <= 0.05  # the window's false-positive budget
     served = joblib.load(folder / "model.joblib")
     np.testing.assert_allclose(served.predict_proba(reference[:5]), pipeline.predict_proba(reference[:5]))
