@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from bundle import BundleWriter, TorchModelConfig, layout
-from bundle.drift import KSDriftSettings, TabularDriftSettings
+from bundle.drift import KSDriftSettings, ScoreDrift, TabularDriftSettings, Window
 from bundle.schema import CATEGORICAL, ImagePreprocessing, ImageSchema, TabularSchema
 
 
@@ -31,7 +31,7 @@ def heart_rows(schema: TabularSchema, n: int, seed: int = 0) -> np.ndarray:
 
 
 def write_heart_disease(folder: Path, schema: TabularSchema, estimator: str = "logreg", n_rows: int = 400,
-                        seed: int = 0) -> Path:
+                        seed: int = 0, window: int = 50) -> Path:
     """A heart-disease bundle: sklearn Pipeline(imputer, scaler, estimator) on synthetic rows."""
     import joblib
     from sklearn.ensemble import GradientBoostingClassifier
@@ -41,7 +41,9 @@ def write_heart_disease(folder: Path, schema: TabularSchema, estimator: str = "l
     from sklearn.preprocessing import StandardScaler
 
     writer = BundleWriter(folder, "heart-disease", layout.SKLEARN, "heart-disease-sample", "1")
-    x = heart_rows(schema, n_rows, seed)
+    held_out = 200  # rows the model does not train on: the drift reference, scored as new patients are
+    x_all = heart_rows(schema, n_rows + held_out, seed)
+    x, x_ref = x_all[:n_rows], x_all[n_rows:]
     order = list(schema.feature_order)
     score = np.nan_to_num(x[:, order.index("age")] - 55) / 10 + np.nan_to_num(x[:, order.index("cp")] - 2.5)
     y = (score + np.random.default_rng(seed + 1).normal(0, 0.7, n_rows) > 0).astype(int)
@@ -51,9 +53,11 @@ def write_heart_disease(folder: Path, schema: TabularSchema, estimator: str = "l
                          ("model", model)]).fit(x, y)
     joblib.dump(pipeline, writer.model_path)
     writer.write_schema(schema)
-    np.savez(writer.drift_reference_path, x=x[:100])
+    np.savez(writer.drift_reference_path, x=x_ref, score=pipeline.predict_proba(x_ref)[:, 1:])
     writer.write_drift(TabularDriftSettings(tuple(order), tuple(f.name for f in schema.features
-                                                                if f.kind == CATEGORICAL)))
+                                                                if f.kind == CATEGORICAL),
+                                            p_val=0.02, correction="fdr", window=Window(size=window),
+                                            score=ScoreDrift("predict_proba", 1, p_val=0.03)))
     writer.finish()
     return Path(folder)
 

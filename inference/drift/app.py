@@ -1,0 +1,54 @@
+"""The sidecar on HTTP (starlette): ``POST /`` takes logged events (where the KServe logger's URL
+points), ``GET /v1/drift`` the latest verdicts, ``GET /metrics`` Prometheus, ``GET /healthz``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from inference.drift.service import DriftService
+
+
+def build_app(service: DriftService) -> Starlette:
+    async def receive(request: Request) -> Response:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > service.settings.max_body_bytes:
+            answer = service._reject(413, "body_too_large", f"the event body is {declared} bytes; the limit is "
+                                                            f"{service.settings.max_body_bytes}")
+        else:
+            answer = service.accept(dict(request.headers), await request.body())
+        headers = {"Retry-After": str(answer.retry_after)} if answer.retry_after else None
+        return JSONResponse(answer.body, status_code=answer.status, headers=headers)
+
+    async def drift(request: Request) -> Response:
+        try:
+            limit = max(1, min(int(request.query_params.get("limit", "20")), 200))
+        except ValueError:
+            return JSONResponse({"error": "limit: an integer is needed"}, status_code=400)
+        return JSONResponse(service.status(limit))
+
+    async def metrics(_request: Request) -> Response:
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def health(_request: Request) -> Response:
+        return JSONResponse({"status": "ok", "workload": service.workload})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        tasks = [asyncio.create_task(service.run_detector()), asyncio.create_task(service.run_clock())]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            service.close()
+
+    return Starlette(routes=[Route("/", receive, methods=["POST"]), Route("/v1/drift", drift, methods=["GET"]),
+                             Route("/metrics", metrics, methods=["GET"]), Route("/healthz", health, methods=["GET"])],
+                     lifespan=lifespan)

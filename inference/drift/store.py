@@ -1,0 +1,111 @@
+"""The durable half of the sidecar: an append-only observation log (format: :mod:`bundle.observations`).
+
+An event is acknowledged only after its line is written to the segment file (``write`` reached the
+kernel: a ``kill -9`` loses nothing; ``fsync`` also survives a power cut, at a cost per event). A line
+cut short by a crash is cut off at the next start. Retention removes whole segments, oldest first, once
+they are older than ``max_age_s`` or the log is over ``max_bytes``, but never a segment that holds
+observations the detector has not yet used: when that is what fills the log, :meth:`append` raises
+:class:`StoreFull` and the sender is told to retry (HTTP 503), nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from bundle.observations import SEGMENTS, Record, segment_name, segments
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+class StoreFull(RuntimeError):
+    """The log is at its size limit with observations not yet tested: retry later."""
+
+
+class ObservationStore:
+    def __init__(self, log_dir: Path, max_bytes: int, max_age_s: float, segment_bytes: int = 4 * 1024 * 1024,
+                 fsync: bool = False):
+        self.log_dir = Path(log_dir)
+        self.folder = self.log_dir / SEGMENTS
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for path in (self.log_dir, self.folder):
+            os.chmod(path, DIR_MODE)
+        self.max_bytes, self.max_age_s, self.segment_bytes, self.fsync = max_bytes, max_age_s, segment_bytes, fsync
+        self.protected_from = 0  # segments holding seq >= this are still needed (set by the service)
+        self._fd: int | None = None
+        self._size = 0
+        self._bytes = sum(p.stat().st_size for p in segments(self.log_dir))
+        self.next_seq = self._recover()
+
+    # -- start-up --------------------------------------------------------------------------------------
+    def _recover(self) -> int:
+        """The next sequence number; cuts off a last line a crash left half-written."""
+        files = segments(self.log_dir)
+        if not files:
+            return 1
+        last = files[-1]
+        data = last.read_bytes()
+        cut = data.rfind(b"\n") + 1
+        if cut != len(data):
+            with open(last, "r+b") as handle:
+                handle.truncate(cut)
+            self._bytes -= len(data) - cut
+            data = data[:cut]
+        lines = data.splitlines()
+        if lines:
+            return Record.from_line(lines[-1].decode() + "\n").seq + 1
+        return int(last.name.split(".")[0])  # an empty segment starts at its own number
+
+    # -- writing ---------------------------------------------------------------------------------------
+    def append(self, record_id: str, kind: str, rows, now: float | None = None) -> Record:
+        """Write one record; returns it with its sequence number once it is on disk."""
+        self.enforce_retention(now)
+        if self._bytes >= self.max_bytes:
+            raise StoreFull(f"the observation log is at its limit ({self.max_bytes} bytes) with observations "
+                            f"not yet tested")
+        record = Record(self.next_seq, now if now is not None else time.time(), record_id, kind,
+                        tuple(tuple(float(v) for v in row) for row in rows))
+        line = record.to_line().encode()
+        if self._fd is None or self._size + len(line) > self.segment_bytes:
+            self._open_segment(record.seq)
+        written = os.write(self._fd, line)
+        if written != len(line):  # a full disk: take the partial line back so the log stays readable
+            os.ftruncate(self._fd, self._size)
+            raise StoreFull(f"short write to the observation log ({written} of {len(line)} bytes)")
+        if self.fsync:
+            os.fsync(self._fd)
+        self._size += len(line)
+        self._bytes += len(line)
+        self.next_seq += 1
+        return record
+
+    def _open_segment(self, first_seq: int) -> None:
+        self.close()
+        path = self.folder / segment_name(first_seq)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        self._size = os.fstat(self._fd).st_size
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    # -- retention -------------------------------------------------------------------------------------
+    def enforce_retention(self, now: float | None = None) -> None:
+        now = now if now is not None else time.time()
+        files = segments(self.log_dir)
+        for i, path in enumerate(files[:-1]):  # never the segment being written
+            next_first = int(files[i + 1].name.split(".")[0])
+            if next_first > self.protected_from:
+                break  # this segment still holds observations the detector needs
+            too_old = now - path.stat().st_mtime > self.max_age_s
+            if not too_old and self._bytes < self.max_bytes:
+                break
+            self._bytes -= path.stat().st_size
+            path.unlink()
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
