@@ -1,6 +1,8 @@
-"""The serving stack on localhost: for each workload with a bundle, its predictor and its transformer as
-separate processes (``python -m inference.<runtime>``), exactly the processes a cluster runs; only
-the addresses differ.
+"""The serving stack on localhost: for each workload with a bundle, its predictor, its transformer and its
+drift sidecar as separate processes (``python -m inference.<runtime>``), exactly the processes a cluster
+runs; only the addresses differ. The sidecar runs under the drift environment's interpreter
+(``CLINOPS_DRIFT_PYTHON``, default ``.venv-drift/bin/python``); the transformer sends it every predictor
+call as the KServe request logger would.
 
 Workloads, their predictor runtimes and default ports come from the workload catalog
 (:mod:`bundle.workloads`).
@@ -35,6 +37,13 @@ from bundle.storage import S3Config
 from components.common.settings import get_settings
 
 TRANSFORMER_RUNTIME = "inference.transformer"  # one transformer runtime for every workload (codec by kind)
+DRIFT_RUNTIME = "inference.drift"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def drift_python() -> str:
+    """The drift environment's interpreter (alibi-detect cannot share the main environment)."""
+    return os.environ.get("CLINOPS_DRIFT_PYTHON") or str(REPO_ROOT / ".venv-drift" / "bin" / "python")
 
 
 @dataclass
@@ -43,26 +52,28 @@ class Ports:
     transformer_grpc: int
     predictor_http: int
     predictor_grpc: int
+    drift: int = 0  # the drift sidecar; 0: none
 
     @classmethod
     def parse(cls, text: str) -> Ports:
         values = [int(v) for v in text.split(",")]
-        if len(values) != 4:
-            raise ValueError(f"ports {text!r}: four comma-separated numbers needed")
+        if len(values) not in (4, 5):
+            raise ValueError(f"ports {text!r}: four or five comma-separated numbers needed")
         return cls(*values)
 
     @classmethod
     def ephemeral(cls) -> Ports:
-        return cls(*free_ports(4))
+        return cls(*free_ports(5))
 
     @classmethod
     def of(cls, workload: workloads.Workload) -> Ports:
         """The catalog's local default ports of ``workload``."""
         p = workload.ports
-        return cls(p.transformer_http, p.transformer_grpc, p.predictor_http, p.predictor_grpc)
+        return cls(p.transformer_http, p.transformer_grpc, p.predictor_http, p.predictor_grpc, p.drift)
 
     def __str__(self) -> str:
-        return f"{self.transformer_http},{self.transformer_grpc},{self.predictor_http},{self.predictor_grpc}"
+        return (f"{self.transformer_http},{self.transformer_grpc},{self.predictor_http},{self.predictor_grpc},"
+                f"{self.drift}")
 
 
 def ports_setting(workload: str) -> str:
@@ -89,7 +100,7 @@ LocalStackSettings = create_model(
     "LocalStackSettings", __base__=_LocalStackSettings,
     __doc__="``make serve`` settings (env prefix ``CLINOPS_SERVE_``; flags override).",
     **{ports_setting(name): (str, Field(str(Ports.of(w)), description=f"{name}: transformer REST,gRPC, "
-                                                                     f"predictor REST,gRPC"))
+                                                                     f"predictor REST,gRPC, drift sidecar"))
        for name, w in workloads.WORKLOADS.items()})
 
 
@@ -119,6 +130,10 @@ class Endpoint:
     @property
     def infer_url(self) -> str:
         return f"{self.rest_url}/v2/models/{self.workload}/infer"
+
+    @property
+    def drift_url(self) -> str:
+        return f"http://{self.host}:{self.ports.drift}"
 
 
 @dataclass
@@ -158,7 +173,7 @@ class LocalStack:
     def __init__(self, bundles: dict[str, str], ports: dict[str, Ports] | str = "default",
                  predictor_protocol: str | None = None, host: str = "127.0.0.1", log_dir: Path | None = None,
                  extra_args: dict[str, list[str]] | None = None, ready_timeout_s: float = 180.0,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, drift: bool = True, drift_dir: Path | None = None):
         unknown = set(bundles) - set(workloads.NAMES)
         if unknown:
             raise ValueError(f"unknown workloads {sorted(unknown)}; known: {', '.join(workloads.NAMES)}")
@@ -181,6 +196,12 @@ class LocalStack:
         self.ready_timeout_s = ready_timeout_s
         self.env = {**os.environ, **(env or {})}
         self.processes: dict[str, _Process] = {}
+        self.drift = drift  # a drift sidecar per workload, fed by its transformer
+        if drift:
+            for endpoint in self.endpoints.values():
+                if not endpoint.ports.drift:
+                    endpoint.ports.drift = free_ports(1)[0]
+        self.drift_dir = Path(drift_dir) if drift_dir else get_settings().home / "drift"
 
     # -- process control ----------------------------------------------------------------------------
     def _predictor_argv(self, endpoint: Endpoint) -> list[str]:
@@ -197,13 +218,23 @@ class LocalStack:
                 "--predictor_host", target, "--predictor_protocol", self.predictor_protocol,
                 "--http_port", str(endpoint.ports.transformer_http),
                 "--grpc_port", str(endpoint.ports.transformer_grpc),
+                *(["--drift_url", endpoint.drift_url + "/"] if self.drift else []),
                 *self.extra_args.get(f"{endpoint.workload}/transformer", [])]
+
+    def _drift_argv(self, endpoint: Endpoint) -> list[str]:
+        return [drift_python(), "-m", DRIFT_RUNTIME, "--workload", endpoint.workload, "--bundle", endpoint.bundle,
+                "--host", endpoint.host, "--port", str(endpoint.ports.drift),
+                "--log_dir", str(self.drift_dir / endpoint.workload),
+                *self.extra_args.get(f"{endpoint.workload}/drift", [])]
 
     def _spawn(self, key: str, argv: list[str]) -> None:
         log_path = self.log_dir / f"{key.replace('/', '-')}.log"
         log_file = open(log_path, "ab")
         # own session: a terminal's Ctrl-C reaches only us, and we stop the children in order
-        popen = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=self.env,
+        env = self.env
+        if argv[1:3] == ["-m", DRIFT_RUNTIME]:  # the drift environment has the contract on its path, not installed
+            env = {**env, "PYTHONPATH": str(REPO_ROOT), "TRANSFORMERS_VERBOSITY": "error"}
+        popen = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT,
                                  start_new_session=True)
         self.processes[key] = _Process(key, argv, log_path, popen, log_file)
 
@@ -217,6 +248,29 @@ class LocalStack:
                 return
             time.sleep(0.2)
         raise TimeoutError(f"{key} not ready after {self.ready_timeout_s} s:\n{self.log_tail(key)}")
+
+    def _wait_drift(self, workload: str, deadline: float) -> None:
+        key = f"{workload}/drift"
+        process = self.processes[key]
+        while time.monotonic() < deadline:
+            if process.popen.poll() is not None:
+                raise RuntimeError(f"{key} exited with {process.popen.returncode} before it was ready:\n"
+                                   f"{self.log_tail(key)}")
+            if http_ok(f"{self.endpoints[workload].drift_url}/healthz"):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{key} not ready after {self.ready_timeout_s} s:\n{self.log_tail(key)}")
+
+    def start_drift(self, workload: str, wait: bool = True) -> None:
+        if not Path(drift_python()).exists():
+            raise RuntimeError(f"no drift environment at {drift_python()}: `make venv` builds it")
+        self._spawn(f"{workload}/drift", self._drift_argv(self.endpoints[workload]))
+        if wait:
+            self._wait_drift(workload, time.monotonic() + self.ready_timeout_s)
+
+    def kill_drift(self, workload: str) -> None:
+        """Hard-kill a drift sidecar (``kill -9``: tests of its durability)."""
+        self.stop_process(f"{workload}/drift", kill=True)
 
     def start_predictor(self, workload: str, wait: bool = True) -> None:
         endpoint = self.endpoints[workload]
@@ -235,12 +289,16 @@ class LocalStack:
     def start(self) -> LocalStack:
         try:
             for workload in self.endpoints:  # all processes load in parallel, then wait
+                if self.drift:
+                    self.start_drift(workload, wait=False)
                 self.start_predictor(workload, wait=False)
                 self.start_transformer(workload, wait=False)
             deadline = time.monotonic() + self.ready_timeout_s
             for workload, endpoint in self.endpoints.items():
                 self._wait_ready(f"{workload}/predictor", endpoint.predictor_rest_url, workload, deadline)
                 self._wait_ready(f"{workload}/transformer", endpoint.rest_url, workload, deadline)
+                if self.drift:
+                    self._wait_drift(workload, deadline)
         except BaseException:
             self.stop()
             raise
@@ -289,7 +347,9 @@ class LocalStack:
         for workload, e in self.endpoints.items():
             rows.append(f"  {workload:<14} REST {e.rest_url}/v2/models/{workload}/infer   gRPC {e.grpc_target}\n"
                         f"  {'':<14} predictor REST {e.predictor_rest_url}  gRPC {e.predictor_grpc_target}  "
-                        f"metrics {e.rest_url}/metrics")
+                        f"metrics {e.rest_url}/metrics"
+                        + (f"\n  {'':<14} drift sidecar {e.drift_url}/v1/drift  metrics {e.drift_url}/metrics"
+                           if self.drift else ""))
         return "\n".join(rows)
 
 

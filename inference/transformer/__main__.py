@@ -24,6 +24,10 @@ def parse_settings(argv: list[str] | None = None):
                         help=TransformerSettings.model_fields["predictor_dispatch"].description)
     parser.add_argument("--predictor_input", choices=["uint8", "fp32"],
                         help=TransformerSettings.model_fields["predictor_input"].description)
+    parser.add_argument("--drift_url", help=TransformerSettings.model_fields["drift_url"].description)
+    parser.add_argument("--drift_log_mode", choices=["all", "request", "response"],
+                        help=TransformerSettings.model_fields["drift_log_mode"].description)
+    parser.add_argument("--drift_queue_size", type=int, help=TransformerSettings.model_fields["drift_queue_size"].description)
     args = parser.parse_args(argv)
     if not args.predictor_host:
         parser.error("--predictor_host host:port is required")

@@ -22,6 +22,7 @@ from inference.batching import DynamicBatcher
 from inference.envelope import BadRequest
 from inference.errors import PredictorUnavailable, RejectedInput
 from inference.reasons import Reason
+from inference.request_logger import RequestLogger
 from inference.responses import JsonInferResponse
 from inference.transformer.heart_disease import HeartDiseaseCodec
 from inference.transformer.pneumonia import PneumoniaCodec
@@ -35,6 +36,7 @@ _CLIENT_REQUEST: contextvars.ContextVar[InferRequest] = contextvars.ContextVar("
 
 
 CODECS = {TABULAR: HeartDiseaseCodec, IMAGE: PneumoniaCodec}  # by schema kind
+LOG_MODES = {TABULAR: "all", IMAGE: "response"}  # what the drift detector of each kind reads
 
 
 def make_codec(workload: str, schema: Schema, settings: TransformerSettings):
@@ -54,6 +56,7 @@ class Transformer(CountedModel):
         self.codec = None
         self._predictor_input = ""  # the predictor's input tensor: the codec's, set at load
         self._decode_pool: ThreadPoolExecutor | None = None
+        self.request_logger: RequestLogger | None = None
         self.client = PredictorClient(self.name, predictor_host, predictor_protocol, settings.predictor_timeout_s,
                                       settings.predictor_retries, settings.retry_backoff_ms)
 
@@ -68,6 +71,11 @@ class Transformer(CountedModel):
                                       self.settings.batch_max_wait_ms,
                                       max_in_flight=self.settings.predictor_max_in_flight,
                                       dispatch=self.settings.predictor_dispatch or self.codec.dispatch)
+        if self.settings.drift_url and self.request_logger is None:
+            mode = self.settings.drift_log_mode or LOG_MODES[served.schema.kind]
+            self.request_logger = RequestLogger(self.settings.drift_url, self.name, mode,
+                                                queue_size=self.settings.drift_queue_size)
+            log.info("transformer %s logs predictor calls (%s) to %s", self.name, mode, self.settings.drift_url)
         self.ready = True
         log.info("transformer %s ready with schema of %s v%s; predictor %s (%s)", self.name, manifest.model_name,
                  manifest.model_version, self.client.host, self.client.protocol)
@@ -78,6 +86,8 @@ class Transformer(CountedModel):
             self.batcher.close()
         if self._decode_pool is not None:
             self._decode_pool.shutdown(wait=False, cancel_futures=True)
+        if self.request_logger is not None:
+            self.request_logger.close()
         super().stop()
 
     def get_input_types(self) -> list[dict]:
@@ -114,6 +124,8 @@ class Transformer(CountedModel):
         outputs = {out.name: out.as_numpy() for out in response.outputs}
         if self.codec.predictor_output not in outputs:
             raise PredictorUnavailable(self.name, f"the predictor answered without '{self.codec.predictor_output}'")
+        if self.request_logger is not None:  # what KServe's logger in front of the predictor would send
+            self.request_logger.log({self._predictor_input: rows}, outputs)
         return [outputs[self.codec.predictor_output]]
 
     async def predict(self, payload: np.ndarray, headers=None, response_headers=None) -> dict[str, np.ndarray]:

@@ -44,6 +44,14 @@ class TransformerSettings(BundleSettings):
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="REST bodies over this are rejected (400).")
     max_image_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest encoded image file (else 400).")
     max_pixels: int | None = Field(None, ge=1, description="Largest image width×height; default: the bundle's.")
+    drift_url: str | None = Field(None, description="The drift sidecar's URL: every predictor call is sent there as "
+                                                    "the KServe request logger's CloudEvents (locally; in a cluster "
+                                                    "KServe's own logger does it). Unset: nothing is sent.")
+    drift_log_mode: Literal["all", "request", "response"] | None = Field(
+        None, description="What is sent (KServe's logger mode); default: all for tabular workloads, response "
+                          "for image ones (their detector reads the embedding: images are never sent).")
+    drift_queue_size: int = Field(10_000, ge=1, description="Predictor calls waiting to be sent; past it they are "
+                                                            "dropped and counted, never waited for.")
     threshold: float | None = Field(None, ge=0, le=1, description="Decision threshold; default: the bundle's.")
     risk_medium: float | None = Field(None, ge=0, le=1, description="P(disease) from which risk is Medium.")
     risk_high: float | None = Field(None, ge=0, le=1, description="P(disease) from which risk is High.")
