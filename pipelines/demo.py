@@ -22,6 +22,7 @@ import numpy as np
 from bundle import locate, open_bundle
 from bundle.schema import ImageSchema
 from components.pneumonia.phantom import render
+from pipelines import drift_demo
 from pipelines.local_stack import LocalStack, Ports, champion_bundles, home_log_dir, s3_config
 
 HEART_EXAMPLES = [
@@ -63,9 +64,14 @@ def heart_request(records: list[dict]) -> dict:
 def bundle_schema(uri: str, workload: str):
     """The typed input schema of the bundle at ``uri`` (an ``s3://`` bundle is fetched into a scratch
     folder, removed once it is read)."""
+    return served_bundle(uri, workload).schema
+
+
+def served_bundle(uri: str, workload: str):
+    """The bundle at ``uri``, read (an ``s3://`` bundle is fetched into a scratch folder, removed once read)."""
     with tempfile.TemporaryDirectory(prefix=f"clinops-demo-{workload}-") as scratch:
         folder = locate(uri, workload, s3=s3_config(), cache_dir=Path(scratch))
-        return open_bundle(folder, workload).schema
+        return open_bundle(folder, workload)
 
 
 def example_images(schema: ImageSchema) -> list[tuple[str, bytes]]:
@@ -148,6 +154,15 @@ def run_demo(bundles: dict[str, str] | None = None, ports: dict[str, Ports] | st
                 summary["workloads"][workload] = {"endpoint": endpoint.infer_url, "grpc": endpoint.grpc_target,
                                                   "bundle": bundles[workload], "ok": ok, **result}
                 if not ok:
+                    summary["status"] = "failed"
+            for workload, endpoint in stack.endpoints.items():
+                try:
+                    served = served_bundle(bundles[workload], workload)
+                    drift = drift_demo.run(endpoint, workload, served.schema, served.drift.window.size)
+                except Exception as err:  # the summary says what failed
+                    drift = {"error": f"{type(err).__name__}: {err}", "complete": False}
+                summary["workloads"][workload]["drift"] = drift
+                if not drift.get("complete"):
                     summary["status"] = "failed"
     except (RuntimeError, TimeoutError) as err:
         print(f"[serving] the stack did not start: {err}")

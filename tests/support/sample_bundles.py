@@ -100,8 +100,12 @@ def write_pneumonia(folder: Path, height: int = 32, width: int = 32, channels: i
     scripted.save(str(writer.model_path))
     writer.write_model_config(TorchModelConfig(variant, ("NORMAL", "PNEUMONIA"), embedding_dim))
     writer.write_schema(pneumonia_schema(height, width, channels))
-    reference = np.random.default_rng(0).normal(size=(50, embedding_dim)).astype("float32")
-    np.savez(writer.drift_reference_path, embedding=reference)
+    # the reference: the module's embeddings of uniform-noise images (what the tests send as in-distribution),
+    # normalised as the predictor does
+    pixels = np.random.default_rng(0).integers(0, 256, size=(200, channels, height, width)).astype("float32")
+    with torch.no_grad():
+        _, embedding = module(torch.from_numpy((pixels / 255 - 0.5) / 0.25))
+    np.savez(writer.drift_reference_path, embedding=embedding.numpy().astype("float32"))
     writer.write_drift(KSDriftSettings("embedding", embedding_dim))
     writer.finish()
     return Path(folder)
