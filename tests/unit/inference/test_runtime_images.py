@@ -91,3 +91,27 @@ def test_a_runtime_imports_nothing_its_image_lacks(runtime):
             f"print(sorted(m for m in {sorted(forbidden)!r} if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert done.stdout.strip() == "[]", f"{runtime} imports {done.stdout.strip()}"
+
+
+def test_the_drift_image_installs_its_own_environment_and_starts_the_sidecar():
+    body = stages()["drift"]
+    assert "-r requirements/drift.txt" in body and "constraints.txt" not in body  # another resolve entirely
+    assert '"-m", "inference.drift"' in body and "USER 1000" in body
+    pins = dict(line.split("#", 1)[0].strip().split("==") for line in
+                (ROOT / "requirements" / "drift.txt").read_text().splitlines() if "==" in line)
+    assert pins["alibi-detect"] == "0.11.4"  # the last Apache-2.0 release; later ones are BSL
+    assert pins["numpy"].startswith("1.24")
+
+
+def test_the_drift_sidecar_imports_nothing_of_the_main_environment():
+    """Under the drift environment's interpreter, which has no kserve, torch or pydantic 2 at all."""
+    from pipelines.local_stack import drift_python
+
+    if not Path(drift_python()).exists():
+        pytest.fail(f"no drift environment at {drift_python()}: `make venv` builds it")
+    forbidden = sorted(NEVER | {"kserve", "torch", "sklearn", "pydantic_settings", "fastapi"})
+    code = ("import sys, inference.drift.__main__, inference.drift.app, inference.drift.detectors\n"
+            f"print(sorted(m for m in {forbidden!r} if m in sys.modules))")
+    done = subprocess.run([drift_python(), "-c", code], capture_output=True, text=True, cwd=ROOT, check=True,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
