@@ -28,7 +28,8 @@ def stack(bundles, tmp_path_factory):
     """Both workloads, transformer → predictor over V2 gRPC (the default), on free ports."""
     small_limits = ["--max_body_bytes", str(2 * 1024 * 1024)]
     with LocalStack({k: str(v) for k, v in bundles.items()}, ports="ephemeral",
-                    log_dir=tmp_path_factory.mktemp("logs"), ready_timeout_s=120,
+                    log_dir=tmp_path_factory.mktemp("logs"), drift_dir=tmp_path_factory.mktemp("drift"),
+                    ready_timeout_s=120,
                     extra_args={"heart-disease/transformer": small_limits,
                                 "pneumonia/transformer": small_limits}) as running:
         yield running

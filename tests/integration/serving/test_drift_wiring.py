@@ -1,0 +1,119 @@
+"""The real local stack with both drift sidecars: client traffic through the transformers reaches each
+sidecar as the KServe logger's events, verdicts and metrics come out, and a sidecar killed mid-stream
+and restarted loses nothing that the transformers sent."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from images import encode, random_image
+from support import sample_bundles
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+HEART_WINDOW = 50  # the sample bundle's window
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.status == 200
+        return json.loads(response.read())
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read().decode()
+
+
+def _metric(text: str, name: str, **labels) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def heart_body(rows: np.ndarray, names: list[str]) -> dict:
+    return {"inputs": [{"name": name, "shape": [len(rows)], "datatype": "FP64",
+                        "data": [None if np.isnan(v) else float(v) for v in rows[:, j]]}
+                       for j, name in enumerate(names)]}
+
+
+def wait_windows(drift_url: str, count: int, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = json.loads(_get(f"{drift_url}/v1/drift?limit=200"))
+        if status["windows_tested"] >= count or time.monotonic() > deadline:
+            return status
+        time.sleep(0.2)
+
+
+def test_traffic_through_the_transformer_reaches_the_heart_disease_sidecar(stack, heart_schema):
+    endpoint = stack.endpoints["heart-disease"]
+    names = list(heart_schema.feature_order)
+    before = wait_windows(endpoint.drift_url, 0)["windows_tested"]
+    rows = sample_bundles.heart_rows(heart_schema, 2 * HEART_WINDOW, seed=21)
+    older = rows.copy()
+    older[:, names.index("age")] = np.clip(older[:, names.index("age")] + 30, 1, 110)
+    for block in (rows[:HEART_WINDOW], rows[HEART_WINDOW:], older[:HEART_WINDOW], older[HEART_WINDOW:]):
+        _post(endpoint.infer_url, heart_body(block, names))  # one request = one predictor call = one window
+    status = wait_windows(endpoint.drift_url, before + 4)
+    verdicts = status["verdicts"][-4:]
+    assert status["windows_tested"] == before + 4
+    assert [v["window"]["rows"] for v in verdicts] == [HEART_WINDOW] * 4
+    assert [v["is_drift"] for v in verdicts[2:]] == [True, True]
+    ages = [{t["name"]: t["p_val"] for t in v["features"]}["age"] for v in verdicts]
+    assert max(ages[2:]) < 1e-6 < min(ages[:2])
+    assert all(v["rows_tested"] == {"inputs": HEART_WINDOW, "outputs": HEART_WINDOW} for v in verdicts)
+    transformer = _get(f"{endpoint.rest_url}/metrics")
+    assert _metric(transformer, "clinops_request_log_sent_total", model="heart-disease", type="response") >= 4
+    assert _metric(transformer, "clinops_request_log_dropped_total", model="heart-disease") == 0
+    sidecar = _get(f"{endpoint.drift_url}/metrics")
+    assert _metric(sidecar, "clinops_drift_is_drift", workload="heart-disease") == 1
+
+
+def test_pneumonia_sidecar_reads_embeddings_from_responses_only(stack):
+    endpoint = stack.endpoints["pneumonia"]
+    files = [encode(random_image(40, 36, 1, seed=s)) for s in range(8)]
+    _post(endpoint.infer_url, {"inputs": [{"name": "image", "shape": [len(files)], "datatype": "BYTES",
+                                            "data": [base64.b64encode(f).decode() for f in files]}]})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        sidecar = _get(f"{endpoint.drift_url}/metrics")
+        if _metric(sidecar, "clinops_drift_events_processed_total", workload="pneumonia", type="response") >= 1:
+            break
+        time.sleep(0.2)
+    assert _metric(sidecar, "clinops_drift_events_processed_total", workload="pneumonia", type="response") >= 1
+    assert _metric(sidecar, "clinops_drift_events_received_total", workload="pneumonia", type="request") == 0
+    status = json.loads(_get(f"{endpoint.drift_url}/v1/drift"))
+    assert status["detector"] == "KSDrift" and status["window"]["rows"] + 100 * status["windows_tested"] >= 8
+
+
+def test_a_sidecar_killed_mid_stream_loses_nothing_the_transformer_sent(stack, heart_schema):
+    endpoint = stack.endpoints["heart-disease"]
+    names = list(heart_schema.feature_order)
+    first = wait_windows(endpoint.drift_url, 0)
+    start_rows = first["window"]["rows"] + sum(v["window"]["rows"] for v in first["verdicts"])
+    assert len(first["verdicts"]) == first["windows_tested"]  # all of them in view: the sums below are whole
+    rows = sample_bundles.heart_rows(heart_schema, 120, seed=33)
+    for i in range(0, 120, 6):
+        if i == 60:
+            stack.kill_drift("heart-disease")  # kill -9: the transformer's logger retries while it is down
+            time.sleep(0.5)
+            stack.start_drift("heart-disease")
+        _post(endpoint.infer_url, heart_body(rows[i:i + 6], names))  # requests never wait for the sidecar
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = json.loads(_get(f"{endpoint.drift_url}/v1/drift?limit=200"))
+        seen = status["window"]["rows"] + sum(v["window"]["rows"] for v in status["verdicts"])
+        if seen >= start_rows + 120:
+            break
+        time.sleep(0.3)
+    assert status["windows_tested"] > first["windows_tested"]
+    assert seen == start_rows + 120  # every row sent, once, across the restart
+    transformer = _get(f"{endpoint.rest_url}/metrics")
+    assert _metric(transformer, "clinops_request_log_dropped_total", model="heart-disease") == 0
