@@ -13,3 +13,8 @@ def test_demo_serves_examples_for_every_bundle_and_stops(bundles):
     assert all(0 <= e["probability"] <= 1 and e["risk_level"] in {"Low", "Medium", "High"} for e in heart["examples"])
     pneumonia = summary["workloads"]["pneumonia"]
     assert [e["label"] in {"NORMAL", "PNEUMONIA"} for e in pneumonia["examples"]] == [True] * 3
+    # the drift part: four windows per workload, each through the transformer to the sidecar and tested
+    for name in ("heart-disease", "pneumonia"):
+        drift = summary["workloads"][name]["drift"]
+        assert drift["complete"] and len(drift["windows"]) == 4, drift
+        assert drift["flagged_shifted"] == 2  # the sample bundles' references are synthetic: shifted is far off
