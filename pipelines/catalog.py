@@ -1,7 +1,8 @@
 """The workloads' pipelines, in the order ``clinops run`` runs them: the workload catalog
 (:mod:`bundle.workloads`) names the workloads, this maps each to its pipeline module, which exposes
 ``PIPELINE`` (a ``@dsl.pipeline``), ``PROFILES`` (pipeline arguments per profile name) and
-``DEFAULT_PROFILE``.
+``DEFAULT_PROFILE``. Pipelines that watch every workload rather than train one (monitoring) are listed
+apart, so the workload mapping stays one training pipeline per workload; ``make compile`` compiles both.
 """
 
 from __future__ import annotations
@@ -26,6 +27,20 @@ def in_catalog_order(modules: dict[str, str], names: tuple[str, ...]) -> dict[st
 
 
 WORKLOADS: dict[str, str] = in_catalog_order(PIPELINE_MODULES, workloads.NAMES)
+
+
+# name → module exposing ``PIPELINE`` and ``PIPELINE_NAME``; compiled to pipelines/compiled/<name>.yaml
+SHARED_PIPELINES: dict[str, str] = {
+    "monitoring": "pipelines.monitoring",
+}
+COMPILED: tuple[str, ...] = (*WORKLOADS, *SHARED_PIPELINES)
+
+
+def load_pipeline(name: str) -> ModuleType:
+    """A workload's training pipeline module or a shared pipeline's module, by its compiled name."""
+    if name in SHARED_PIPELINES:
+        return importlib.import_module(SHARED_PIPELINES[name])
+    return load(name)
 
 
 def load(workload: str) -> ModuleType:
