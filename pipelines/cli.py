@@ -90,6 +90,17 @@ def cmd_serve(_args) -> int:
     return local_stack.main([])
 
 
+def cmd_monitor(args) -> int:
+    """The monitoring pipeline for one workload: drift report of the last hours, retraining if allowed."""
+    from pipelines import monitoring
+
+    overrides = {"log_dir": args.log_dir} if args.log_dir else {}
+    record = monitoring.run(args.workload, args.hours, args.retrain, **overrides)
+    print(f"[{args.workload}] {record['verdict']}\n    report: {record['artifacts']['html']}\n"
+          f"    summary: {record['artifacts']['markdown']}\n    {record['outcome']}")
+    return 0
+
+
 def cmd_manifests(_args) -> int:
     from pipelines import manifests
 
@@ -113,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("compile", help="compile every pipeline to IR YAML").set_defaults(func=cmd_compile)
     sub.add_parser("serve", help="start the local serving stack").set_defaults(func=cmd_serve)
+    monitor = sub.add_parser("monitor", help="drift report of a workload's logged observations (kfp.local)")
+    monitor.add_argument("workload", choices=list(catalog.WORKLOADS))
+    monitor.add_argument("--hours", type=float, default=24.0, help="the period: this many hours back from now")
+    monitor.add_argument("--retrain", action="store_true", help="start the training pipeline when drift is found")
+    monitor.add_argument("--log-dir", help="the observation log (default: $CLINOPS_HOME/drift/<workload>)")
+    monitor.set_defaults(func=cmd_monitor)
+
     sub.add_parser("manifests", help="render every kustomize entry point").set_defaults(func=cmd_manifests)
     return parser
 
