@@ -95,7 +95,11 @@ def cmd_monitor(args) -> int:
     from pipelines import monitoring
 
     overrides = {"log_dir": args.log_dir} if args.log_dir else {}
-    record = monitoring.run(args.workload, args.hours, args.retrain, **overrides)
+    try:
+        record = monitoring.run(args.workload, args.hours, args.retrain, **overrides)
+    except RuntimeError as err:  # a task failed: its own log above names the cause
+        print(f"clinops monitor: {err}", file=sys.stderr)
+        return 1
     print(f"[{args.workload}] {record['verdict']}\n    report: {record['artifacts']['html']}\n"
           f"    summary: {record['artifacts']['markdown']}\n    {record['outcome']}")
     return 0
