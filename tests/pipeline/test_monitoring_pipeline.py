@@ -161,3 +161,22 @@ def test_an_in_distribution_period_does_not_drift_and_an_empty_one_says_so(watch
         assert "No observations for heart-disease" in Path(empty["artifacts"][kind]).read_text()
     assert json.loads(Path(empty["artifacts"]["json"]).read_text())["evidently"] is None
     assert temp_leftovers() == []
+
+
+def test_a_wide_embedding_is_reported_on_reference_components(clinops_home, tmp_path, temp_leftovers):
+    folder = sample_bundles.write_pneumonia(tmp_path / "pneumonia", embedding_dim=32)
+    with np.load(folder / "drift" / "reference.npz") as npz:
+        reference = npz["embedding"]
+    log_dir = tmp_path / "log"
+    (log_dir / SEGMENTS).mkdir(parents=True)
+    now = time.time()
+    moved = reference[:100] * 1.5 + 0.3  # e.g. a new scanner's contrast
+    (log_dir / SEGMENTS / segment_name(1)).write_text("".join(
+        Record(i + 1, now - 100 + i, f"e{i}", "response", (tuple(map(float, row)),)).to_line()
+        for i, row in enumerate(moved)))
+    record = monitoring.run("pneumonia", hours=1, log_dir=str(log_dir), bundle_uri=str(folder), max_dims=8)
+    assert record["drift"] is True and record["rows_current"] == 100 and record["rows_reference"] == 200
+    assert [c["column"] for c in record["columns"]] == [f"pc{i}" for i in range(1, 9)]
+    assert record["notes"][0].startswith("Embedding: 32 dimensions projected on the first 8 principal components")
+    assert "principal components of the reference" in Path(record["artifacts"]["markdown"]).read_text()
+    assert temp_leftovers() == []
