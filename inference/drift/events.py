@@ -49,11 +49,12 @@ def parse(headers: dict[str, str], body: bytes) -> InferenceEvent:
         event = from_http(headers, body)
     except (GenericException, ValueError, TypeError, KeyError, AttributeError) as err:
         raise BadEvent("not_a_cloudevent", f"not a CloudEvent: {_short(err)}") from None
-    kind = TYPES.get(event.get("type"))
+    ce_type = event.get("type")
+    kind = TYPES.get(ce_type) if isinstance(ce_type, str) else None  # a structured envelope may hold any JSON
     if kind is None:
         raise BadEvent("event_type", f"ce-type {event.get('type')!r}: expected {REQUEST_TYPE} or {RESPONSE_TYPE}")
     event_id = event.get("id")
-    if not event_id or len(event_id) > MAX_ID_LENGTH:
+    if not isinstance(event_id, str) or not event_id or len(event_id) > MAX_ID_LENGTH:
         raise BadEvent("event_id", f"ce-id must be 1 to {MAX_ID_LENGTH} characters")
     data = event.data
     if isinstance(data, (bytes, bytearray, str)):
@@ -112,7 +113,10 @@ def _flat(value, where: str) -> np.ndarray:
         array = np.array(value, dtype=object)
         if array.dtype == object and array.ndim > 0 and any(isinstance(v, list) for v in array.ravel()):
             raise ValueError("ragged")
-        return np.array([math.nan if v is None else float(v) for v in array.ravel()], dtype=np.float64)
+        flat = np.array([math.nan if v is None else float(v) for v in array.ravel()], dtype=np.float64)
+        if np.isinf(flat).any():  # JSON's Infinity / 1e400: the log's strict JSON cannot hold it
+            raise ValueError("infinite")
+        return flat
     except (TypeError, ValueError):
         raise BadEvent("data", f"{where}: numbers (or null for missing) in a rectangular list are needed"
                        ) from None
