@@ -1,0 +1,141 @@
+"""The observation log: sequence numbers that survive restarts and crashes, private files, and retention that
+never removes what the detector has not yet used."""
+
+import os
+import stat
+
+import pytest
+
+from bundle import observations
+from bundle.observations import SEGMENTS
+from inference.drift.store import ObservationStore, StoreFull
+
+pytestmark = pytest.mark.unit
+
+NOW = 1_800_000_000.0
+ROW = ((63.0, 1.0, 145.0),)
+LINE = len(observations.Record(1, NOW, "e-1", "request", ROW).to_line())  # every test record has this size
+
+
+def open_store(folder, max_bytes=1 << 20, max_age_s=3600.0, segment_bytes=1 << 20):
+    return ObservationStore(folder, max_bytes=max_bytes, max_age_s=max_age_s, segment_bytes=segment_bytes)
+
+
+def fill(store, first, count, now=NOW):
+    return [store.append(f"e-{i}", "request", ROW, now).seq for i in range(first, first + count)]
+
+
+def test_seq_continues_across_reopen_and_records_read_back_in_order(tmp_path):
+    store = open_store(tmp_path)
+    assert fill(store, 1, 3) == [1, 2, 3]
+    store.close()
+    again = open_store(tmp_path)
+    assert again.next_seq == 4
+    assert fill(again, 4, 2) == [4, 5]
+    again.close()
+    got = list(observations.read(tmp_path))
+    assert [(r.seq, r.id, r.rows) for r in got] == [(i, f"e-{i}", ROW) for i in range(1, 6)]
+
+
+def test_a_half_written_last_line_is_cut_at_reopen_and_its_seq_is_reused(tmp_path):
+    store = open_store(tmp_path)
+    fill(store, 1, 2)
+    store.close()
+    segment = observations.segments(tmp_path)[-1]
+    whole = segment.read_bytes()
+    with segment.open("ab") as handle:  # kill -9 in the middle of write(): never acknowledged
+        handle.write(b'{"seq":3,"t":1800000000.0,"id":"e-3","type":"req')
+    again = open_store(tmp_path)
+    assert segment.read_bytes() == whole
+    assert again.bytes == len(whole)
+    assert again.next_seq == 3
+    assert again.append("e-3", "request", ROW, NOW).seq == 3
+    again.close()
+    assert [r.seq for r in observations.read(tmp_path)] == [1, 2, 3]
+
+
+def test_a_segment_holding_only_a_half_line_restarts_at_its_own_number(tmp_path):
+    store = open_store(tmp_path, segment_bytes=2 * LINE)
+    fill(store, 1, 3)  # segments 1 (two lines) and 3 (one line)
+    store.close()
+    last = observations.segments(tmp_path)[-1]
+    assert last.name == observations.segment_name(3)
+    last.write_bytes(b'{"seq":3,"t":1')
+    again = open_store(tmp_path, segment_bytes=2 * LINE)
+    assert again.next_seq == 3 and last.read_bytes() == b""
+    again.close()
+
+
+def test_files_are_private_to_the_service_user(tmp_path):
+    log_dir = tmp_path / "drift" / "heart-disease"
+    store = open_store(log_dir)
+    fill(store, 1, 1)
+    store.close()
+    assert stat.S_IMODE(os.stat(log_dir).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(log_dir / SEGMENTS).st_mode) == 0o700
+    assert [stat.S_IMODE(p.stat().st_mode) for p in observations.segments(log_dir)] == [0o600]
+
+
+def test_segments_roll_over_at_segment_bytes_and_are_named_by_their_first_seq(tmp_path):
+    store = open_store(tmp_path, segment_bytes=2 * LINE)
+    fill(store, 1, 5)
+    store.close()
+    assert [p.name for p in observations.segments(tmp_path)] == [observations.segment_name(s) for s in (1, 3, 5)]
+
+
+def age(path, seconds):
+    os.utime(path, (NOW - seconds, NOW - seconds))
+
+
+def test_retention_removes_old_segments_only_below_protected_from(tmp_path):
+    store = open_store(tmp_path, max_age_s=100.0, segment_bytes=2 * LINE)
+    fill(store, 1, 6)  # segments 1, 3, 5
+    for path in observations.segments(tmp_path):
+        age(path, 1000)
+    store.protected_from = 4  # seq 4 is not yet tested: segment 3 (seq 3-4) stays
+    store.enforce_retention(NOW)
+    assert [p.name for p in observations.segments(tmp_path)] == [observations.segment_name(s) for s in (3, 5)]
+    assert store.bytes == 4 * LINE
+    store.protected_from = 100  # everything tested: the segment being written stays all the same
+    store.enforce_retention(NOW)
+    assert [p.name for p in observations.segments(tmp_path)] == [observations.segment_name(5)]
+    store.close()
+
+
+def test_retention_keeps_young_segments_while_the_log_is_under_its_size(tmp_path):
+    store = open_store(tmp_path, max_age_s=100.0, segment_bytes=2 * LINE)
+    fill(store, 1, 6)
+    for path in observations.segments(tmp_path):
+        age(path, 50)
+    store.protected_from = 100
+    store.enforce_retention(NOW)
+    assert len(observations.segments(tmp_path)) == 3
+    store.close()
+
+
+def test_retention_removes_tested_segments_oldest_first_when_over_size(tmp_path):
+    store = open_store(tmp_path, max_bytes=5 * LINE, max_age_s=1e12, segment_bytes=2 * LINE)
+    fill(store, 1, 5)  # 5 lines: at the limit
+    store.protected_from = 6
+    assert store.append("e-6", "request", ROW, NOW).seq == 6  # the oldest tested segment makes room
+    assert [p.name for p in observations.segments(tmp_path)] == [observations.segment_name(s) for s in (3, 5)]
+    assert store.bytes == 4 * LINE
+    store.close()
+
+
+def test_a_full_log_of_untested_observations_refuses_and_writes_nothing(tmp_path):
+    store = open_store(tmp_path, max_bytes=4 * LINE, max_age_s=1e12, segment_bytes=2 * LINE)
+    fill(store, 1, 4)
+    store.protected_from = 3  # seq 3 on untested: segment 1 may go, segments 3 and 5 may not
+    assert store.append("e-5", "request", ROW, NOW).seq == 5  # room made by removing segment 1
+    assert store.append("e-6", "request", ROW, NOW).seq == 6
+    before = {p.name: p.read_bytes() for p in observations.segments(tmp_path)}
+    assert list(before) == [observations.segment_name(s) for s in (3, 5)]
+    with pytest.raises(StoreFull):
+        store.append("e-7", "request", ROW, NOW)
+    assert {p.name: p.read_bytes() for p in observations.segments(tmp_path)} == before
+    assert store.next_seq == 7 and store.bytes == 4 * LINE
+    store.protected_from = 5  # the detector caught up: the log accepts again
+    assert store.append("e-7", "request", ROW, NOW).seq == 7
+    assert [r.seq for r in observations.read(tmp_path)] == [5, 6, 7]
+    store.close()
