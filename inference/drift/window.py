@@ -162,6 +162,14 @@ class Windower:
             observation = self._pair(record)
             if observation is not None:
                 self.current.append(observation)
+        # a kept observation made of one half alone (its partner timed out) replays as a waiting half: it was
+        # an observation, in the checkpoint's order (tick appended it after later-completed pairs)
+        kept = {o.id: o for o in self.current}
+        for event_id in checkpoint.retained:
+            if event_id not in kept and event_id in self.pending and event_id not in checkpoint.pending:
+                half = self.pending.pop(event_id)
+                kept[event_id] = _observation(event_id, half, None, half.seq, half.seq)
+        self.current = [kept[i] for i in checkpoint.retained if i in kept]
 
 
 def _observation(event_id: str, first: Record, second: Record | None, first_seq: int, done_seq: int) -> Observation:
