@@ -1,0 +1,266 @@
+"""The sidecar's core without HTTP: what it answers to each event, its backpressure, and a restart after a
+kill -9 that neither loses nor double-counts a row."""
+
+import json
+
+import numpy as np
+import pytest
+from drift_fakes import FakeDetector, event
+
+from bundle import observations
+from bundle.observations import REQUEST, RESPONSE
+from inference.drift.service import DriftService
+from inference.drift.settings import DriftSettings
+from inference.drift.verdicts import FILE as VERDICTS
+
+pytestmark = pytest.mark.unit
+
+W = "heart-disease"
+MARKER = 987.654321  # a feature value that no verdict may repeat
+
+
+class Clock:
+    def __init__(self, now=1_800_000_000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def make(tmp_path, bundle, detector=None, **overrides):
+    settings = DriftSettings(workload=W, log_dir=str(tmp_path / "drift"), **{"window_size": 4, "min_rows": 1,
+                                                                               **overrides})
+    return DriftService(settings, bundle, detector or FakeDetector(), clock=Clock())
+
+
+def rejected(service, reason):
+    return service.metrics.registry.get_sample_value("clinops_drift_events_rejected_total",
+                                                     {"workload": W, "reason": reason}) or 0.0
+
+
+def counter(service, name, **labels):
+    return service.metrics.registry.get_sample_value(f"{name}_total", {"workload": W, **labels}) or 0.0
+
+
+def log_lines(service):
+    return [r for r in observations.read(service.store.log_dir)]
+
+
+def test_good_events_are_acknowledged_with_their_seq_and_unneeded_halves_ignored(tmp_path, heart_bundle):
+    service = make(tmp_path, heart_bundle)
+    first = service.accept(*event("a", [[1.0, 2.0]]))
+    second = service.accept(*event("b", [[3.0, np.nan], [5.0, 6.0]]))
+    assert (first.status, first.body) == (200, {"status": "accepted", "id": "a", "type": REQUEST, "seq": 1})
+    assert (second.status, second.body["seq"]) == (200, 2)
+    ignored = service.accept(*event("a", [[0.7]], kind=RESPONSE))
+    assert (ignored.status, ignored.body["status"]) == (200, "ignored")
+    assert [(r.seq, r.id, len(r.rows)) for r in log_lines(service)] == [(1, "a", 1), (2, "b", 2)]
+    assert counter(service, "clinops_drift_events_processed", type=REQUEST) == 2
+    assert counter(service, "clinops_drift_events_ignored", type=RESPONSE) == 1
+    assert service.metrics.registry.get_sample_value("clinops_drift_window_rows", {"workload": W}) == 3
+    service.close()
+
+
+def test_a_retried_event_is_acknowledged_as_duplicate_and_kept_once(tmp_path, heart_bundle):
+    service = make(tmp_path, heart_bundle)
+    assert service.accept(*event("a", [[1.0, 2.0]])).status == 200
+    again = service.accept(*event("a", [[1.0, 2.0]]))
+    assert (again.status, again.body) == (200, {"status": "duplicate", "id": "a", "type": REQUEST})
+    assert len(log_lines(service)) == 1 and service.windower.rows == 1
+    assert counter(service, "clinops_drift_events_duplicate") == 1
+    service.close()
+    restarted = make(tmp_path, heart_bundle)  # the memory of ids survives a restart, from the log
+    assert restarted.accept(*event("a", [[1.0, 2.0]])).body["status"] == "duplicate"
+    assert restarted.windower.rows == 1
+    restarted.close()
+
+
+@pytest.mark.parametrize("headers, body, reason", [
+    ({"content-type": "application/json"}, b'{"inputs": []}', "not_a_cloudevent"),
+    ({**event("a", [[1.0]])[0], "ce-type": "org.example.other"}, event("a", [[1.0]])[1], "event_type"),
+    ({**event("a", [[1.0]])[0], "ce-id": ""}, event("a", [[1.0]])[1], "event_id"),
+    (event("a", [[1.0]])[0], b"{not json", "body"),
+    (event("a", [[1.0]])[0], b'{"inputs": [{"name": "y", "shape": [1], "datatype": "FP64", "data": [1]}]}',
+     "tensor_missing"),
+    (event("a", [[1.0]])[0], b'{"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}',
+     "datatype"),
+    (event("a", [[1.0]])[0], b'{"inputs": [{"name": "x", "shape": [3], "datatype": "FP64", "data": [1]}]}', "shape"),
+    (event("a", [[1.0]])[0], b'{"inputs": [{"name": "x", "shape": [2], "datatype": "FP64", "data": [1, Infinity]}]}',
+     "data"),
+])
+def test_a_malformed_event_is_a_400_counted_by_reason_and_nothing_is_stored(tmp_path, heart_bundle, headers, body,
+                                                                             reason):
+    service = make(tmp_path, heart_bundle)
+    answer = service.accept(headers, body)
+    assert answer.status == 400 and answer.body["reason"] == reason and answer.body["error"]
+    assert rejected(service, reason) == 1
+    assert log_lines(service) == [] and service.store.next_seq == 1
+    assert service.accept(*event("b", [[1.0]])).status == 200  # and the sidecar goes on
+    service.close()
+
+
+def test_an_oversized_body_is_a_413(tmp_path, heart_bundle):
+    service = make(tmp_path, heart_bundle, max_body_bytes=200)
+    answer = service.accept(*event("big", np.ones((20, 2))))
+    assert answer.status == 413 and answer.body["reason"] == "body_too_large"
+    assert rejected(service, "body_too_large") == 1 and log_lines(service) == []
+    service.close()
+
+
+def test_windows_waiting_for_the_detector_make_the_sender_retry_with_429(tmp_path, heart_bundle):
+    service = make(tmp_path, heart_bundle, window_size=1, max_windows_queued=2)
+    assert [service.accept(*event(f"e{i}", [[1.0]])).status for i in range(2)] == [200, 200]
+    refused = service.accept(*event("e2", [[1.0]]))
+    assert (refused.status, refused.retry_after, refused.body["reason"]) == (429, 1, "backpressure")
+    assert rejected(service, "backpressure") == 1 and len(log_lines(service)) == 2
+    assert service.test_queued() == 2
+    assert service.accept(*event("e2", [[1.0]])).status == 200  # the retry, once the detector caught up
+    service.close()
+
+
+def test_a_full_log_of_untested_observations_is_a_503(tmp_path, heart_bundle):
+    service = make(tmp_path, heart_bundle, window_size=100, max_log_bytes=100)
+    assert service.accept(*event("a", [[1.0, 2.0]])).status == 200
+    assert 50 < service.store.bytes < 100  # one line
+    assert service.accept(*event("b", [[1.0, 2.0]])).status == 200
+    full = service.accept(*event("c", [[1.0, 2.0]]))
+    assert (full.status, full.retry_after, full.body["reason"]) == (503, 5, "log_full")
+    assert rejected(service, "log_full") == 1
+    assert [r.id for r in log_lines(service)] == ["a", "b"]
+    service.close()
+
+
+def send(service, count, first=0, rows_of=lambda i: 1 + i % 3):
+    """Events e<first>… with 1 to 3 rows each (a MARKER in each); returns the rows sent."""
+    total = 0
+    for i in range(first, first + count):
+        n = rows_of(i)
+        answer = service.accept(*event(f"e{i}", [[MARKER, float(i)]] * n))
+        assert answer.status == 200, answer.body
+        total += n
+    return total
+
+
+def verdict_lines(tmp_path):
+    return [json.loads(line) for line in (tmp_path / "drift" / VERDICTS).read_text().splitlines()]
+
+
+def assert_windows_contiguous(verdicts):
+    seqs = [(v["window"]["first_seq"], v["window"]["last_seq"]) for v in verdicts]
+    assert seqs[0][0] == 1
+    for (_, last), (first, _) in zip(seqs, seqs[1:], strict=False):
+        assert first == last + 1, seqs
+
+
+def test_kill_9_before_any_verdict_then_restart_tests_every_row_once(tmp_path, heart_bundle):
+    service = make(tmp_path, heart_bundle, window_size=5)
+    sent = send(service, 13, rows_of=lambda i: 2)  # 26 rows
+    assert len(service.queue) == 4 and service.windower.rows == 2  # windows of 3 events (6 rows), 2 rows wait
+    del service  # kill -9: no close(), no verdict; and a last event cut mid-write, never acknowledged
+    segment = observations.segments(tmp_path / "drift")[-1]
+    with segment.open("ab") as handle:
+        handle.write(b'{"seq":14,"t":1800000000.0,"id":"e13","type":"request","rows":[[98')
+    restarted = make(tmp_path, heart_bundle, window_size=5)
+    assert restarted.store.next_seq == 14
+    assert restarted.test_queued() == 4
+    verdicts = verdict_lines(tmp_path)
+    assert_windows_contiguous(verdicts)
+    assert [v["window"]["rows"] for v in verdicts] == [6, 6, 6, 6]
+    assert sum(v["window"]["rows"] for v in verdicts) + restarted.windower.rows == sent == 26
+    assert restarted.windower.rows == 2
+    assert [v["rows_tested"]["inputs"] for v in verdicts] == [v["window"]["rows"] for v in verdicts]
+    assert restarted.accept(*event("e13", [[1.0, 2.0]])).body["seq"] == 14  # the cut event, retried
+    restarted.close()
+
+
+def test_a_restart_after_verdicts_resumes_the_partly_filled_window(tmp_path, heart_bundle):
+    service = make(tmp_path, heart_bundle, window_size=6)
+    sent = send(service, 10)  # 19 rows
+    assert service.test_queued() == 3
+    tested = sum(v["window"]["rows"] for v in verdict_lines(tmp_path))
+    assert service.windower.rows == sent - tested > 0
+    service.close()
+    restarted = make(tmp_path, heart_bundle, window_size=6)
+    assert restarted.windower.rows == sent - tested and restarted.queue == []
+    assert restarted.verdicts.count == 3
+    sent += send(restarted, 7, first=10)
+    restarted.test_queued()
+    verdicts = verdict_lines(tmp_path)
+    assert_windows_contiguous(verdicts)
+    assert sum(v["window"]["rows"] for v in verdicts) + restarted.windower.rows == sent
+    restarted.close()
+
+
+def test_a_verdict_cut_mid_write_is_tested_again_not_lost_or_counted_twice(tmp_path, heart_bundle):
+    service = make(tmp_path, heart_bundle, window_size=5)
+    sent = send(service, 16, rows_of=lambda i: 1)  # three windows of 5, one row waits
+    service.test_queued()
+    path = tmp_path / "drift" / VERDICTS
+    whole = path.read_bytes()
+    last_start = whole.rstrip(b"\n").rfind(b"\n") + 1
+    path.write_bytes(whole[: last_start + 40])  # kill -9 while writing the third verdict
+    restarted = make(tmp_path, heart_bundle, window_size=5)
+    assert restarted.verdicts.count == 2 and len(restarted.queue) == 1
+    restarted.test_queued()
+    verdicts = verdict_lines(tmp_path)
+    assert len(verdicts) == 3
+    assert_windows_contiguous(verdicts)
+    assert sum(v["window"]["rows"] for v in verdicts) + restarted.windower.rows == sent
+    restarted.close()
+
+
+def test_a_restart_keeps_requests_waiting_for_their_response(tmp_path, heart_bundle):
+    detector = FakeDetector(needs=frozenset({REQUEST, RESPONSE}))
+    service = make(tmp_path, heart_bundle, detector, window_size=3)
+    for i in range(4):
+        service.accept(*event(f"e{i}", [[float(i), 0.0]]))
+        service.accept(*event(f"e{i}", [[0.5]], kind=RESPONSE))
+    service.accept(*event("e4", [[4.0, 0.0]]))  # its response comes after the restart
+    service.test_queued()
+    assert list(service.windower.pending) == ["e4"] and service.windower.rows == 1
+    service.close()
+    detector = FakeDetector(needs=frozenset({REQUEST, RESPONSE}))
+    restarted = make(tmp_path, heart_bundle, detector, window_size=3)
+    assert list(restarted.windower.pending) == ["e4"] and restarted.windower.rows == 1
+    restarted.accept(*event("e4", [[0.5]], kind=RESPONSE))
+    restarted.accept(*event("e5", [[5.0, 0.0]]))
+    restarted.accept(*event("e5", [[0.5]], kind=RESPONSE))
+    assert restarted.test_queued() == 1
+    window = detector.windows[0]
+    assert [(o.id, o.outputs is not None) for o in window.observations] == [("e3", True), ("e4", True), ("e5", True)]
+    restarted.close()
+
+
+def test_verdicts_hold_counts_and_p_values_never_payload_values(tmp_path, heart_bundle):
+    service = make(tmp_path, heart_bundle, window_size=4, alert_url=None)
+    send(service, 6)
+    assert service.test_queued() >= 2
+    text = (tmp_path / "drift" / VERDICTS).read_text()
+    assert str(MARKER) not in text and "987.65" not in text
+    assert str(MARKER) in (observations.segments(tmp_path / "drift")[0]).read_text()  # it was sent and logged
+    verdict = json.loads(text.splitlines()[0])
+    assert verdict["features"] == [{"name": "x0", "test": "KS", "p_val": 0.5, "distance": 0.1}]
+    assert verdict["model_name"] == "heart-disease-sample" and verdict["detector"] == "FakeDrift"
+    service.close()
+
+
+def test_a_detector_error_is_recorded_as_an_untested_verdict_and_counted(tmp_path, heart_bundle):
+    service = make(tmp_path, heart_bundle, FakeDetector(fail=True), window_size=2)
+    send(service, 2, rows_of=lambda i: 1)
+    assert service.test_queued() == 1
+    verdict = verdict_lines(tmp_path)[0]
+    assert (verdict["tested"], verdict["is_drift"]) == (False, False)
+    assert verdict["error"] == "RuntimeError: the detector broke"
+    assert counter(service, "clinops_drift_detector_errors") == 1 and service.queue == []
+    service.close()
+
+
+def test_a_drifted_window_sets_the_gauges(tmp_path, heart_bundle):
+    service = make(tmp_path, heart_bundle, FakeDetector(drift_above=100.0), window_size=2)
+    send(service, 2, rows_of=lambda i: 1)  # first feature MARKER: above 100
+    service.test_queued()
+    registry = service.metrics.registry
+    assert registry.get_sample_value("clinops_drift_is_drift", {"workload": W}) == 1
+    assert registry.get_sample_value("clinops_drift_windows_total", {"workload": W, "drift": "true"}) == 1
+    assert registry.get_sample_value("clinops_drift_p_value", {"workload": W, "feature": "x0"}) == 0.5
+    service.close()
