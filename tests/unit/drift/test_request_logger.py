@@ -1,0 +1,182 @@
+"""The transformer's request logger against a small local HTTP server: what it sends, its retries, and that a
+slow, refusing or dead sidecar costs the request path nothing and every lost event is counted."""
+
+import json
+import socket
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY
+
+from inference.request_logger import REQUEST_TYPE, RESPONSE_TYPE, RequestLogger
+
+pytestmark = pytest.mark.unit
+
+
+class Sidecar:
+    """Records every POST; answers with the scripted statuses in turn, then 200."""
+
+    def __init__(self, statuses=()):
+        self.received: list[tuple[dict, dict]] = []
+        self.statuses = list(statuses)
+        sidecar = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["content-length"]))
+                sidecar.received.append(({k.lower(): v for k, v in self.headers.items()}, json.loads(body)))
+                status = sidecar.statuses.pop(0) if sidecar.statuses else 200
+                self.send_response(status)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def sidecar_factory():
+    started = []
+
+    def start(statuses=()):
+        started.append(Sidecar(statuses))
+        return started[-1]
+
+    yield start
+    for sidecar in started:
+        sidecar.close()
+
+
+def model() -> str:
+    return f"m-{uuid.uuid4().hex[:8]}"  # the counters are process-wide: one label per test
+
+
+def count(name, model_name, **labels):
+    return REGISTRY.get_sample_value(f"{name}_total", {"model": model_name, **labels}) or 0.0
+
+
+def wait_for(condition, timeout_s=5.0):
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_request_and_response_share_an_id_with_types_extensions_and_v2_bodies(sidecar_factory):
+    sidecar, name = sidecar_factory(), model()
+    logger = RequestLogger(sidecar.url, name, namespace="clinical")
+    logger.log({"features": np.array([[63.0, np.nan], [41.0, 1.0]])}, {"predict_proba": np.array([[0.2, 0.8]] * 2)})
+    logger.close()
+    assert len(sidecar.received) == 2
+    (req_headers, req_body), (resp_headers, resp_body) = sidecar.received
+    assert req_headers["ce-id"] == resp_headers["ce-id"] == req_body["id"] == resp_body["id"]
+    assert (req_headers["ce-type"], resp_headers["ce-type"]) == (REQUEST_TYPE, RESPONSE_TYPE)
+    for headers in (req_headers, resp_headers):
+        assert headers["ce-specversion"] == "1.0" and headers["content-type"] == "application/json"
+        assert (headers["ce-inferenceservicename"], headers["ce-namespace"], headers["ce-component"],
+                headers["ce-endpoint"]) == (name, "clinical", "predictor", "default")
+    assert req_body["inputs"] == [{"name": "features", "shape": [2, 2], "datatype": "FP64",
+                                   "data": [63.0, None, 41.0, 1.0]}]
+    assert resp_body["outputs"][0]["name"] == "predict_proba" and resp_body["outputs"][0]["data"] == [0.2, 0.8] * 2
+    assert count("clinops_request_log_sent", name, type="request") == 1
+    assert count("clinops_request_log_sent", name, type="response") == 1
+
+
+def test_the_sidecar_accepts_what_the_logger_sends(sidecar_factory, tmp_path, heart_bundle):
+    from drift_fakes import FakeDetector
+
+    from inference.drift.service import DriftService
+    from inference.drift.settings import DriftSettings
+
+    sidecar, name = sidecar_factory(), model()
+    logger = RequestLogger(sidecar.url, name, mode="request")
+    logger.log({"x": np.array([[1.0, np.nan]])}, {})
+    logger.close()
+    service = DriftService(DriftSettings(log_dir=str(tmp_path / "drift"), window_size=10), heart_bundle,
+                           FakeDetector())
+    headers, body = sidecar.received[0]
+    answer = service.accept(headers, json.dumps(body).encode())
+    assert (answer.status, answer.body["status"], answer.body["seq"]) == (200, "accepted", 1)
+    assert np.isnan(service.windower.current[0].inputs[0, 1])
+    service.close()
+
+
+def test_response_mode_sends_only_responses_and_holds_no_inputs(sidecar_factory):
+    sidecar, name = sidecar_factory(), model()
+    image = np.zeros((1, 1, 256, 256), dtype=np.float32)  # 256 KiB that must not be queued
+    embedding = np.ones((1, 16), dtype=np.float32)
+    logger = RequestLogger(sidecar.url, name, mode="response", queue_bytes=image.nbytes // 2)
+    logger.log({"image": image}, {"embedding": embedding})
+    logger.close()
+    assert count("clinops_request_log_dropped", name, reason="queue_full") == 0
+    assert [h["ce-type"] for h, _ in sidecar.received] == [RESPONSE_TYPE]
+    assert sidecar.received[0][1]["outputs"][0]["shape"] == [1, 16]
+    assert "inputs" not in sidecar.received[0][1]
+
+
+def test_a_refusing_sidecar_is_retried_until_it_accepts(sidecar_factory):
+    sidecar, name = sidecar_factory(statuses=[503, 429]), model()
+    logger = RequestLogger(sidecar.url, name, mode="request", retries=3, backoff_s=0.01)
+    logger.log({"x": np.ones((1, 2))}, {})
+    logger.close()
+    assert len(sidecar.received) == 3 and len({h["ce-id"] for h, _ in sidecar.received}) == 1
+    assert count("clinops_request_log_sent", name, type="request") == 1
+    assert count("clinops_request_log_dropped", name, reason="gave_up") == 0
+
+
+def test_a_bad_request_answer_is_counted_as_refused_without_retries(sidecar_factory):
+    sidecar, name = sidecar_factory(statuses=[400]), model()
+    logger = RequestLogger(sidecar.url, name, mode="request", retries=3, backoff_s=0.01)
+    logger.log({"x": np.ones((1, 2))}, {})
+    logger.close()
+    assert len(sidecar.received) == 1
+    assert count("clinops_request_log_dropped", name, reason="refused") == 1
+    assert count("clinops_request_log_sent", name, type="request") == 0
+
+
+def test_an_unreachable_sidecar_costs_log_nothing_and_the_loss_is_counted():
+    name = model()
+    logger = RequestLogger(f"http://127.0.0.1:{free_port()}/", name, retries=3, backoff_s=0.02, timeout_s=0.5)
+    started = time.perf_counter()
+    for _ in range(3):
+        logger.log({"x": np.ones((1, 2))}, {"p": np.ones((1, 1))})
+    assert time.perf_counter() - started < 0.05  # three calls, while retries of the first are pending
+    assert wait_for(lambda: count("clinops_request_log_dropped", name, reason="gave_up") == 6)
+    logger.close()
+    assert count("clinops_request_log_sent", name, type="request") == 0
+
+
+def test_an_overflowing_queue_drops_and_counts_instead_of_waiting():
+    name = model()
+    logger = RequestLogger(f"http://127.0.0.1:{free_port()}/", name, queue_bytes=100, retries=0, timeout_s=0.5)
+    started = time.perf_counter()
+    logger.log({"x": np.ones((10, 2))}, {"p": np.ones((10, 1))})  # 240 bytes of arrays
+    assert time.perf_counter() - started < 0.05
+    assert count("clinops_request_log_dropped", name, reason="queue_full") == 1
+    logger.close()
+    assert count("clinops_request_log_dropped", name, reason="gave_up") == 0
+
+
+def test_an_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="all, request, response"):
+        RequestLogger("http://127.0.0.1:1/", model(), mode="sometimes")
