@@ -18,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from components.pneumonia.settings import train_settings
+
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayjobs"
 TEMPLATE = Path(__file__).resolve().parents[2] / "manifests" / "rayjob" / "rayjob.yaml"
 
@@ -56,6 +58,8 @@ class RayJobSpec:
     active_deadline_seconds: int = 6 * 3600
     env: dict[str, str] = field(default_factory=dict)
     service_account: str | None = None
+    # Ray Train's checkpoints: shared storage every pod reaches (TrainSettings.rayjob_storage by default)
+    ray_storage: str = field(default_factory=lambda: train_settings().rayjob_storage)
 
 
 @dataclass
@@ -88,7 +92,7 @@ def entrypoint(spec: RayJobSpec) -> str:
             "--output-uri", spec.output_uri, "--config", json.dumps(spec.train_config, sort_keys=True),
             "--n-trials", str(spec.n_trials), "--num-workers", str(spec.num_workers),
             "--cpus-per-worker", str(max(1, spec.cpus_per_worker - 1)), "--study-name", spec.name,
-            "--seed", str(spec.seed)]
+            "--seed", str(spec.seed), "--ray-storage", spec.ray_storage]
     if spec.use_gpu:
         args.append("--use-gpu")
     return shlex.join(args)

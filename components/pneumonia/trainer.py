@@ -2,7 +2,9 @@
 best weights and per-epoch history from its last checkpoint.
 
 Running the same ``name`` under the same ``storage_path`` again resumes from the last checkpoint
-(Ray Train restores it and the loop continues after that epoch).
+(Ray Train restores it and the loop continues after that epoch). ``storage_path`` is a local folder
+(one machine) or ``s3://bucket/prefix`` (:mod:`components.pneumonia.ray_storage`), which every pod of
+a multi-pod RayJob reaches.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.pneumonia import train_loop
+from components.pneumonia import ray_storage, train_loop
 
 
 @dataclass
@@ -94,9 +96,12 @@ def check_resources(num_workers: int, use_gpu: bool, cpus_per_worker: float, wai
 
 
 def fit(config: dict, num_workers: int, use_gpu: bool, storage_path: str, name: str,
-        cpus_per_worker: float = 1.0, copy_to: str | None = None, resource_wait_s: float | None = None) -> TrainOutcome:
+        cpus_per_worker: float = 1.0, copy_to: str | None = None, resource_wait_s: float | None = None,
+        s3=None) -> TrainOutcome:
     """Run the per-worker loop on ``num_workers`` Ray workers (0 = in this process) and return the
-    best weights (copied to ``copy_to`` when given, else left in Ray's storage).
+    best weights (copied to ``copy_to`` when given, else left in Ray's storage; an ``s3://``
+    ``storage_path`` needs ``copy_to``). ``s3``: the S3 connection for an ``s3://`` storage, default the
+    project's settings.
 
     The workers' resources are checked first (:func:`check_resources`): a local Ray has all it will
     ever have, so a shortfall fails at once; a joined cluster (``RAY_ADDRESS``, e.g. a RayJob's) gets
@@ -108,6 +113,14 @@ def fit(config: dict, num_workers: int, use_gpu: bool, storage_path: str, name: 
 
     if resource_wait_s is None:
         resource_wait_s = 300.0 if os.environ.get("RAY_ADDRESS") else 0.0
+    if s3 is None and ray_storage.is_s3(storage_path):
+        from components.common.settings import get_settings
+
+        s3 = get_settings().s3
+    storage = ray_storage.resolve(storage_path, s3)
+    if storage.remote and not copy_to:
+        raise ValueError(f"an s3:// storage_path ({storage_path}) needs copy_to: the weights are read from a "
+                         "local copy")
     check_resources(num_workers, use_gpu, cpus_per_worker, resource_wait_s)
     config = train_loop.resolve_config(config)
     resources = {"CPU": cpus_per_worker} | ({"GPU": 1} if use_gpu else {})
@@ -118,7 +131,8 @@ def fit(config: dict, num_workers: int, use_gpu: bool, storage_path: str, name: 
                                      resources_per_worker=resources if num_workers else None),
         run_config=RunConfig(
             name=name,
-            storage_path=storage_path,
+            storage_path=storage.path,
+            storage_filesystem=storage.filesystem,
             # every checkpoint carries the best weights so far; the last one is all we need
             checkpoint_config=CheckpointConfig(num_to_keep=1),
             failure_config=FailureConfig(max_failures=0),
@@ -133,7 +147,8 @@ def fit(config: dict, num_workers: int, use_gpu: bool, storage_path: str, name: 
         if target.exists():
             shutil.rmtree(target)
         checkpoint.to_directory(str(target))  # straight there: no temporary copy left behind
-        _drop_scratch(Path(checkpoint.path), Path(storage_path))
+        if not storage.remote:
+            _drop_scratch(Path(checkpoint.path), Path(storage_path))
     else:
         target = Path(checkpoint.path)
     history = json.loads((target / train_loop.HISTORY).read_text())

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.common import locks
+from components.common.settings import get_settings
+from components.pneumonia import ray_storage as ray_storage_lib
 from components.pneumonia import trainer
 
 
@@ -45,13 +47,17 @@ class TuneOutcome:
 
 def tune(base_config: dict, n_trials: int, work_dir: Path, *, num_workers: int = 2, use_gpu: bool = False,
          cpus_per_worker: float = 1.0, study_name: str = "pneumonia", storage: str | None = None,
-         seed: int = 0, space: SearchSpace = SearchSpace()) -> TuneOutcome:
-    """Run ``n_trials`` trainings; keep the best one's checkpoint under ``work_dir/best``."""
+         seed: int = 0, space: SearchSpace = SearchSpace(), ray_storage: str | None = None) -> TuneOutcome:
+    """Run ``n_trials`` trainings; keep the best one's checkpoint under ``work_dir/best``.
+
+    ``ray_storage``: where Ray Train checkpoints each trial (``s3://`` for a multi-pod RayJob); default
+    ``work_dir/ray``. A finished search removes its trials' runs there; an interrupted one leaves them,
+    so the same study resumes its trial from the last checkpoint."""
     import optuna
 
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    ray_storage = str(work_dir / "ray")
+    ray_storage = ray_storage or str(work_dir / "ray")
     if storage and storage.startswith("sqlite:///"):
         Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -89,7 +95,12 @@ def tune(base_config: dict, n_trials: int, work_dir: Path, *, num_workers: int =
         shutil.rmtree(final)
     shutil.move(best["outcome"].checkpoint_dir, final)
     best["outcome"].checkpoint_dir = str(final)
-    shutil.rmtree(ray_storage, ignore_errors=True)
+    if ray_storage_lib.is_s3(ray_storage):
+        runs = ray_storage_lib.resolve(ray_storage, get_settings().s3)
+        for trial in trials:
+            runs.delete_run(f"{study_name}-trial-{trial['number']}")
+    else:
+        shutil.rmtree(ray_storage, ignore_errors=True)
     outcome = TuneOutcome(best["outcome"], best["number"], trials, study_name)
     (final / "tuning.json").write_text(json.dumps(outcome.summary(), indent=2))
     return outcome
