@@ -1,9 +1,13 @@
 """The Ray Train per-worker loop, and the pieces it shares with the throughput benchmark.
 
-One code path for CPU and GPU: on CUDA the loop turns on bf16 autocast, ``channels_last``, pinned
-memory and loader workers (and ``torch.compile`` when asked); on CPU the same code runs under gloo.
-Images travel as uint8 NHWC and are normalised on the device (:class:`DeviceBatch`), which is the
-contract's normalisation done where it is cheapest.
+One code path for CPU and GPU: on CUDA the loop turns on bf16 autocast, ``channels_last``,
+``cudnn.benchmark``, fused AdamW and keeps the uint8 training set on the GPU when it fits
+(:mod:`components.pneumonia.device_data`; else a pinned-memory loader), and ``torch.compile`` when
+asked; on CPU the same code runs under gloo, and every one of those switches can be forced on for
+tests. Images travel as uint8 NHWC and are normalised on the device (:class:`DeviceBatch`), which is
+the contract's normalisation done where it is cheapest. Shapes stay fixed (training batches drop the
+tail, evaluation pads its last batch when compiled), so a compiled model compiles once for training
+and once for evaluation.
 
 Every epoch each worker calls ``ray.train.report`` with the metrics; rank 0 attaches a checkpoint
 holding the latest state (to resume) and the best weights so far (what training returns).
@@ -28,8 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from components.pneumonia import batching, device_data, preprocess, split
 from components.pneumonia import model as model_lib
-from components.pneumonia import preprocess, split
 
 LATEST = "latest.pt"
 BEST = "best_model.pt"
@@ -41,8 +45,10 @@ DEFAULTS: dict = {
     "variant": "efficientnet_b0",
     "weights_path": None,
     "epochs": 10,
-    "batch_size": 16,
+    "batch_size": 16,  # global; 0 = per device sized for the variant (batching.per_device_batch) × workers
     "lr": 1e-3,
+    "lr_scaling": "none",  # "linear" or "sqrt": lr scaled by global batch / lr_reference_batch
+    "lr_reference_batch": 16,
     "weight_decay": 1e-4,
     "dropout": 0.2,
     "schedule": "onecycle",  # or "cosine"
@@ -54,7 +60,12 @@ DEFAULTS: dict = {
     "seed": 0,
     "amp": "auto",  # bf16 autocast on CUDA
     "channels_last": "auto",  # on CUDA
+    "cudnn_benchmark": "auto",  # on CUDA: fixed shapes, so the fastest kernels are searched once
+    "fused_optimizer": "auto",  # fused AdamW on CUDA: one kernel for all parameters
+    "device_data": "auto",  # keep the uint8 training set on CUDA and sample there when it fits
+    "device_data_budget": 0.25,  # the share of free device memory it may take
     "compile": False,
+    "compile_backend": "inductor",  # "aot_eager" traces the same graphs without generating code (tests)
     "loader_workers": "auto",
     "resume_from": None,  # a checkpoint folder to continue from (Ray's own checkpoint wins when present)
     "max_steps_per_epoch": 0,  # benchmarks only; 0 = whole epoch
@@ -97,18 +108,30 @@ class Accel:
     channels_last: bool
     pin_memory: bool
     loader_workers: int
+    cudnn_benchmark: bool = False
+    fused_optimizer: bool = False
+    device_data: bool = False
 
     @classmethod
     def choose(cls, device: torch.device, config: dict, cpus: int | None = None) -> Accel:
         cuda = device.type == "cuda"
-        amp = cuda if config["amp"] == "auto" else bool(config["amp"])
-        channels_last = cuda if config["channels_last"] == "auto" else bool(config["channels_last"])
+
+        def switch(key: str) -> bool:
+            return cuda if config[key] == "auto" else bool(config[key])
+
         workers = config["loader_workers"]
         if workers == "auto":
             # uint8 arrays in memory need no decoding; workers only help to overlap pinned copies
             workers = min(4, cpus or os.cpu_count() or 1) if cuda else 0
-        return cls(device, amp and (not cuda or torch.cuda.is_bf16_supported()), channels_last, cuda,
-                   int(workers))
+        return cls(device, switch("amp") and (not cuda or torch.cuda.is_bf16_supported()), switch("channels_last"),
+                   cuda, int(workers), cuda and switch("cudnn_benchmark"), switch("fused_optimizer"),
+                   switch("device_data"))
+
+    def configure_backends(self) -> None:
+        """Process-wide switches: cuDNN's kernel search for fixed shapes, TF32 for the fp32 parts."""
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = self.cudnn_benchmark
+            torch.set_float32_matmul_precision("high")
 
     def autocast(self):
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
@@ -152,6 +175,30 @@ def make_loader(arrays: split.Arrays, batch_size: int, shuffle: bool, accel: Acc
     return DataLoader(ArrayDataset(arrays), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
                       num_workers=accel.loader_workers, pin_memory=accel.pin_memory,
                       persistent_workers=accel.loader_workers > 0, generator=generator)
+
+
+def effective_batch_and_lr(config: dict, world: int, device_type: str, image_size: int) -> tuple[int, float]:
+    """(images per worker, peak learning rate): ``batch_size`` 0 sizes the batch per device for the
+    variant; ``lr_scaling`` scales ``lr`` by the global batch (:mod:`components.pneumonia.batching`)."""
+    if config["batch_size"]:
+        per_worker = max(1, config["batch_size"] // world)
+    else:
+        per_worker = batching.per_device_batch(model_lib.variant_name(config["variant"]), image_size, device_type)
+    lr = batching.scaled_lr(config["lr"], per_worker * world, config["lr_reference_batch"], config["lr_scaling"])
+    return per_worker, lr
+
+
+def make_train_batches(arrays: split.Arrays, per_worker_batch: int, accel: Accel, config: dict, rank: int,
+                       world: int):
+    """This worker's training batches: drawn on the device when ``device_data`` is on and the set fits
+    its budget, else a (Ray-prepared, distributed) loader that drops the short last batch."""
+    import ray.train.torch
+
+    if accel.device_data and device_data.fits(arrays.x.nbytes, accel.device, config["device_data_budget"]):
+        return device_data.DeviceSampler(arrays, per_worker_batch, accel.device, config["seed"], rank, world)
+    return ray.train.torch.prepare_data_loader(
+        make_loader(arrays, per_worker_batch, True, accel, config["seed"],
+                    drop_last=len(arrays) > per_worker_batch * world))
 
 
 def make_scheduler(optimizer, config: dict, steps_per_epoch: int):
@@ -216,22 +263,31 @@ def train_one_epoch(net, batcher: DeviceBatch, loader, optimizer, scheduler, los
 
 
 @torch.no_grad()
-def predict(net, batcher: DeviceBatch, loader, accel: Accel, loss_fn=None):
-    """(P(positive), labels, dataset indices, summed loss) for everything ``loader`` yields."""
+def predict(net, batcher: DeviceBatch, loader, accel: Accel, loss_fn=None, pad_to: int = 0):
+    """(P(positive), labels, dataset indices, summed loss) for everything ``loader`` yields.
+
+    Results stay on the device until the end (one transfer, not a host sync per batch). ``pad_to``:
+    a shorter batch is padded to this many rows (repeats of its last row) and the padding's outputs
+    dropped, so a compiled model never recompiles for the short last batch (rows are independent in
+    eval mode)."""
     net.eval()
-    probs, labels_all, indices, loss_sum = [], [], [], 0.0
+    probs, labels_all, indices = [], [], []
+    loss_sum = torch.zeros((), device=accel.device)
     for images, labels, index in loader:
-        x = batcher(images.to(accel.device, non_blocking=True))
-        labels = labels.to(accel.device)
+        images = images.to(accel.device, non_blocking=True)
+        labels = labels.to(accel.device, non_blocking=True)
+        n = len(labels)
+        if n < pad_to:
+            images = torch.cat([images, images[-1:].expand(pad_to - n, *images.shape[1:])])
         with accel.autocast():
-            logits = net(x).float()
+            logits = net(batcher(images)).float()[:n]
         if loss_fn is not None:
-            loss_sum += float(loss_fn(logits, labels)) * len(labels)
-        probs.append(torch.softmax(logits, 1)[:, 1].cpu())
-        labels_all.append(labels.cpu())
-        indices.append(index.cpu())
-    cat = (lambda t: torch.cat(t).numpy()) if probs else (lambda t: np.zeros(0))
-    return cat(probs), cat(labels_all), cat(indices), loss_sum
+            loss_sum += loss_fn(logits, labels) * n
+        probs.append(torch.softmax(logits, 1)[:, 1])
+        labels_all.append(labels)
+        indices.append(index.to(accel.device, non_blocking=True))
+    cat = (lambda t: torch.cat(t).cpu().numpy()) if probs else (lambda t: np.zeros(0))
+    return cat(probs), cat(labels_all), cat(indices), float(loss_sum)
 
 
 def _gather(values: list) -> list:
@@ -300,10 +356,9 @@ def train_loop_per_worker(config: dict) -> None:
     contract = split.load_contract(data_dir)
     train_arrays, val_arrays = split.load(data_dir, "train"), split.load(data_dir, "val")
 
-    per_worker_batch = max(1, config["batch_size"] // world)
-    train_loader = ray.train.torch.prepare_data_loader(
-        make_loader(train_arrays, per_worker_batch, True, accel, config["seed"],
-                    drop_last=len(train_arrays) > per_worker_batch * world))
+    accel.configure_backends()
+    per_worker_batch, lr = effective_batch_and_lr(config, world, device.type, contract.height)
+    train_loader = make_train_batches(train_arrays, per_worker_batch, accel, config, rank, world)
     val_loader = ray.train.torch.prepare_data_loader(
         make_loader(val_arrays, per_worker_batch * 2, False, accel, config["seed"]))
 
@@ -312,14 +367,16 @@ def train_loop_per_worker(config: dict) -> None:
         net = net.to(memory_format=torch.channels_last)
     net = ray.train.torch.prepare_model(net)
     if config["compile"]:
-        net = torch.compile(net)
+        net = torch.compile(net, backend=config["compile_backend"])
     batcher = DeviceBatch(contract, accel)
     weights = class_weight_tensor(train_arrays.y, config["class_weights"])
     loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+    schedule_config = config | {"lr": lr}  # the peak rate; train_config.json keeps the requested one
+    optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=config["weight_decay"],
+                                  fused=accel.fused_optimizer or None)
     steps = len(train_loader) if not config["max_steps_per_epoch"] else min(len(train_loader),
                                                                             config["max_steps_per_epoch"])
-    scheduler = make_scheduler(optimizer, config, steps)
+    scheduler = make_scheduler(optimizer, schedule_config, steps)
 
     start_epoch, history = 0, []
     state = {"best_auc": -1.0, "best_epoch": -1, "bad_epochs": 0}
@@ -340,7 +397,7 @@ def train_loop_per_worker(config: dict) -> None:
         start_epoch = saved["epoch"] + 1
         # A fresh schedule fast-forwarded, not the saved one: a resumed run may have more epochs,
         # and the learning-rate curve must then follow the new horizon.
-        scheduler = fast_forward(make_scheduler(optimizer, config, steps), start_epoch * steps)
+        scheduler = fast_forward(make_scheduler(optimizer, schedule_config, steps), start_epoch * steps)
         state = {k: saved[k] for k in state}
         if rank == 0:
             _progress(f"resuming after epoch {saved['epoch'] + 1}")
@@ -349,12 +406,14 @@ def train_loop_per_worker(config: dict) -> None:
     previous_folder = None
     label = f"trial {config['trial']} · " if config.get("trial") is not None else ""
     for epoch in range(start_epoch, config["epochs"]):
-        sampler = getattr(train_loader, "sampler", None)
+        sampler = train_loader if isinstance(train_loader, device_data.DeviceSampler) else getattr(
+            train_loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         loss, seen, seconds = train_one_epoch(net, batcher, train_loader, optimizer, scheduler, loss_fn, accel,
                                               config["augment"], config["max_steps_per_epoch"])
-        probs, labels, indices, val_loss = predict(net, batcher, val_loader, accel, loss_fn)
+        probs, labels, indices, val_loss = predict(net, batcher, val_loader, accel, loss_fn,
+                                                   pad_to=per_worker_batch * 2 if config["compile"] else 0)
         # The distributed sampler pads shards with repeats: keep each val image once.
         scored = zip(_gather(probs.tolist()), _gather(labels.tolist()), strict=True)
         merged = dict(zip(_gather(indices.tolist()), scored, strict=True))
@@ -369,7 +428,10 @@ def train_loop_per_worker(config: dict) -> None:
             "val_auc": auc(y, p),
             "images_per_s": images / max(slowest, 1e-9),
             "lr": optimizer.param_groups[0]["lr"],
+            "batch_per_worker": per_worker_batch,
         }
+        if config["compile"]:  # graphs compiled so far on this worker: constant after the first epoch
+            metrics["compiled_graphs"] = int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
         improved = metrics["val_auc"] > state["best_auc"] + config["min_delta"]
         if improved or best_state is None:
             state.update(best_auc=max(metrics["val_auc"], state["best_auc"]), best_epoch=epoch + 1, bad_epochs=0)
