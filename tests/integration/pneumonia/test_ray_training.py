@@ -7,28 +7,9 @@ import json
 
 import pytest
 
-from components.pneumonia import phantom, split, trainer, tuning
+from components.pneumonia import trainer, tuning
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def tiny_splits(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pneumonia")
-    phantom.generate(root / "raw", phantom.PhantomSpec(counts={"train": 48, "val": 24, "test": 16}, size=48))
-    arrays, summary = split.build_splits(str(root / "raw"), split.SplitConfig(32, 32, 1, min_val=8))
-    return split.save(arrays, summary, root / "splits")
-
-
-@pytest.fixture
-def ray_cluster(temp_leftovers):
-    """A local Ray for one test, started inside the test's private TMPDIR: its workers inherit it, so
-    what they leave in their temporary folder counts among the test's leftovers."""
-    import ray
-
-    assert not ray.is_initialized(), "a Ray started elsewhere would hand its own TMPDIR to the workers"
-    with trainer.local_ray(num_cpus=2):
-        yield
 
 
 def test_two_cpu_workers_report_every_epoch_and_resume(tiny_splits, ray_cluster, tmp_path, temp_leftovers):
