@@ -69,24 +69,28 @@ def split(raw: Input[Dataset], image_size: int, channels: int, val_fraction: flo
 def train(splits: Input[Dataset], variant: str, weights_path: str, epochs: int, batch_size: int, lr: float,
           weight_decay: float, dropout: float, schedule: str, patience: int, n_trials: int, num_workers: int,
           use_gpu: bool, compile_model: bool, seed: int, backend: str, rayjob_namespace: str,
-          rayjob_image: str, model: Output[Model], train_metrics: Output[Metrics]):
-    """Optuna over Ray Train: a local Ray here (``backend=local``) or a KubeRay RayJob (``rayjob``)."""
+          rayjob_image: str, model: Output[Model], train_metrics: Output[Metrics], lr_scaling: str = "none",
+          ray_storage: str = ""):
+    """Optuna over Ray Train: a local Ray here (``backend=local``) or a KubeRay RayJob (``rayjob``).
+    Ray Train checkpoints to ``ray_storage``, default the training settings' one for the backend."""
     import json
     from pathlib import Path
 
     from components.pneumonia import entrypoint, tuning
     from components.pneumonia.labels import WORKLOAD
+    from components.pneumonia.settings import train_settings
 
     config = {"variant": variant, "weights_path": weights_path or None, "epochs": epochs,
               "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "dropout": dropout,
-              "schedule": schedule, "patience": patience, "compile": compile_model}
+              "schedule": schedule, "patience": patience, "compile": compile_model, "lr_scaling": lr_scaling}
     out = Path(model.path)
     if backend == "local":
         from components.common.settings import get_settings
 
         result = entrypoint.train(Path(splits.path), out, config, n_trials, num_workers, use_gpu,
                                   study_name=f"pneumonia-{Path(model.path).parent.name}",
-                                  optuna_storage=get_settings().optuna_storage, seed=seed)
+                                  optuna_storage=get_settings().optuna_storage, seed=seed,
+                                  ray_storage=ray_storage or train_settings().ray_storage)
     elif backend == "rayjob":
         from components.common import storage
         from components.pneumonia import rayjob
@@ -94,7 +98,8 @@ def train(splits: Input[Dataset], variant: str, weights_path: str, epochs: int, 
         name = rayjob.job_name(Path(model.path).parent.name)
         spec = rayjob.RayJobSpec(name=name, namespace=rayjob_namespace, image=rayjob_image,
                                  data_uri=splits.uri, output_uri=model.uri, train_config=config,
-                                 n_trials=n_trials, num_workers=num_workers, use_gpu=use_gpu, seed=seed)
+                                 n_trials=n_trials, num_workers=num_workers, use_gpu=use_gpu, seed=seed,
+                                 ray_storage=ray_storage or train_settings().rayjob_storage)
         rayjob.run(spec)
         storage.download_dir(model.uri, out)  # the launcher uploads model.path after this step
         result = json.loads((out / entrypoint.RESULT).read_text())
