@@ -7,10 +7,23 @@ V2 input ``input`` ``[N, C, H, W]``, either
 - FP32 (other numeric types are cast to FP32) already normalised: passed to the model as is.
 UINT8 and FP32 requests are batched separately (never mixed in one forward pass) on one worker thread.
 V2 outputs: ``logits`` FP32 ``[N, 2]`` and ``embedding`` FP32 ``[N, D]`` (what the drift sidecar needs).
+
+Precision policy: the decision threshold and the drift reference were computed in fp32, so fp32 is
+served by default (on a GPU with TF32 matmuls and convolutions, ``allow_tf32``). bf16 or fp16 autocast
+is served only when, at load, its answers on a reference batch (seeded noise images, normalised as
+served) match fp32's: every class probability within ``precision_tolerance`` (default 0.01) and every
+embedding within 5× that relative to its norm. Otherwise the predictor serves fp32 and logs the
+measured difference (``precision_served`` and ``precision_check`` hold the outcome).
+
+On a GPU: the module and its input are ``channels_last``; batches reach the device through pinned
+host buffers (:mod:`inference.torch_predictor.staging`); warm-up runs batch sizes 1 and
+``max_batch_size`` of both input types on the serving thread itself, since CUDA libraries (cuBLAS,
+cuDNN) create their handles and workspaces per thread and the first request must not pay for them.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -30,6 +43,7 @@ from inference.errors import RejectedInput
 from inference.predictor_io import response, single_tensor
 from inference.reasons import Reason
 from inference.torch_predictor.settings import TorchPredictorSettings
+from inference.torch_predictor.staging import PinnedStaging
 
 log = logging.getLogger(__name__)
 # one request's rows and the batcher for their datatype, from preprocess to predict (KServe runs both in
@@ -45,15 +59,31 @@ def pick_device(requested: str):
     return torch.device(requested)
 
 
-def autocast_dtype(device, precision: str):
-    """None on CPU or fp32; bf16/fp16 on GPU."""
+def autocast_dtype(device, precision: str, allow_cpu: bool = False):
+    """The autocast dtype asked for: None for fp32; bf16/fp16 on GPU; on CPU only bf16 and only when
+    ``allow_cpu`` (CPU autocast exists to test the GPU path: most CPUs gain nothing from it)."""
     import torch
 
-    if device.type != "cuda" or precision == "fp32":
+    if precision == "fp32":
         return None
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    if device.type == "cuda":
+        return dtype
+    return dtype if allow_cpu and dtype == torch.bfloat16 else None
+
+
+def precision_gap(reference: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarray, np.ndarray]
+                  ) -> tuple[float, float]:
+    """(largest class-probability difference, largest embedding difference relative to its norm) between
+    two (logits, embedding) answers to the same batch."""
+    def softmax(z):
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    prob = float(np.abs(softmax(candidate[0]) - softmax(reference[0])).max())
+    norm = np.maximum(np.linalg.norm(reference[1], axis=1), 1e-12)
+    emb = float((np.linalg.norm(candidate[1] - reference[1], axis=1) / norm).max())
+    return prob, emb
 
 
 def cpu_budget(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
@@ -89,6 +119,10 @@ class TorchPredictor(CountedModel):
         self.batcher: DynamicBatcher | None = None  # FP32 input, already normalised
         self.pixel_batcher: DynamicBatcher | None = None  # UINT8 pixels, normalised here
         self.num_threads = 0
+        self.channels_last = False
+        self.staging: PinnedStaging | None = None
+        self.precision_served = "fp32"
+        self.precision_check: dict | None = None
         self._mean = self._std = None
 
     def load(self) -> bool:
@@ -106,39 +140,86 @@ class TorchPredictor(CountedModel):
         if self.device.type == "cpu":
             self.num_threads = self.settings.num_threads or cpu_budget()
             torch.set_num_threads(self.num_threads)
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.settings.allow_tf32
+            self.staging = PinnedStaging(self.device, self.settings.max_batch_size, self.input_shape)
+        self.channels_last = cuda if self.settings.channels_last is None else self.settings.channels_last
         self._mean = torch.tensor(image.mean, dtype=torch.float32, device=self.device).reshape(-1, 1, 1)
         self._std = torch.tensor(image.std, dtype=torch.float32, device=self.device).reshape(-1, 1, 1)
-        self.amp_dtype = autocast_dtype(self.device, self.settings.precision)
         self.module = torch.jit.load(str(served.model_path), map_location=self.device).eval()
+        if self.channels_last:
+            self.module = self.module.to(memory_format=torch.channels_last)
         self.batcher = DynamicBatcher(self._forward, self.name, self.settings.max_batch_size, self.settings.max_wait_ms)
         self.pixel_batcher = DynamicBatcher(self._forward_pixels, self.name, self.settings.max_batch_size,
                                             self.settings.max_wait_ms, executor=self.batcher._executor)
-        self.pixel_batcher.run_now(np.zeros((1, *self.input_shape), dtype=np.uint8))
-        logits, embedding = self.batcher.run_now(np.zeros((1, *self.input_shape), dtype=np.float32))
-        if logits.shape != (1, self.config.num_classes) or embedding.shape != (1, self.config.embedding_dim):
-            raise RuntimeError(f"warm-up gave logits {logits.shape}, embedding {embedding.shape}; "
-                               f"model_config.json says {self.config}")
+        self.amp_dtype = None
+        requested = autocast_dtype(self.device, self.settings.precision, self.settings.autocast_on_cpu)
+        if requested is not None:
+            self.amp_dtype = self._checked_autocast(requested)
+        self._warm_up()
         self.ready = True
-        log.info("loaded %s v%s from %s on %s (autocast %s, %s torch threads)", manifest.model_name,
-                 manifest.model_version, served.folder, self.device, self.amp_dtype, self.num_threads or "-")
+        log.info("loaded %s v%s from %s on %s (%s, channels_last %s, %s torch threads)", manifest.model_name,
+                 manifest.model_version, served.folder, self.device, self.precision_served, self.channels_last,
+                 self.num_threads or "-")
         return self.ready
+
+    def _on_serving_thread(self, fn, rows: np.ndarray):
+        """``fn(rows)`` on the batchers' worker thread, the one that serves requests."""
+        return self.batcher._executor.submit(fn, rows).result()
+
+    def _warm_up(self) -> None:
+        """Batch sizes 1 and ``max_batch_size`` of both input types, in the served precision."""
+        for rows in sorted({1, self.settings.max_batch_size}):
+            self._on_serving_thread(self._forward_pixels, np.zeros((rows, *self.input_shape), dtype=np.uint8))
+            logits, embedding = self._on_serving_thread(self._forward,
+                                                        np.zeros((rows, *self.input_shape), dtype=np.float32))
+            if logits.shape != (rows, self.config.num_classes) or embedding.shape != (rows, self.config.embedding_dim):
+                raise RuntimeError(f"warm-up gave logits {logits.shape}, embedding {embedding.shape}; "
+                                   f"model_config.json says {self.config}")
+
+    def _checked_autocast(self, dtype):
+        """``dtype`` when its answers on the reference batch match fp32's within the tolerance, else None."""
+        rows = min(self.settings.max_batch_size, 16)
+        pixels = np.random.default_rng(0).integers(0, 256, size=(rows, *self.input_shape), dtype=np.uint8)
+        exact = self._on_serving_thread(functools.partial(self._forward, pixels=True, amp_dtype=None), pixels)
+        low = self._on_serving_thread(functools.partial(self._forward, pixels=True, amp_dtype=dtype), pixels)
+        prob, emb = precision_gap(exact, low)
+        tolerance = self.settings.precision_tolerance
+        name = self.settings.precision
+        agrees = prob <= tolerance and emb <= 5 * tolerance
+        self.precision_check = {"precision": name, "probability_gap": prob, "embedding_gap": emb,
+                                "tolerance": tolerance, "agrees": agrees}
+        if not agrees:
+            log.warning("%s answers differ from fp32 on the reference batch (probability by %.4g, embedding by "
+                        "%.4g relative; tolerance %.4g, %.4g): serving fp32", name, prob, emb, tolerance,
+                        5 * tolerance)
+            return None
+        self.precision_served = name
+        return dtype
 
     def _forward_pixels(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self._forward(batch, pixels=True)
 
-    def _forward(self, batch: np.ndarray, pixels: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    _SERVED = object()  # amp_dtype default: the precision being served
+
+    def _forward(self, batch: np.ndarray, pixels: bool = False, amp_dtype=_SERVED) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
-        if not batch.flags.writeable:  # one request's bytes straight from the wire (gRPC or binary REST)
-            batch = batch.copy()
+        amp_dtype = self.amp_dtype if amp_dtype is TorchPredictor._SERVED else amp_dtype
         with torch.inference_mode():
-            x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            if self.staging is not None:  # copied into a pinned buffer: read-only wire bytes are fine
+                x = self.staging.to_device(batch)
+            else:
+                if not batch.flags.writeable:  # one request's bytes straight from the wire (gRPC or binary REST)
+                    batch = batch.copy()
+                x = torch.from_numpy(batch).to(self.device)
             if pixels:
                 x = normalise_pixels(x, self._mean, self._std)
-            if self.amp_dtype is not None:
-                with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype):
-                    logits, embedding = self.module(x)
-            else:
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type=self.device.type, dtype=amp_dtype or torch.bfloat16,
+                                enabled=amp_dtype is not None):
                 logits, embedding = self.module(x)
             return (logits.float().cpu().numpy(), embedding.float().cpu().numpy())
 

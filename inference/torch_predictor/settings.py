@@ -17,8 +17,16 @@ class TorchPredictorSettings(BundleSettings):
     model_name: str = Field("pneumonia", description="Name on the V2 endpoints; the transformer's name.")
     workload: str = Field("pneumonia", description="Workload whose champion is served when no bundle is given.")
     device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda', 'cuda:1' …")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="Autocast dtype on GPU; 'auto' is bf16 where supported, else fp16. CPU runs fp32.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="fp32 (TF32 matmuls allowed on GPU, see allow_tf32) matches the fp32 the decision "
+        "threshold and drift reference were computed in; bf16/fp16 autocast on GPU is served only when it "
+        "agrees with fp32 on a reference batch at load (precision_tolerance), else fp32 is served.")
+    precision_tolerance: float = Field(
+        0.01, ge=0, description="Largest |P(class)| difference from fp32 on the load-time reference batch that "
+        "bf16/fp16 may show; the embedding may differ by 5x this, relative to its norm.")
+    allow_tf32: bool = Field(True, description="TF32 tensor cores for fp32 matmuls and convolutions on GPU.")
+    autocast_on_cpu: bool = Field(False, description="Let bf16 autocast run on CPU too (tests of the GPU path).")
+    channels_last: bool | None = Field(None, description="channels_last module and input; default: on CUDA only.")
     max_batch_size: int = Field(32, ge=1, description="Most images one forward pass gets from dynamic batching.")
     max_wait_ms: float = Field(0.0, ge=0, description="Extra wait for more images once a batch has one (0: take "
                                                      "what queued up while the previous forward pass ran).")
