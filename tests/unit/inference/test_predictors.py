@@ -18,8 +18,10 @@ from inference.torch_predictor.model import (
     cpu_budget,
     normalise_pixels,
     pick_device,
+    precision_gap,
 )
 from inference.torch_predictor.settings import TorchPredictorSettings
+from inference.torch_predictor.staging import PinnedStaging
 
 pytestmark = pytest.mark.unit
 
@@ -67,7 +69,7 @@ def test_sklearn_predictor_rejects_bad_tensors(heart_bundle, array, datatype, fr
 
 
 def test_torch_predictor_returns_the_modules_logits_and_embedding(pneumonia_bundle):
-    model = TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle)))
+    model = TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle), device="cpu"))
     assert model.load() and model.ready
     x = np.random.default_rng(0).normal(size=(3, 1, 24, 20)).astype(np.float32)
     out = asyncio.run(call(model, request("input", x, "FP32")))
@@ -83,7 +85,7 @@ def test_torch_predictor_returns_the_modules_logits_and_embedding(pneumonia_bund
 
 
 def test_torch_predictor_normalises_uint8_pixels_itself(pneumonia_bundle):
-    model = TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle)))
+    model = TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle), device="cpu"))
     assert model.load()
     pixels = np.random.default_rng(1).integers(0, 256, size=(2, 1, 24, 20), dtype=np.uint8)
     out = asyncio.run(call(model, request("input", pixels, "UINT8")))
@@ -137,8 +139,12 @@ def test_torch_predictor_threads_default_to_the_cpu_budget(pneumonia_bundle, mon
 def test_device_choice_uses_cuda_only_when_present():
     device = pick_device("auto")
     assert device.type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert autocast_dtype(torch.device("cpu"), "auto") is None
+    assert autocast_dtype(torch.device("cpu"), "bf16") is None  # CPU serves fp32 unless told otherwise
+    assert autocast_dtype(torch.device("cpu"), "bf16", allow_cpu=True) == torch.bfloat16
+    assert autocast_dtype(torch.device("cpu"), "fp16", allow_cpu=True) is None
     assert autocast_dtype(torch.device("cuda"), "fp16") == torch.float16
+    assert autocast_dtype(torch.device("cuda"), "fp32") is None
+    assert TorchPredictorSettings().precision == "fp32"  # the threshold and drift reference are fp32's
 
 
 def test_a_bundle_of_another_workload_or_framework_is_refused(pneumonia_bundle, heart_bundle):
@@ -147,13 +153,13 @@ def test_a_bundle_of_another_workload_or_framework_is_refused(pneumonia_bundle, 
     with pytest.raises(bundle.MalformedFile, match="bundle.json: holds a pytorch model, not sklearn"):
         SklearnPredictor(SklearnPredictorSettings(bundle=str(pneumonia_bundle), workload="pneumonia")).load()
     with pytest.raises(bundle.MalformedFile, match="holds a sklearn model, not pytorch"):
-        TorchPredictor(TorchPredictorSettings(bundle=str(heart_bundle), workload="heart-disease")).load()
+        TorchPredictor(TorchPredictorSettings(bundle=str(heart_bundle), workload="heart-disease", device="cpu")).load()
 
 
 def test_concurrent_requests_each_get_their_own_rows(pneumonia_bundle):
     """The rows travel from preprocess to predict in a context variable: interleaved requests of both
     datatypes never see each other's."""
-    model = TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle)))
+    model = TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle), device="cpu"))
     assert model.load()
     rng = np.random.default_rng(2)
     batches = [rng.integers(0, 256, size=(1 + i % 3, 1, 24, 20), dtype=np.uint8) for i in range(8)]
@@ -172,3 +178,91 @@ def test_concurrent_requests_each_get_their_own_rows(pneumonia_bundle):
             logits, _ = module(torch.from_numpy(x))
         np.testing.assert_allclose(out["logits"], logits.numpy(), rtol=1e-4, atol=1e-5)
     model.stop()
+
+
+def _fp32_answers(bundle_dir, x):
+    module = torch.jit.load(str(bundle_dir / "model.pt"))
+    with torch.inference_mode():
+        logits, embedding = module(torch.from_numpy(x))
+    return logits.numpy(), embedding.numpy()
+
+
+def test_bf16_is_served_only_when_it_matches_fp32_on_the_reference_batch(pneumonia_bundle):
+    """The GPU's autocast branch, forced on CPU: bf16 within the tolerance is served (and its answers are
+    bf16's, not fp32's); beyond it the predictor serves fp32."""
+    x = np.random.default_rng(4).normal(size=(3, 1, 24, 20)).astype(np.float32)
+    logits32, embedding32 = _fp32_answers(pneumonia_bundle, x)
+
+    model = TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle), device="cpu", precision="bf16",
+                                                  autocast_on_cpu=True, precision_tolerance=0.05))
+    assert model.load() and model.precision_served == "bf16" and model.amp_dtype == torch.bfloat16
+    check = model.precision_check
+    assert check["agrees"] and 0 < check["probability_gap"] <= 0.05 and check["embedding_gap"] <= 0.25
+    out = asyncio.run(call(model, request("input", x, "FP32")))
+    assert not np.array_equal(out["logits"], logits32)  # bf16 arithmetic ran
+    np.testing.assert_allclose(out["logits"], logits32, atol=0.1)
+    model.stop()
+
+    model = TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle), device="cpu", precision="bf16",
+                                                  autocast_on_cpu=True, precision_tolerance=0.0))
+    assert model.load() and model.precision_served == "fp32" and model.amp_dtype is None
+    assert model.precision_check["agrees"] is False and model.precision_check["probability_gap"] > 0
+    out = asyncio.run(call(model, request("input", x, "FP32")))
+    np.testing.assert_allclose(out["logits"], logits32, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["embedding"], embedding32, rtol=1e-5, atol=1e-6)
+    model.stop()
+
+
+def test_precision_gap_measures_probabilities_and_relative_embeddings():
+    reference = (np.array([[0.0, 0.0]]), np.array([[3.0, 4.0]]))
+    candidate = (np.array([[0.0, np.log(3.0)]]), np.array([[3.0, 4.5]]))
+    prob, emb = precision_gap(reference, candidate)
+    assert prob == pytest.approx(0.25) and emb == pytest.approx(0.1)
+
+
+def test_channels_last_module_and_input_give_the_same_answers(pneumonia_bundle):
+    model = TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle), device="cpu", channels_last=True))
+    assert model.load() and model.channels_last
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.module.parameters() if p.dim() == 4)
+    pixels = np.random.default_rng(5).integers(0, 256, size=(2, 1, 24, 20), dtype=np.uint8)
+    out = asyncio.run(call(model, request("input", pixels, "UINT8")))
+    logits, embedding = _fp32_answers(pneumonia_bundle, ((pixels / 255.0 - 0.5) / 0.25).astype(np.float32))
+    np.testing.assert_allclose(out["logits"], logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["embedding"], embedding, rtol=1e-5, atol=1e-5)
+    model.stop()
+    assert not TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle), device="cpu")).channels_last
+
+
+def test_warm_up_runs_sizes_1_and_the_maximum_of_both_inputs_on_the_serving_thread(pneumonia_bundle, monkeypatch):
+    import threading
+
+    calls = []
+    forward = TorchPredictor._forward
+
+    def recording(self, batch, pixels=False, **kw):
+        calls.append((threading.current_thread().name, batch.dtype.name, len(batch)))
+        return forward(self, batch, pixels, **kw)
+
+    monkeypatch.setattr(TorchPredictor, "_forward", recording)
+    model = TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle), device="cpu", max_batch_size=6))
+    assert model.load()
+    assert sorted((dtype, rows) for _, dtype, rows in calls) == [
+        ("float32", 1), ("float32", 6), ("uint8", 1), ("uint8", 6)]
+    served = []
+    model.batcher._executor.submit(lambda: served.append(threading.current_thread().name)).result()
+    assert {name for name, _, _ in calls} == set(served) and served[0] != threading.current_thread().name
+    model.stop()
+
+
+def test_pinned_staging_reuses_one_buffer_per_dtype_and_copies_oversize_batches_plainly():
+    staging = PinnedStaging(torch.device("cpu"), 4, (1, 2, 2), pin=torch.cuda.is_available())
+    assert staging.buffers[np.dtype(np.uint8)].is_pinned() == torch.cuda.is_available()
+    first = np.arange(8, dtype=np.uint8).reshape(2, 1, 2, 2)
+    first.setflags(write=False)  # wire bytes are read-only: staging copies them, never writes into them
+    got = staging.to_device(first)
+    assert torch.equal(got, torch.from_numpy(first.copy()))
+    assert got.data_ptr() == staging.buffers[np.dtype(np.uint8)].data_ptr()  # the buffer's head, no new memory
+    oversize = np.ones((5, 1, 2, 2), dtype=np.float32)
+    assert torch.equal(staging.to_device(oversize), torch.ones(5, 1, 2, 2))
+    other = np.ones((1, 1, 3, 3), dtype=np.float32)
+    assert staging.to_device(other).shape == (1, 1, 3, 3)
