@@ -4,10 +4,13 @@ precision and data, in one run. Not a test: ``make bench-train``.
 Both paths run the same step (``train_loop.train_one_epoch``) on the same synthetic uint8 images
 through the same loader; the Ray path adds exactly what training adds (a ``TorchTrainer`` worker,
 ``prepare_model`` / ``prepare_data_loader``, ``ray.train.report``). On CUDA both use bf16 autocast
-and channels_last (as training does); on CPU, fp32 and all cores in both paths.
+and channels_last (as training does); on CPU, fp32 and all cores in both paths unless ``--amp on``
+``--channels-last on`` force the GPU switches (the smoke test does).
 
     python tests/bench/train_throughput.py                       # B0 at 224 px
     python tests/bench/train_throughput.py --variant b4 --image-size 380
+    python tests/bench/train_throughput.py --image-size 32 --batch-size 4 --steps 2 --warmup 1 \
+        --amp on --channels-last on --skip-ray      # the smoke run: the GPU switches forced on CPU
 Results: printed, and written to ``$CLINOPS_HOME/bench/train.json``.
 """
 
@@ -142,6 +145,10 @@ def run_ray(config: dict, cuda: bool) -> dict:
     return metrics
 
 
+def _switch(value: str):
+    return {"auto": "auto", "on": True, "off": False}[value]
+
+
 def main(argv: list[str] | None = None) -> int:
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -152,7 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=_defaults(cuda)["steps"], help="timed optimizer steps")
     parser.add_argument("--warmup", type=int, default=_defaults(cuda)["warmup"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the model in both paths")
-    parser.add_argument("--no-amp", action="store_true", help="fp32 on CUDA too")
+    parser.add_argument("--amp", choices=["auto", "on", "off"], default="auto",
+                        help="bf16 autocast: auto = on CUDA; on forces it on CPU too")
+    parser.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
+                        help="channels_last model and input: auto = on CUDA")
+    parser.add_argument("--out", type=Path, help="result file; default $CLINOPS_HOME/bench/train.json")
     parser.add_argument("--skip-ray", action="store_true")
     args = parser.parse_args(argv)
 
@@ -160,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     config = {"variant": model_lib.variant_name(args.variant), "size": args.image_size, "channels": args.channels,
               "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, "compile": args.compile,
               "distinct_images": min(1024, args.batch_size * 4), "threads": threads,
-              "train": {"amp": False if args.no_amp else "auto", "channels_last": "auto"}}
+              "train": {"amp": _switch(args.amp), "channels_last": _switch(args.channels_last)}}
     device = torch.device("cuda" if cuda else "cpu")
     name = torch.cuda.get_device_name(0) if cuda else f"CPU ({platform.processor() or platform.machine()}, {threads} cores)"
     print(f"device: {name} · torch {torch.__version__} · {config['variant']} @ {args.image_size}px · "
@@ -179,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({(ratio - 1) * 100:+.1f} %) · fit() wall time incl. Ray start-up "
               f"{ray_result['wall_seconds_with_startup']:.1f} s", flush=True)
         record |= {"ray": ray_result, "ratio_ray_over_plain": ratio}
-    out = get_settings().home / "bench" / "train.json"
+    out = args.out or get_settings().home / "bench" / "train.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2, default=str))
     print(f"written to {out}")
