@@ -17,7 +17,7 @@ DRIFT_VENV  ?= .venv-drift
 DRIFT_STAMP := $(DRIFT_VENV)/.stamp-$(shell cat requirements/drift.txt 2>/dev/null | sha256sum | cut -c1-16)
 export CLINOPS_DRIFT_PYTHON ?= $(CURDIR)/$(DRIFT_VENV)/bin/python
 
-.PHONY: help venv run test test-fast pipeline compile serve lint bench bench-train bench-serve bench-drift eval-drift manifests lock clean
+.PHONY: help venv run test test-fast pipeline compile serve lint bench bench-train bench-serve bench-drift eval-drift monitor manifests lock clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -57,6 +57,10 @@ test-fast: $(STAMP)  ## unit tests only
 
 pipeline: $(STAMP)  ## one pipeline locally: make pipeline WORKLOAD=heart-disease PROFILE=quick|full
 	$(BIN)/clinops pipeline $(WORKLOAD) --profile $(PROFILE)
+
+HOURS ?= 24
+monitor: $(STAMP)  ## drift report of a workload's logged traffic: make monitor WORKLOAD= HOURS=24 [RETRAIN=1]
+	$(BIN)/clinops monitor $(WORKLOAD) --hours $(HOURS) $(if $(RETRAIN),--retrain)
 
 compile: $(STAMP)  ## write pipelines/compiled/<workload>.yaml for every pipeline
 	$(BIN)/clinops compile
