@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 from components.common import locks, registry
+from components.common.clinical.paired import PairedComparison
 
 
 @dataclass
@@ -44,36 +45,94 @@ class GateDecision:
         return f"{verdict}: " + "; ".join(self.reasons)
 
 
+# What a floor may name. ``<metric>.lower`` / ``.upper`` are the 95% interval's bounds; ``<name>.max=v`` is a
+# ceiling (for metrics where lower is better); ``subgroup.<metric>.min`` is the worst estimable subgroup.
+HEADLINE = ("roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "brier", "sensitivity", "specificity",
+            "ppv", "npv", "val_roc_auc")
+INTERVAL = ("roc_auc", "sensitivity", "specificity", "ppv", "npv", "accuracy", "brier")
+CALIBRATION = ("ece", "calibration_slope", "calibration_intercept")
+SUBGROUP_METRICS = ("roc_auc", "sensitivity", "specificity")
+ALIASES = {"sensitivity@threshold": "sensitivity", "specificity@threshold": "specificity"}
+CEILING = ".max"
+METRICS = (*HEADLINE, *CALIBRATION, *ALIASES, *(f"{m}.{b}" for m in INTERVAL for b in ("lower", "upper")),
+           *(f"subgroup.{m}.min" for m in SUBGROUP_METRICS), *(f"subgroup.{m}.lower.min" for m in SUBGROUP_METRICS))
+
+
 def parse_floors(text: str | dict) -> dict[str, float]:
-    """``"roc_auc=0.85,recall=0.7"`` (or a dict) → ``{"roc_auc": 0.85, "recall": 0.7}``."""
-    if isinstance(text, dict):
-        return {k: float(v) for k, v in text.items()}
+    """``"roc_auc.lower=0.85, sensitivity@threshold=0.9, subgroup.roc_auc.min=0.8, ece.max=0.08"`` (or a dict)
+    → the same as a dict; an unknown metric or a malformed part is a ``ValueError`` that names it."""
+    items = text.items() if isinstance(text, dict) else _parts(text)
     floors = {}
+    for name, value in items:
+        metric = name.removesuffix(CEILING)
+        if metric not in METRICS:
+            raise ValueError(f"metric floor {name!r}: unknown metric {metric!r}; known: {', '.join(METRICS)} "
+                             f"(append {CEILING} for a ceiling)")
+        try:
+            floors[name] = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"metric floor {name!r}: {value!r} is not a number") from None
+    return floors
+
+
+def _parts(text: str):
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
         if not sep:
             raise ValueError(f"metric floor {part!r} is not of the form name=value")
-        floors[name.strip()] = float(value)
-    return floors
+        yield name.strip(), value.strip()
+
+
+def _subgroup_values(candidate: dict[str, float], metric: str) -> dict[str, float]:
+    """``subgroup.<metric>.min`` → every ``subgroup.<group>.<metric>`` measured (``.lower.min``: their bounds)."""
+    inner = metric.removeprefix("subgroup.").removesuffix(".min")  # "roc_auc" or "roc_auc.lower"
+    return {k.removeprefix("subgroup.").removesuffix(f".{inner}"): v for k, v in candidate.items()
+            if k.startswith("subgroup.") and k.endswith(f".{inner}") and k.count(".") == inner.count(".") + 2}
+
+
+def check_floor(candidate: dict[str, float], name: str, bound: float) -> tuple[bool, str]:
+    """Whether ``candidate`` clears one floor (or ceiling), and the reason in words."""
+    ceiling = name.endswith(CEILING)
+    metric = ALIASES.get(name.removesuffix(CEILING), name.removesuffix(CEILING))
+    if metric.startswith("subgroup."):
+        values = _subgroup_values(candidate, metric)
+        if not values:
+            return False, f"{name}: no subgroup was large enough to measure (floor {bound})"
+        failing = {g: v for g, v in values.items() if (v > bound if ceiling else v < bound)}
+        if failing:
+            return False, "; ".join(f"subgroup {g} {metric.split('.')[1]} {v:.4f} is "
+                                    f"{'above the ceiling' if ceiling else 'below the floor'} {bound}"
+                                    for g, v in sorted(failing.items()))
+        worst = min(values.values()) if not ceiling else max(values.values())
+        return True, f"{name} {worst:.4f} over {len(values)} subgroups clears {bound}"
+    if metric not in candidate or candidate[metric] != candidate[metric]:  # absent or NaN
+        return False, f"{name} was not measured (floor {bound})"
+    value = candidate[metric]
+    if ceiling:
+        ok = value <= bound
+        return ok, f"{name.removesuffix(CEILING)} {value:.4f} {'is within' if ok else 'is above'} the ceiling {bound}"
+    ok = value >= bound
+    return ok, f"{name} {value:.4f} {'clears' if ok else 'is below'} the floor {bound}"
 
 
 def decide(candidate: dict[str, float], floors: dict[str, float], primary: str,
-           champion_version: str | None, champion_score: float | None) -> GateDecision:
-    """Pure decision; higher is better for every floored metric and for ``primary``."""
+           champion_version: str | None, champion_score: float | None,
+           comparison: PairedComparison | None = None) -> GateDecision:
+    """Pure decision. Floors bound from below (``.max`` names from above). Against the champion: the paired
+    ``comparison`` on the same patients when there is one, else the champion's ``primary`` score."""
     decision = GateDecision(promote=True, candidate_score=candidate.get(primary),
                             champion_version=champion_version, champion_score=champion_score,
                             primary_metric=primary)
     for name, floor in floors.items():
-        if name not in candidate:
-            decision.promote = False
-            decision.reasons.append(f"{name} was not measured (floor {floor})")
-        elif candidate[name] < floor:
-            decision.promote = False
-            decision.reasons.append(f"{name} {candidate[name]:.4f} is below the floor {floor}")
-        else:
-            decision.reasons.append(f"{name} {candidate[name]:.4f} clears the floor {floor}")
+        ok, reason = check_floor(candidate, name, floor)
+        decision.promote &= ok
+        decision.reasons.append(reason)
     if champion_version is None:
         decision.reasons.append("no current champion")
+    elif comparison is not None:
+        decision.champion_score = comparison.champion
+        decision.promote &= comparison.challenger_wins
+        decision.reasons.append(comparison.reason(champion_version))
     elif champion_score is None:
         decision.reasons.append(f"champion v{champion_version} could not be scored; floors alone decide")
     elif candidate.get(primary, float("-inf")) < champion_score:
@@ -148,18 +207,20 @@ def _now() -> str:
 
 
 def run_gate(model_name: str, version: str, candidate: dict[str, float], floors: dict[str, float],
-             score_champion: Callable[[str], float | None], primary: str = "roc_auc") -> GateDecision:
+             score_champion: Callable[[str], float | PairedComparison | None], primary: str = "roc_auc") -> GateDecision:
     """Decide and apply: move ``champion`` (or set ``challenger``), tag the versions (see the module).
 
     ``score_champion(model_uri)`` re-scores the current champion on this run's test split. It is
     called first outside the lock (loading a model takes time) for the champion seen then; inside
     ``registry_lock(model_name)`` the champion is read again, and only if it changed meanwhile is
     the new one scored there. The decision, the alias move and all tags happen inside the lock.
+    It returns the champion's ``primary`` score, or better, a :class:`PairedComparison` of the candidate
+    with the champion on the same patients (see :mod:`components.common.clinical.paired`).
     """
     version = str(version)
-    scores: dict[str, float | None] = {}
+    scores: dict[str, float | PairedComparison | None] = {}
 
-    def score(champion: str) -> float | None:
+    def score(champion: str) -> float | PairedComparison | None:
         if champion not in scores:
             try:
                 scores[champion] = score_champion(f"models:/{model_name}/{champion}")
@@ -175,7 +236,9 @@ def run_gate(model_name: str, version: str, candidate: dict[str, float], floors:
         champion = registry.alias_version(model_name, registry.CHAMPION)
         if champion == version:  # this version's gate runs again: judged on the floors alone
             champion = None
-        decision = decide(candidate, floors, primary, champion, score(champion) if champion else None)
+        measured = score(champion) if champion else None
+        paired = measured if isinstance(measured, PairedComparison) else None
+        decision = decide(candidate, floors, primary, champion, paired.champion if paired else measured, paired)
         tags = verdict_tags(decision, version, _now())
         registry.tag_version(model_name, version, tags.pop(version))
         registry.set_alias(model_name, registry.CHAMPION if decision.promote else registry.CHALLENGER, version)

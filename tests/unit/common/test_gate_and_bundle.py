@@ -207,3 +207,67 @@ def test_the_pointer_moves_only_for_a_promoted_version_that_is_still_champion(cl
     uri5 = publish.publish(tmp_path / "b5", "heart-disease", "5", promoted=True, store=store)
     assert open_bundle(uri5).manifest.model_version == "5"
     assert publish.champion_uri("heart-disease", store) == uri
+
+
+# --- clinical floors and the paired comparison
+
+
+def test_clinical_floors_parse_and_name_an_unknown_metric():
+    floors = gate.parse_floors("roc_auc.lower=0.85, sensitivity@threshold=0.90, subgroup.roc_auc.min=0.80, "
+                               "ece.max=0.08")
+    assert floors == {"roc_auc.lower": 0.85, "sensitivity@threshold": 0.9, "subgroup.roc_auc.min": 0.8,
+                      "ece.max": 0.08}
+    with pytest.raises(ValueError, match="unknown metric 'roc_auc.lowr'"):
+        gate.parse_floors("roc_auc.lowr=0.8")
+    with pytest.raises(ValueError, match="'ece.max': 'high' is not a number"):
+        gate.parse_floors("ece.max=high")
+
+
+CANDIDATE = {"roc_auc": 0.91, "roc_auc.lower": 0.86, "sensitivity": 0.92, "ece": 0.05,
+             "subgroup.sex:female.roc_auc": 0.84, "subgroup.sex:male.roc_auc": 0.90,
+             "subgroup.site:Switzerland.roc_auc": 0.71}
+
+
+def test_a_subgroup_below_its_floor_blocks_promotion_and_is_named():
+    floors = gate.parse_floors("roc_auc.lower=0.85, sensitivity@threshold=0.90, subgroup.roc_auc.min=0.80, "
+                               "ece.max=0.08")
+    decision = gate.decide(CANDIDATE, floors, "roc_auc", None, None)
+    assert not decision.promote
+    assert "subgroup site:Switzerland roc_auc 0.7100 is below the floor 0.8" in decision.reasons
+    assert "roc_auc.lower 0.8600 clears the floor 0.85" in decision.reasons
+    assert "ece 0.0500 is within the ceiling 0.08" in decision.reasons
+    without = {k: v for k, v in CANDIDATE.items() if "Switzerland" not in k}
+    assert gate.decide(without, floors, "roc_auc", None, None).promote
+
+
+def test_ceilings_and_interval_floors_block_on_their_own():
+    assert not gate.decide(CANDIDATE, {"ece.max": 0.04}, "roc_auc", None, None).promote
+    assert not gate.decide(CANDIDATE, {"roc_auc.lower": 0.87}, "roc_auc", None, None).promote
+    no_groups = gate.decide({"roc_auc": 0.9}, {"subgroup.roc_auc.min": 0.8}, "roc_auc", None, None)
+    assert not no_groups.promote and "no subgroup was large enough" in no_groups.summary()
+
+
+def test_the_gate_keeps_the_champion_against_an_identical_challenger_and_tags_why(monkeypatch):
+    import numpy as np
+
+    from components.common.clinical import paired
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(50, int), np.zeros(50, int)]
+    p = rng.random(100) * 0.5 + 0.4 * y
+    fake = FakeRegistry(champion="3")
+    fake.install(monkeypatch)
+
+    def compare(uri):
+        fake.events.append((f"score {uri.rsplit('/', 1)[1]}", fake.locked))
+        return paired.compare_roc_auc(y, p, p.copy(), n_resamples=200)
+
+    decision = gate.run_gate("m", "5", {"roc_auc": 0.95}, {"roc_auc": 0.85}, compare)
+    assert not decision.promote and fake.aliases == {"champion": "3", "challenger": "5"}
+    assert "identical to the champion" in fake.tags["5"]["gate_reasons"]
+    assert decision.champion_score == pytest.approx(decision.candidate_score, abs=0.1)
+    better = paired.compare_roc_auc(y, p + 0.3 * y, p, n_resamples=200)
+    fake2 = FakeRegistry(champion="3")
+    fake2.install(monkeypatch)
+    assert gate.run_gate("m", "6", {"roc_auc": 0.99}, {}, lambda uri: better).promote
+    assert "better, and not worse beyond noise" in fake2.tags["6"]["gate_reasons"]
