@@ -6,7 +6,7 @@ through :func:`open_bundle`, which verifies every file against the manifest's sh
 loaded. Layout: :mod:`bundle.layout`.
 """
 
-from bundle import champion, drift, layout, schema, storage, workloads
+from bundle import calibration, champion, drift, layout, schema, storage, workloads
 from bundle.errors import BundleError, IntegrityError, MalformedFile, MissingFile
 from bundle.manifest import FileEntry, Manifest
 from bundle.model_config import TorchModelConfig
@@ -14,5 +14,5 @@ from bundle.reader import Bundle, locate, open_bundle
 from bundle.writer import BundleWriter
 
 __all__ = ["Bundle", "BundleError", "BundleWriter", "FileEntry", "IntegrityError", "MalformedFile", "Manifest",
-           "MissingFile", "TorchModelConfig", "champion", "drift", "layout", "locate", "open_bundle", "schema",
+           "MissingFile", "TorchModelConfig", "calibration", "champion", "drift", "layout", "locate", "open_bundle", "schema",
            "storage", "workloads"]

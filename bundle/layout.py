@@ -9,6 +9,8 @@
     schema.json          the typed input schema the transformer validates against
     drift/reference.npz  drift reference sample (arrays named by drift/settings.json)
     drift/settings.json  detector settings, one typed shape per detector kind
+    calibration.json     optional: the map from the model's probability to the served one, and the
+                         operating point (target sensitivity → threshold)
 
 and ``<store>/<workload>/champion.json``, the champion pointer.
 """
@@ -24,6 +26,7 @@ DRIFT_DIR = "drift"
 DRIFT_REFERENCE = f"{DRIFT_DIR}/reference.npz"
 DRIFT_SETTINGS = f"{DRIFT_DIR}/settings.json"
 CHAMPION_POINTER = "champion.json"
+CALIBRATION = "calibration.json"  # optional: listed in the manifest when written
 
 SKLEARN = "sklearn"
 PYTORCH = "pytorch"

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bundle import champion, drift, schema, storage
+from bundle.calibration import Calibration
 from bundle.errors import MalformedFile
-from bundle.layout import DRIFT_REFERENCE, PYTORCH, SCHEMA
+from bundle.layout import CALIBRATION, DRIFT_REFERENCE, PYTORCH, SCHEMA
 from bundle.manifest import Manifest
 from bundle.model_config import TorchModelConfig
 
@@ -23,6 +24,7 @@ class Bundle:
     schema: schema.Schema
     drift: drift.DriftSettings
     model_config: TorchModelConfig | None  # PyTorch bundles only
+    calibration: Calibration | None = None  # when the bundle holds calibration.json
 
     @property
     def model_path(self) -> Path:
@@ -46,7 +48,12 @@ def open_bundle(folder: Path, workload: str | None = None, framework: str | None
     if input_schema.workload != manifest.workload:
         raise MalformedFile(folder, SCHEMA, f"is for {input_schema.workload}, the manifest for {manifest.workload}")
     config = TorchModelConfig.read(folder) if manifest.framework == PYTORCH else None
-    return Bundle(folder, manifest, input_schema, drift.read(folder), config)
+    calibration = Calibration.read(folder) if CALIBRATION in manifest.files else None
+    point = calibration.operating_point if calibration else None
+    if point is not None and abs(point.threshold - input_schema.threshold) > 1e-12:
+        raise MalformedFile(folder, CALIBRATION, f"operating point threshold {point.threshold} differs from "
+                                                 f"{SCHEMA}'s threshold {input_schema.threshold}")
+    return Bundle(folder, manifest, input_schema, drift.read(folder), config, calibration)
 
 
 def locate(uri: str | None, workload: str, store: str | None = None, s3: storage.S3Config | None = None,

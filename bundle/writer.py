@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bundle.calibration import Calibration
 from bundle.drift import DriftSettings
 from bundle.errors import MissingFile
 from bundle.layout import (
@@ -65,6 +66,9 @@ class BundleWriter:
 
     def write_model_config(self, config: TorchModelConfig) -> Path:
         return config.write(self.folder)
+
+    def write_calibration(self, calibration: Calibration) -> Path:
+        return calibration.write(self.folder)
 
     def write_drift(self, settings: DriftSettings) -> Path:
         return write_json(self.folder, DRIFT_SETTINGS, settings.to_dict())

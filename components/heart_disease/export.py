@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from bundle import BundleWriter, Manifest, layout
+from bundle.calibration import Calibration
 from bundle.drift import ScoreDrift, TabularDriftSettings, Window
 from components.heart_disease.schema import CATEGORICAL, FEATURES, TARGET, serving_schema
 
@@ -37,11 +38,17 @@ def out_of_fold_scores(estimator, train: pd.DataFrame, folds: int = OOF_FOLDS, s
 
 def build_bundle(folder: Path, model_path: Path, train: pd.DataFrame, model_name: str, version: str,
                  threshold: float, metrics: dict | None = None, run_id: str | None = None, promoted: bool = False,
-                 seed: int = 0) -> Manifest:
-    """Write ``model.joblib``, ``schema.json``, the drift reference and ``bundle.json`` into ``folder``."""
+                 seed: int = 0, calibration: Calibration | None = None) -> Manifest:
+    """Write ``model.joblib``, ``schema.json``, the drift reference, ``calibration.json`` (when given; its
+    operating point's threshold is the schema's) and ``bundle.json`` into ``folder``. The drift reference
+    score stays the model's own P(disease): the sidecar watches the predictor, before calibration."""
     writer = BundleWriter(folder, WORKLOAD, layout.SKLEARN, model_name, version)
     shutil.copyfile(model_path, writer.model_path)
+    if calibration is not None and calibration.operating_point is not None:
+        threshold = calibration.operating_point.threshold
     writer.write_schema(serving_schema(threshold=threshold))
+    if calibration is not None:
+        writer.write_calibration(calibration)
     import joblib
 
     sample = train.sample(n=min(REFERENCE_ROWS, len(train)), random_state=seed)

@@ -16,6 +16,7 @@ from bundle.schema import CATEGORICAL, NUMERIC, Feature, TabularSchema
 from inference.envelope import BadRequest
 from inference.reasons import Reason
 from inference.transformer import tensors
+from inference.transformer.calibration import served_probability
 
 MATRIX_INPUT = "features"
 RISK_LABELS = ("Low", "Medium", "High")
@@ -36,8 +37,9 @@ class HeartDiseaseCodec:
     def tensor(parsed: np.ndarray) -> np.ndarray:
         return parsed
 
-    def __init__(self, schema: TabularSchema, settings):
+    def __init__(self, schema: TabularSchema, settings, calibration=None):
         self.schema = schema
+        self.calibration = calibration  # bundle.calibration.Calibration: the served probability's map
         self.order: list[str] = list(schema.feature_order)
         self.features: dict[str, Feature] = {feature.name: feature for feature in schema.features}
         self.class_labels = schema.classes  # metric labels of prediction 0 and 1
@@ -193,7 +195,7 @@ class HeartDiseaseCodec:
     def decode(self, outputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Response tensors, and each row's index into :attr:`class_labels` (for metrics)."""
         proba = np.asarray(outputs[self.predictor_output], dtype=np.float64)
-        p = proba[:, 1] if proba.ndim == 2 else proba
+        p = served_probability(proba[:, 1] if proba.ndim == 2 else proba, self.calibration)
         prediction = (p >= self.threshold).astype(np.int32)
         risk = (p >= self.risk_medium).astype(np.intp) + (p >= self.risk_high)  # medium <= high, checked at load
         return {"probability": p.astype(np.float32), "prediction": prediction, "risk_level": _RISK[risk]}, prediction

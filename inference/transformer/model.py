@@ -39,14 +39,14 @@ CODECS = {TABULAR: HeartDiseaseCodec, IMAGE: PneumoniaCodec}  # by schema kind
 LOG_MODES = {TABULAR: "all", IMAGE: "response"}  # what the drift detector of each kind reads
 
 
-def make_codec(workload: str, schema: Schema, settings: TransformerSettings):
+def make_codec(workload: str, schema: Schema, settings: TransformerSettings, calibration=None):
     """The codec for the workload's kind (from the catalog), built on its bundle's typed schema."""
     kind = workloads.get(workload).kind
     if schema.kind != kind:
         raise ValueError(f"{workload} is of kind {kind}, but its bundle holds a {schema.kind} schema")
     if kind not in CODECS:
         raise ValueError(f"no transformer codec for {kind} workloads ({workload})")
-    return CODECS[kind](schema, settings)
+    return CODECS[kind](schema, settings, calibration)
 
 
 class Transformer(CountedModel):
@@ -63,7 +63,7 @@ class Transformer(CountedModel):
     def load(self) -> bool:
         served = bundle_source.open_served(self.settings, workloads.get(self.settings.workload).framework)
         manifest = served.manifest
-        self.codec = make_codec(self.settings.workload, served.schema, self.settings)
+        self.codec = make_codec(self.settings.workload, served.schema, self.settings, served.calibration)
         self._predictor_input = self.codec.model_input  # fixed by the schema, the same for every request
         if self.codec.heavy and self._decode_pool is None:  # a small fixed pool, not asyncio's default (cores + 4)
             self._decode_pool = ThreadPoolExecutor(self.settings.decode_threads, thread_name_prefix="decode")

@@ -19,6 +19,7 @@ from bundle.schema import ImageSchema
 from inference.envelope import BadRequest
 from inference.reasons import Reason
 from inference.transformer import tensors
+from inference.transformer.calibration import served_probability
 
 FORMATS = {"JPEG", "PNG"}
 
@@ -38,9 +39,10 @@ class PneumoniaCodec:
         pixels = self.encode_files(files)
         return pixels if self.send_pixels else self.normalise(pixels)
 
-    def __init__(self, schema: ImageSchema, settings):
+    def __init__(self, schema: ImageSchema, settings, calibration=None):
         from PIL import Image
 
+        self.calibration = calibration  # bundle.calibration.Calibration: the served probability's map
         image = schema.image  # channels 1 or 3, checked by the contract
         self.input_name = schema.input_name  # the client's input: BYTES [N] of image files
         self.height, self.width, self.channels = image.height, image.width, image.channels
@@ -142,6 +144,6 @@ class PneumoniaCodec:
         logits = np.asarray(outputs[self.predictor_output], dtype=np.float64)
         shifted = logits - logits.max(axis=1, keepdims=True)
         proba = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
-        p = proba[:, self.positive]
+        p = served_probability(proba[:, self.positive], self.calibration)
         index = np.where(p >= self.threshold, self.positive, 1 - self.positive)
         return {"probability": p.astype(np.float32), "label": self._labels[index]}, index

@@ -44,7 +44,7 @@ def slope_and_intercept(y, p) -> tuple[float, float]:
     """(calibration slope, calibration-in-the-large intercept); (1, 0) for a calibrated model."""
     y = np.asarray(y).astype(int)
     z = logit(p)
-    slope = float(LogisticRegression(penalty=None).fit(z.reshape(-1, 1), y).coef_[0, 0])
+    slope = float(LogisticRegression(C=np.inf).fit(z.reshape(-1, 1), y).coef_[0, 0])
 
     def loss(a: float) -> float:  # log-loss with logit(p) as an offset and slope fixed at 1
         return float(np.sum(np.logaddexp(0, z + a) - y * (z + a)))
@@ -82,7 +82,7 @@ def fit(method: str, y, p) -> Recalibration:
     y = np.asarray(y).astype(int)
     p = np.asarray(p, dtype=float)
     if method == PLATT:
-        lr = LogisticRegression(penalty=None).fit(logit(p).reshape(-1, 1), y)
+        lr = LogisticRegression(C=np.inf).fit(logit(p).reshape(-1, 1), y)
         return Recalibration(PLATT, a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]), n=len(y))
     if method == ISOTONIC:
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)
@@ -127,3 +127,14 @@ def summary(y, p, bins: int = 10) -> dict[str, float]:
     slope, intercept = slope_and_intercept(y, p)
     return {"ece": ece(y, p, bins), "calibration_slope": slope, "calibration_intercept": intercept,
             "brier": float(brier_score_loss(np.asarray(y).astype(int), np.asarray(p, dtype=float)))}
+
+
+def to_contract(recalibration: Recalibration, target_sensitivity: float | None = None,
+                threshold: float | None = None, fitted_on: str = ""):
+    """The bundle's ``calibration.json`` form (:class:`bundle.calibration.Calibration`) of a recalibration and
+    the operating point chosen on the same held-out scores."""
+    from bundle.calibration import Calibration, OperatingPoint
+
+    point = None if threshold is None else OperatingPoint(float(target_sensitivity), float(threshold))
+    return Calibration(recalibration.method, recalibration.a, recalibration.b, recalibration.x, recalibration.y,
+                       point, fitted_on, recalibration.n, recalibration.brier_before, recalibration.brier_after)
