@@ -17,7 +17,7 @@ DRIFT_VENV  ?= .venv-drift
 DRIFT_STAMP := $(DRIFT_VENV)/.stamp-$(shell cat requirements/drift.txt 2>/dev/null | sha256sum | cut -c1-16)
 export CLINOPS_DRIFT_PYTHON ?= $(CURDIR)/$(DRIFT_VENV)/bin/python
 
-.PHONY: help venv run test test-fast pipeline compile serve lint bench bench-train bench-serve bench-drift eval-drift monitor manifests lock clean
+.PHONY: help venv run test test-fast pipeline compile images serve lint bench bench-train bench-serve bench-drift eval-drift monitor manifests lock clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -62,8 +62,22 @@ HOURS ?= 24
 monitor: $(STAMP)  ## drift report of a workload's logged traffic: make monitor WORKLOAD= HOURS=24 [RETRAIN=1]
 	$(BIN)/clinops monitor $(WORKLOAD) --hours $(HOURS) $(if $(RETRAIN),--retrain)
 
-compile: $(STAMP)  ## write pipelines/compiled/<workload>.yaml for every pipeline
-	$(BIN)/clinops compile
+# where images are pushed and pulled: compiled pipelines and `make images` use the same reference
+IMAGE_REGISTRY ?= docker.io/clinops
+IMAGE_TAG      ?= $(shell sed -n 's/^version *= *//p' setup.cfg)
+# name=dockerfile:target of every image
+IMAGES := clinops=Dockerfile:clinops clinops-train-gpu=Dockerfile:train-gpu \
+          sklearn-predictor=inference/Dockerfile:sklearn-predictor torch-predictor=inference/Dockerfile:torch-predictor \
+          transformer=inference/Dockerfile:transformer drift=inference/Dockerfile:drift
+
+compile: $(STAMP)  ## write pipelines/compiled/<workload>.yaml for every pipeline: make compile [IMAGE_REGISTRY= IMAGE_TAG=]
+	$(BIN)/python -m pipelines.compile --all --image-registry $(IMAGE_REGISTRY) --image-tag $(IMAGE_TAG)
+
+images:  ## build every image (needs a Docker engine): make images [IMAGE_REGISTRY= IMAGE_TAG=]
+	@docker info >/dev/null 2>&1 || { echo "make images: no Docker engine here (\`docker info\` fails): build the images where one runs" >&2; exit 1; }
+	@set -e; for image in $(IMAGES); do name=$${image%%=*}; rest=$${image#*=}; \
+	  echo ">> $(IMAGE_REGISTRY)/$$name:$(IMAGE_TAG)"; \
+	  docker build -f $${rest%%:*} --target $${rest#*:} -t $(IMAGE_REGISTRY)/$$name:$(IMAGE_TAG) .; done
 
 serve: $(STAMP) $(DRIFT_STAMP)  ## start predictors + transformers on localhost for every exported bundle
 	$(BIN)/clinops serve

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from kfp import dsl
 
-from components.common.image import CLINOPS_IMAGE
+from components.common.image import TRAIN_GPU_IMAGE
 from components.common.platform import with_platform_env
 from components.pneumonia import component as c
 
@@ -79,7 +79,7 @@ def build_pipeline(train_resources: TrainStepResources = COMPILE_PROFILES["cpu"]
         ray_storage: str = "",  # Ray Train checkpoints; "" = the settings' default for the backend
         backend: str = "local",
         rayjob_namespace: str = "kubeflow",
-        rayjob_image: str = CLINOPS_IMAGE,
+        rayjob_image: str = TRAIN_GPU_IMAGE,
         floors: str = "roc_auc=0.85",
         seed: int = 0,
     ) -> str:

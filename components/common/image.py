@@ -1,4 +1,21 @@
-"""The project's own container image: every lightweight component runs in it, so component bodies
-import project code instead of installing packages at run time."""
+"""The project's container images. Components name them through :func:`image_ref` with the defaults
+below; ``python -m pipelines.compile --image-registry R --image-tag T`` (``make compile IMAGE_REGISTRY=
+IMAGE_TAG=``) writes another registry and tag into the compiled pipelines, so no component hard-codes
+where images live. The names are those ``make images`` builds."""
 
-CLINOPS_IMAGE = "docker.io/clinops/clinops:0.1.0"
+DEFAULT_REGISTRY = "docker.io/clinops"
+DEFAULT_TAG = "0.1.0"  # the project's version (setup.cfg)
+
+COMPONENT = "clinops"  # every lightweight component's base_image: bodies import project code, install nothing
+TRAIN_GPU = "clinops-train-gpu"  # the RayJob's head and worker pods
+NAMES = (COMPONENT, TRAIN_GPU)
+
+
+def image_ref(name: str, registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG) -> str:
+    if name not in NAMES:
+        raise ValueError(f"unknown image {name!r}; known: {', '.join(NAMES)}")
+    return f"{registry.rstrip('/')}/{name}:{tag}"
+
+
+CLINOPS_IMAGE = image_ref(COMPONENT)
+TRAIN_GPU_IMAGE = image_ref(TRAIN_GPU)

@@ -1,0 +1,250 @@
+"""Every image of `make images`: its Dockerfile stage exists and lints clean, its base is pinned to an exact
+release, it runs as a non-root user, and its requirement set is pinned (and, slow, resolves against the
+package index). No Docker engine here: `make images` says so and fails. The GPU training image must hold
+every distribution the RayJob's training entry point imports."""
+
+import ast
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from components.common import image
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+REQUIREMENTS = ROOT / "requirements"
+
+
+def make_images() -> dict[str, tuple[str, str]]:
+    """``IMAGES`` of the Makefile: name -> (dockerfile, target)."""
+    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    line = re.search(r"^IMAGES\s*:=(.*)$", text, flags=re.MULTILINE).group(1)
+    found = {}
+    for item in line.split():
+        name, _, rest = item.partition("=")
+        dockerfile, _, target = rest.partition(":")
+        found[name] = (dockerfile, target)
+    return found
+
+
+def dockerfiles() -> list[Path]:
+    skip = {".venv", ".venv-drift", ".git", ".envs", ".clinops"}
+    return sorted(p for p in ROOT.rglob("*Dockerfile*") if not skip & set(p.relative_to(ROOT).parts))
+
+
+def stages(dockerfile: Path) -> dict[str, tuple[str, str]]:
+    """Each stage's name -> (base, body)."""
+    parts = re.split(r"^FROM\s+(\S+)\s+AS\s+(\S+)\s*$", dockerfile.read_text(), flags=re.MULTILINE)
+    return {name: (base, body) for base, name, body in zip(parts[1::3], parts[2::3], parts[3::3], strict=True)}
+
+
+def final_user(dockerfile: Path, target: str) -> str | None:
+    """The USER a target runs as, following its chain of stages."""
+    found = stages(dockerfile)
+    while target in found:
+        base, body = found[target]
+        users = re.findall(r"^USER\s+(\S+)", body, flags=re.MULTILINE)
+        if users:
+            return users[-1]
+        target = base
+    return None
+
+
+def requirement_lines(path: Path) -> list[Requirement]:
+    lines = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+    return [Requirement(line) for line in lines if line and not line.startswith("-")]
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_every_image_has_its_stage_and_every_project_image_is_built():
+    images = make_images()
+    assert {"clinops", "clinops-train-gpu", "sklearn-predictor", "torch-predictor", "transformer",
+            "drift"} == set(images)
+    assert set(image.NAMES) <= set(images)
+    for name, (dockerfile, target) in images.items():
+        assert target in stages(ROOT / dockerfile), f"{name}: no stage {target} in {dockerfile}"
+
+
+@pytest.mark.parametrize("name", sorted(make_images()))
+def test_every_image_runs_as_a_non_root_user(name):
+    dockerfile, target = make_images()[name]
+    user = final_user(ROOT / dockerfile, target)
+    assert user is not None and user not in ("root", "0"), f"{name} runs as {user or 'root'}"
+
+
+def test_every_base_image_is_an_exact_release():
+    externals = set()
+    for dockerfile in dockerfiles():
+        names = set(stages(dockerfile))
+        externals |= {base for base, _ in stages(dockerfile).values() if base not in names}
+    assert externals, "no base image found"
+    for base in externals:
+        # a digest, or a tag naming a patch release (python:3.11.7-slim-bookworm, not python:3.11-slim)
+        assert "@sha256:" in base or re.search(r":\d+\.\d+\.\d+", base), f"{base} is not pinned"
+
+
+def test_hadolint_passes_on_every_dockerfile():
+    found = dockerfiles()
+    assert {ROOT / "Dockerfile", ROOT / "inference" / "Dockerfile"} <= set(found)
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
+    done = subprocess.run([hadolint, *map(str, found)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_make_images_fails_clearly_without_a_docker_engine(tmp_path):
+    fake = tmp_path / "docker"  # a client whose engine does not answer, as on this machine
+    fake.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    done = subprocess.run(["make", "--no-print-directory", "images"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode != 0
+    assert "no Docker engine" in done.stderr
+    assert ">>" not in done.stdout  # nothing was attempted
+
+
+def test_image_registry_and_tag_reach_every_image_reference():
+    done = subprocess.run(["make", "-n", "--no-print-directory", "images", "IMAGE_REGISTRY=registry.example:5000/ml",
+                           "IMAGE_TAG=1.2.3"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert "registry.example:5000/ml/$name:1.2.3" in done.stdout
+    assert image.image_ref("clinops", "registry.example:5000/ml/", "1.2.3") == "registry.example:5000/ml/clinops:1.2.3"
+    with pytest.raises(ValueError, match="unknown image 'nope'"):
+        image.image_ref("nope")
+
+
+def test_the_default_tag_is_the_project_version():
+    version = re.search(r"^version\s*=\s*(\S+)", (ROOT / "setup.cfg").read_text(), flags=re.MULTILINE).group(1)
+    assert image.DEFAULT_TAG == version
+
+
+def test_the_main_and_training_requirements_are_pinned_by_the_constraints():
+    pinned = {canonical(line.split("==")[0]) for line in (REQUIREMENTS / "constraints.txt").read_text().splitlines()
+              if "==" in line}
+    for requirements in ("main.txt", "training.txt"):
+        names = {canonical(r.name) for r in requirement_lines(REQUIREMENTS / requirements)}
+        assert names <= pinned, f"{requirements}: {sorted(names - pinned)} not in constraints.txt"
+    training = {canonical(r.name): r for r in requirement_lines(REQUIREMENTS / "training.txt")}
+    assert "default" in training["ray"].extras  # the dashboard and job agent KubeRay submits through
+
+
+def closure(requirements: list[Requirement]) -> set[str]:
+    """Distributions a requirement set installs, from the installed metadata of this environment."""
+    seen: set[str] = set()
+    todo = [(r, frozenset(r.extras)) for r in requirements]
+    while todo:
+        req, extras = todo.pop()
+        name = canonical(req.name)
+        key = name + "[" + ",".join(sorted(extras)) + "]"
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            needs = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for line in needs:
+            dep = Requirement(line)
+            if dep.marker is None or any(dep.marker.evaluate({"extra": e}) for e in extras | {""}):
+                todo.append((dep, frozenset(dep.extras)))
+    return {key.split("[")[0] for key in seen}
+
+
+def imports_of(module: str, seen: set[str] | None = None) -> set[str]:
+    """Top-level names a project module imports, anywhere in it, following the project's own modules."""
+    seen = set() if seen is None else seen
+    if module in seen:
+        return set()
+    seen.add(module)
+    path = ROOT / Path(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        targets = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        for target in targets:
+            top = target.split(".")[0]
+            if top in ("components", "bundle"):
+                candidate = ROOT / Path(*target.split("."))
+                if candidate.is_dir() or candidate.with_suffix(".py").is_file():
+                    names |= imports_of(target, seen)
+            else:
+                names.add(top)
+    return names
+
+
+def test_the_training_image_holds_what_the_training_entry_point_imports():
+    imported = imports_of("components.pneumonia.entrypoint")
+    assert {"torch", "ray", "optuna"} <= imported
+    installed = closure(requirement_lines(REQUIREMENTS / "training.txt"))
+    owners = metadata.packages_distributions()
+    missing = {}
+    for top in imported - set(sys.stdlib_module_names):
+        dists = {canonical(d) for d in owners.get(top, [])}
+        if not dists & installed:
+            missing[top] = sorted(dists) or "not installed here"
+    assert not missing, f"requirements/training.txt lacks {missing}"
+
+
+IMAGE_REQUIREMENTS = {"clinops": ("main.txt", True), "clinops-train-gpu": ("training.txt", True),
+                      "sklearn-predictor": ("serving-sklearn.txt", True),
+                      "torch-predictor": ("serving-torch.txt", True),
+                      "transformer": ("serving-transformer.txt", True), "drift": ("drift.txt", False)}
+
+
+def build_text(dockerfile: Path, target: str) -> str:
+    """The instructions that make a target: its stage, its bases and the stages it copies from."""
+    found, text, todo, seen = stages(dockerfile), "", [target], set()
+    while todo:
+        stage = todo.pop()
+        if stage in seen or stage not in found:
+            continue
+        seen.add(stage)
+        base, body = found[stage]
+        text += body
+        todo += [base, *re.findall(r"COPY\s+--from=(\S+)", body)]
+    return text
+
+
+def test_every_image_installs_the_requirement_set_checked_here():
+    assert set(IMAGE_REQUIREMENTS) == set(make_images())
+    for name, (requirements, constrained) in IMAGE_REQUIREMENTS.items():
+        dockerfile, target = make_images()[name]
+        text = build_text(ROOT / dockerfile, target)
+        assert f"-r requirements/{requirements}" in text, f"{name} does not install {requirements}"
+        assert ("-c requirements/constraints.txt" in text) == constrained, name
+        installs = set(re.findall(r"-r requirements/(\S+)", text))
+        assert installs == {requirements}, f"{name} installs {sorted(installs)}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(IMAGE_REQUIREMENTS))
+def test_every_image_requirement_set_resolves_against_the_index(name, tmp_path):
+    """pip resolves the set as the Dockerfile installs it, into nothing (``--ignore-installed``)."""
+    requirements, constrained = IMAGE_REQUIREMENTS[name]
+    report = tmp_path / "report.json"
+    argv = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report",
+            str(report), "-r", str(REQUIREMENTS / requirements)]
+    if constrained:
+        argv += ["-c", str(REQUIREMENTS / "constraints.txt")]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resolved = {canonical(i["metadata"]["name"]): i["metadata"]["version"]
+                for i in json.loads(report.read_text())["install"]}
+    for req in requirement_lines(REQUIREMENTS / requirements):
+        assert canonical(req.name) in resolved
+        assert req.specifier.contains(resolved[canonical(req.name)], prereleases=True), (req, resolved[canonical(req.name)])
