@@ -25,7 +25,8 @@ def heart_disease_pipeline(
     holdout_sites: str = "",
     n_trials: int = 12,
     cv_folds: int = 5,
-    threshold: float = 0.5,
+    target_sensitivity: float = 0.9,
+    bootstrap_resamples: int = 1000,
     floors: str = "roc_auc=0.85",
     model_name: str = "heart-disease",
     experiment: str = "heart-disease",
@@ -38,18 +39,21 @@ def heart_disease_pipeline(
     train = c.train(train=split.outputs["train"], n_trials=n_trials, seed=seed,
                     cv_folds=cv_folds).set_display_name("train (Optuna)")
     train.set_cpu_limit("2").set_memory_limit("4G")
-    evaluate = c.evaluate(model=train.outputs["model"], test=split.outputs["test"], train_info=train.outputs["Output"],
-                          threshold=threshold).set_display_name("evaluate")
+    evaluate = c.evaluate(model=train.outputs["model"], train=split.outputs["train"], test=split.outputs["test"],
+                          train_info=train.outputs["Output"], target_sensitivity=target_sensitivity,
+                          bootstrap_resamples=bootstrap_resamples, seed=seed).set_display_name("evaluate")
     register = c.register(model=train.outputs["model"], train=split.outputs["train"],
                           evaluation=evaluate.outputs["evaluation"], study=train.outputs["study"],
                           train_info=train.outputs["Output"], metrics_json=evaluate.outputs["Output"],
                           model_name=model_name, experiment=experiment, seed=seed).set_display_name("register")
     gate = c.gate(model_name=model_name, version=register.outputs["version"], test=split.outputs["test"],
-                  metrics_json=evaluate.outputs["Output"], floors=floors).set_display_name("gate")
-    export = c.export(model=train.outputs["model"], train=split.outputs["train"], model_name=model_name,
+                  evaluation=evaluate.outputs["evaluation"], metrics_json=evaluate.outputs["Output"],
+                  floors=floors).set_display_name("gate")
+    export = c.export(model=train.outputs["model"], train=split.outputs["train"],
+                      evaluation=evaluate.outputs["evaluation"], model_name=model_name,
                       version=register.outputs["version"], run_id=register.outputs["run_id"],
                       metrics_json=evaluate.outputs["Output"], promoted=gate.outputs["promoted"],
-                      reasons=gate.outputs["reasons"], threshold=threshold, store=store).set_display_name("export")
+                      reasons=gate.outputs["reasons"], store=store).set_display_name("export")
     # Registering, promoting and exporting change the world: never answer them from the cache.
     for task in (register, gate, export):
         task.set_caching_options(False)

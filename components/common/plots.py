@@ -67,6 +67,35 @@ def calibration_png(y, p, bins: int = 10) -> bytes:
     return _png(fig)
 
 
+def reliability_png(y, p_model, p_served=None, bins: int = 10) -> bytes:
+    """Observed frequency against predicted probability in equal-width bins, with each bin's patient count:
+    the model's probability and, when recalibrated, the served one."""
+    fig, (ax, counts) = plt.subplots(2, 1, figsize=(4.5, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect")
+    for name, p in (("model", p_model), ("served", p_served)):
+        if p is None:
+            continue
+        frac_pos, mean_pred = calibration_curve(y, p, n_bins=bins, strategy="uniform")
+        ax.plot(mean_pred, frac_pos, "o-", lw=2, label=name)
+        counts.hist(p, bins=bins, range=(0, 1), histtype="step", lw=1.5, label=name)
+    ax.set(ylabel="Observed frequency", title="Reliability", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left")
+    counts.set(xlabel="Predicted probability", ylabel="patients")
+    return _png(fig)
+
+
+def decision_curve_png(curve) -> bytes:
+    """Net benefit of the model against treat-all and treat-none (a ``thresholds.DecisionCurve``)."""
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    ax.plot(curve.thresholds, curve.model, lw=2, label="model")
+    ax.plot(curve.thresholds, curve.treat_all, lw=1, color="tab:orange", label="treat all")
+    ax.plot(curve.thresholds, curve.treat_none, lw=1, color="grey", label="treat none")
+    top = float(max(curve.model.max(), curve.treat_all.max(), 0.01))
+    ax.set(xlabel="Threshold probability", ylabel="Net benefit", title="Decision curve", ylim=(-0.05 * top * 4, top * 1.1))
+    ax.legend(loc="upper right")
+    return _png(fig)
+
+
 def evaluation_plots(y, p, threshold: float, labels: tuple[str, str]) -> dict[str, bytes]:
     y = np.asarray(y).astype(int)
     p = np.asarray(p, dtype=float)

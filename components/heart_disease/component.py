@@ -92,10 +92,13 @@ def train(train: Input[Dataset], n_trials: int, seed: int, cv_folds: int, model:
 
 
 @component
-def evaluate(model: Input[Model], test: Input[Dataset], train_info: str, threshold: float,
-             metrics: Output[Metrics], classification: Output[ClassificationMetrics], plots: Output[HTML],
-             model_card: Output[Markdown], evaluation: Output[Artifact]) -> str:
-    """Test-split metrics into KFP Metrics/ClassificationMetrics, plots (HTML), model card, files for MLflow."""
+def evaluate(model: Input[Model], train: Input[Dataset], test: Input[Dataset], train_info: str,
+             target_sensitivity: float, bootstrap_resamples: int, seed: int, metrics: Output[Metrics],
+             classification: Output[ClassificationMetrics], plots: Output[HTML], model_card: Output[Markdown],
+             evaluation: Output[Artifact]) -> str:
+    """Clinical assessment on the test split (intervals, subgroups, calibration, operating points, decision
+    curve) into KFP Metrics/ClassificationMetrics, plots (HTML), the model card and files for MLflow and the
+    bundle (calibration.json: the served probability's map and threshold, fitted on out-of-fold training scores)."""
     import json
     import os
     from pathlib import Path
@@ -105,28 +108,40 @@ def evaluate(model: Input[Model], test: Input[Dataset], train_info: str, thresho
 
     from components.common import metrics as metric_lib
     from components.common import plots as plot_lib
+    from components.common.clinical import calibration as calibration_lib
+    from components.common.clinical import card as card_lib
     from components.heart_disease import evaluation as ev
-    from components.heart_disease.schema import TARGET
 
     info = json.loads(train_info)
-    frame = pd.read_csv(test.path)
-    values, p = ev.evaluate(joblib.load(model.path), frame, threshold)
-    y = frame[TARGET].to_numpy(dtype=int)
-    scalar = {k: v for k, v in values.items() if k not in {"n"}}
+    frame, train_frame = pd.read_csv(test.path), pd.read_csv(train.path)
+    assessed, fold_aucs = ev.assess(joblib.load(model.path), train_frame, frame, target_sensitivity,
+                                    bootstrap_resamples, seed)
+    values = assessed.flat_metrics() | {"cv_roc_auc_repeated": float(fold_aucs.mean()),
+                                        "cv_roc_auc_repeated_sd": float(fold_aucs.std())}
+    threshold, y, p = assessed.threshold, assessed.y, assessed.p
+    scalar = {k: v for k, v in values.items() if k != "n"}
     metric_lib.log_to_kfp(metrics, classification, y, p, threshold, ev.LABELS, scalar)
-    pngs = plot_lib.evaluation_plots(y, p, threshold, ev.LABELS)
+    outer = ev.outer_estimate(fold_aucs)
+    pngs = plot_lib.evaluation_plots(y, p, threshold, ev.LABELS) | {
+        "reliability.png": plot_lib.reliability_png(y, assessed.p_model, p),
+        "decision_curve.png": plot_lib.decision_curve_png(assessed.decision_curve)}
+    headline = {k: values[k] for k in ("roc_auc", "sensitivity", "specificity", "threshold", "ece")}
     with open(plots.path, "w") as f:
-        f.write(plot_lib.html_page("Heart-disease model — test split", pngs, scalar))
-    card = ev.model_card(values, info["family"], info["params"], info["cv_roc_auc"],
-                         int(info.get("n_train", 0)), ev.per_site(frame, p, threshold))
+        f.write(plot_lib.html_page("Heart-disease model — test split", pngs, headline,
+                                   card_lib.html_sections(assessed, outer)))
+    card = ev.model_card(assessed.metrics, info["family"], info["params"], info["cv_roc_auc"],
+                         int(info.get("n_train", 0)), ev.per_site(frame, p, threshold), assessed, outer)
     with open(model_card.path, "w") as f:
         f.write(card)
     os.makedirs(evaluation.path, exist_ok=True)
     plot_lib.save_pngs(pngs, Path(evaluation.path) / "plots")
     with open(os.path.join(evaluation.path, "model_card.md"), "w") as f:
         f.write(card)
-    pd.DataFrame({"y_true": y, "p_disease": p}).to_csv(os.path.join(evaluation.path, "predictions.csv"), index=False)
-    print("evaluate: " + ", ".join(f"{k}={v:.4f}" for k, v in scalar.items()))
+    calibration_lib.to_contract(assessed.recalibration, target_sensitivity, threshold,
+                                "out-of-fold scores of the training split").write(Path(evaluation.path))
+    pd.DataFrame({"y_true": y, "p_disease": assessed.p_model, "p_served": p}).to_csv(
+        os.path.join(evaluation.path, "predictions.csv"), index=False)
+    print("evaluate: " + ", ".join(f"{k}={v:.4f}" for k, v in headline.items()))
     return json.dumps(values)
 
 
@@ -178,52 +193,58 @@ def register(model: Input[Model], train: Input[Dataset], evaluation: Input[Artif
 
 
 @component
-def gate(model_name: str, version: str, test: Input[Dataset], metrics_json: str, floors: str
-         ) -> NamedTuple("Gate", promoted=bool, reasons=str):
-    """Alias ``champion`` moves here only above the floors and not worse than the champion on this test split."""
+def gate(model_name: str, version: str, test: Input[Dataset], evaluation: Input[Artifact], metrics_json: str,
+         floors: str) -> NamedTuple("Gate", promoted=bool, reasons=str):
+    """Alias ``champion`` moves here only above the floors and when a paired comparison with the champion on
+    this test split's patients says it is better and not worse beyond noise."""
     import json
+    import os
     import tempfile
     from collections import namedtuple
 
     import mlflow
     import pandas as pd
-    from sklearn.metrics import roc_auc_score
 
     from components.common import gate as gate_lib
     from components.common import registry
+    from components.common.clinical import paired
     from components.heart_disease.evaluation import predict
-    from components.heart_disease.schema import TARGET
 
     registry.configure("heart-disease")
     frame = pd.read_csv(test.path)
+    candidate = pd.read_csv(os.path.join(evaluation.path, "predictions.csv"))
 
-    def score_champion(uri: str) -> float:
+    def compare_with_champion(uri: str) -> paired.PairedComparison:
         with tempfile.TemporaryDirectory() as download:  # MLflow's own default folder is never removed
-            return float(roc_auc_score(frame[TARGET], predict(mlflow.sklearn.load_model(uri, dst_path=download),
-                                                              frame)))
+            champion = predict(mlflow.sklearn.load_model(uri, dst_path=download), frame)
+        return paired.compare_roc_auc(candidate["y_true"], candidate["p_disease"], champion)
 
     decision = gate_lib.run_gate(model_name, version, json.loads(metrics_json), gate_lib.parse_floors(floors),
-                                 score_champion)
+                                 compare_with_champion)
     return namedtuple("Gate", ["promoted", "reasons"])(decision.promote, "; ".join(decision.reasons))
 
 
 @component
-def export(model: Input[Model], train: Input[Dataset], model_name: str, version: str, run_id: str,
-           metrics_json: str, promoted: bool, reasons: str, threshold: float, store: str) -> str:
-    """Write the serving bundle to the store (local folder or S3/MinIO); returns the run summary."""
+def export(model: Input[Model], train: Input[Dataset], evaluation: Input[Artifact], model_name: str, version: str,
+           run_id: str, metrics_json: str, promoted: bool, reasons: str, store: str) -> str:
+    """Write the serving bundle to the store (local folder or S3/MinIO), with the evaluation's calibration and
+    threshold; returns the run summary."""
     import json
     import tempfile
     from pathlib import Path
 
     import pandas as pd
 
+    from bundle.calibration import Calibration
     from components.common.publish import publish
     from components.heart_disease.export import WORKLOAD, build_bundle
 
     values = json.loads(metrics_json)
+    calibration = Calibration.read(Path(evaluation.path))
     with tempfile.TemporaryDirectory() as tmp:
         build_bundle(Path(tmp) / "bundle", Path(model.path), pd.read_csv(train.path), model_name, version,
-                     threshold, metrics=values, run_id=run_id, promoted=promoted)
+                     calibration.operating_point.threshold, metrics=values, run_id=run_id, promoted=promoted,
+                     calibration=calibration)
         uri = publish(Path(tmp) / "bundle", WORKLOAD, version, promoted, store or None)
     print(f"export: bundle for v{version} at {uri}")
     return json.dumps({"metrics": values, "model_name": model_name, "model_version": version,

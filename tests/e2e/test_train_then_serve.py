@@ -60,6 +60,8 @@ def test_heart_disease_champion_serves_what_was_registered(clinops_home):
     test = pd.read_csv(_artifact(clinops_home, "heart-disease", "split", "test"))
     rows = test[FEATURES].to_numpy(dtype=float)
     expected = _registered("heart-disease", record["model_version"], mlflow.sklearn).predict_proba(rows)[:, 1]
+    if served.calibration is not None:  # the served probability is the recalibrated one
+        expected = np.array([served.calibration.apply_one(float(v)) for v in expected])
 
     # one input per feature, as a client sends them; null where the record has no value
     inputs = [{"name": name, "datatype": "FP64", "shape": [len(rows)],
