@@ -59,7 +59,16 @@ def compile_workload(workload: str, out_dir: Path = COMPILED_DIR) -> Path:
 
 def compile_all(out_dir: Path = COMPILED_DIR, registry: str = image.DEFAULT_REGISTRY,
                 tag: str = image.DEFAULT_TAG) -> list[Path]:
-    return [compile_pipeline(name, out_dir, registry=registry, tag=tag) for name in catalog.COMPILED]
+    """Every pipeline, and each one's compile-time profiles other than the one its PIPELINE is built with
+    (``pneumonia-gpu.yaml``): golden files as well."""
+    paths = []
+    for name in catalog.COMPILED:
+        paths.append(compile_pipeline(name, out_dir, registry=registry, tag=tag))
+        module = catalog.load_pipeline(name)
+        for profile in getattr(module, "COMPILE_PROFILES", {}):
+            if profile != getattr(module, "DEFAULT_COMPILE_PROFILE", None):
+                paths.append(compile_pipeline(name, out_dir, profile, registry, tag))
+    return paths
 
 
 def main(argv: list[str] | None = None) -> int:

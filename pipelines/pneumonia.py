@@ -7,9 +7,9 @@ KFP reads resources from the compiled spec and never from run parameters: :data:
 ``python -m pipelines.compile pneumonia --profile gpu`` → ``pipelines/compiled/pneumonia-gpu.yaml``.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 
 from components.common.image import TRAIN_GPU_IMAGE
 from components.common.platform import with_platform_env
@@ -28,12 +28,19 @@ class TrainStepResources:
     memory: str = "16G"
     accelerator: str | None = None  # a Kubernetes extended resource, e.g. nvidia.com/gpu
     accelerator_count: int = 1
+    # where the pod may run: node labels it needs, and taints it tolerates (key, effect; operator Exists)
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[tuple[str, str], ...] = ()
 
 
 COMPILE_PROFILES: dict[str, TrainStepResources] = {
     "cpu": TrainStepResources(),
-    "gpu": TrainStepResources(cpu="8", memory="64G", accelerator="nvidia.com/gpu", accelerator_count=1),
+    # GPU nodes carry NVIDIA GPU feature discovery's label and, usually, a taint that keeps other pods away
+    "gpu": TrainStepResources(cpu="8", memory="64G", accelerator="nvidia.com/gpu", accelerator_count=1,
+                              node_selector={"nvidia.com/gpu.present": "true"},
+                              tolerations=(("nvidia.com/gpu", "NoSchedule"),)),
 }
+DEFAULT_COMPILE_PROFILE = "cpu"  # what PIPELINE is compiled with
 
 
 def request_resources(task, resources: TrainStepResources):
@@ -42,6 +49,10 @@ def request_resources(task, resources: TrainStepResources):
     task.set_memory_request(resources.memory).set_memory_limit(resources.memory)
     if resources.accelerator:
         task.set_accelerator_type(resources.accelerator).set_accelerator_limit(resources.accelerator_count)
+    for label, value in resources.node_selector.items():
+        kubernetes.add_node_selector(task, label_key=label, label_value=value)
+    for key, effect in resources.tolerations:
+        kubernetes.add_toleration(task, key=key, operator="Exists", effect=effect)
     return task
 
 

@@ -1,7 +1,7 @@
 """What a pipeline task needs from the cluster: where MLflow and the artifact store are, and the
 credentials for them. In Kubeflow both come from optional objects in the run's namespace
-(ConfigMap ``clinops-config``, Secret ``clinops-s3``); ``kfp.local`` ignores them and uses the
-local environment instead."""
+(ConfigMap ``clinops-config``, Secret ``clinops-s3`` for MinIO, Secret ``clinops-mlflow`` for an MLflow
+server behind basic auth); ``kfp.local`` ignores them and uses the local environment instead."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ CONFIG_MAP = "clinops-config"
 SECRET = "clinops-s3"
 CONFIG_KEYS = ["MLFLOW_TRACKING_URI", "CLINOPS_S3_ENDPOINT", "CLINOPS_BUNDLE_STORE"]
 SECRET_KEYS = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+MLFLOW_SECRET = "clinops-mlflow"
+MLFLOW_SECRET_KEYS = ["MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"]
 
 
 def with_platform_env(*tasks):
@@ -18,4 +20,5 @@ def with_platform_env(*tasks):
     for task in tasks:
         kubernetes.use_config_map_as_env(task, CONFIG_MAP, {k: k for k in CONFIG_KEYS}, optional=True)
         kubernetes.use_secret_as_env(task, SECRET, {k: k for k in SECRET_KEYS}, optional=True)
+        kubernetes.use_secret_as_env(task, MLFLOW_SECRET, {k: k for k in MLFLOW_SECRET_KEYS}, optional=True)
     return tasks

@@ -44,3 +44,41 @@ def test_a_bad_registry_or_tag_is_refused_by_name(registry, tag):
 def test_the_command_line_needs_a_name_or_all():
     done = subprocess.run([sys.executable, "-m", "pipelines.compile"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2 and "name a pipeline or pass --all" in done.stderr
+
+
+def platform_executors(path: Path) -> dict:
+    _, platform = yaml.safe_load_all(path.read_text())
+    return platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def test_the_gpu_profile_is_a_golden_file_too(tmp_path):
+    fresh = compile_pipeline("pneumonia", tmp_path, profile="gpu").read_text()
+    assert fresh == (COMPILED_DIR / "pneumonia-gpu.yaml").read_text(), "pneumonia-gpu.yaml is stale: make compile"
+
+
+@pytest.mark.parametrize("name", ["pneumonia", "pneumonia-gpu", "monitoring"])
+def test_minio_and_mlflow_secrets_reach_the_steps_as_env(name):
+    executors = platform_executors(COMPILED_DIR / f"{name}.yaml")
+    for executor in executors.values():
+        secrets = {s["secretName"]: {k["envVar"] for k in s["keyToEnv"]} for s in executor.get("secretAsEnv", [])}
+        if not secrets:
+            continue
+        assert secrets["clinops-s3"] == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+        assert secrets["clinops-mlflow"] == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+        assert all(s["optional"] for s in executor["secretAsEnv"])
+    assert {"exec-train", "exec-register"} & set(executors) or name == "monitoring"
+
+
+def test_only_the_gpu_profile_places_the_train_step_on_a_gpu_node():
+    spec = next(yaml.safe_load_all((COMPILED_DIR / "pneumonia-gpu.yaml").read_text()))
+    resources = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
+    assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert resources["accelerator"]["resourceCount"] == "1"
+    assert resources["cpuLimit"] == resources["cpuRequest"] == 8.0
+    train = platform_executors(COMPILED_DIR / "pneumonia-gpu.yaml")["exec-train"]
+    assert train["nodeSelector"] == {"labels": {"nvidia.com/gpu.present": "true"}}
+    assert train["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    cpu = platform_executors(COMPILED_DIR / "pneumonia.yaml")
+    assert not any("nodeSelector" in e or "tolerations" in e for e in cpu.values())
+    cpu_spec = next(yaml.safe_load_all((COMPILED_DIR / "pneumonia.yaml").read_text()))
+    assert "accelerator" not in cpu_spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
