@@ -8,7 +8,8 @@ DEFAULT_TAG = "0.1.0"  # the project's version (setup.cfg)
 
 COMPONENT = "clinops"  # every lightweight component's base_image: bodies import project code, install nothing
 TRAIN_GPU = "clinops-train-gpu"  # the RayJob's head and worker pods
-NAMES = (COMPONENT, TRAIN_GPU)
+SERVING = ("sklearn-predictor", "torch-predictor", "transformer", "drift")  # inference/Dockerfile's targets
+NAMES = (COMPONENT, TRAIN_GPU, *SERVING)
 
 
 def image_ref(name: str, registry: str = DEFAULT_REGISTRY, tag: str = DEFAULT_TAG) -> str:
