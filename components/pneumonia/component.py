@@ -124,12 +124,14 @@ def train(splits: Input[Dataset], variant: str, weights_path: str, epochs: int, 
 def evaluate(model: Input[Model], splits: Input[Dataset], metrics: Output[Metrics],
              classification: Output[ClassificationMetrics], plots: Output[HTML], gradcam: Output[HTML],
              evaluation: Output[Artifact]):
-    """Threshold on val, test metrics, ROC/confusion for the KFP UI, plots and Grad-CAM overlays."""
+    """Recalibration and the threshold for a target sensitivity on val; test metrics with intervals, calibration,
+    operating points and decision curve; ROC/confusion for the KFP UI, plots and Grad-CAM overlays."""
     import json
     from pathlib import Path
 
     from components.common import metrics as metrics_lib
     from components.common import plots as plots_lib
+    from components.common.clinical.thresholds import decision_curve
     from components.pneumonia import evaluation as evaluation_lib
     from components.pneumonia import split as split_lib
     from components.pneumonia.labels import CLASSES
@@ -138,16 +140,22 @@ def evaluate(model: Input[Model], splits: Input[Dataset], metrics: Output[Metric
     net = evaluation_lib.load_trained(Path(model.path), contract.channels)
     result = evaluation_lib.evaluate(net, Path(splits.path))
     values, threshold = result["metrics"], result["threshold"]
-    metrics_lib.log_to_kfp(metrics, classification, result["y_test"], result["p_test"], threshold, CLASSES,
+    y, p = result["y_test"], result["p_test"]  # p: the served (recalibrated) probability
+    metrics_lib.log_to_kfp(metrics, classification, y, p, threshold, CLASSES,
                            {k: v for k, v in values.items() if k not in {"n"}})
-    pngs = plots_lib.evaluation_plots(result["y_test"], result["p_test"], threshold, CLASSES)
-    Path(plots.path).write_text(plots_lib.html_page("Pneumonia: test evaluation", pngs, values))
+    pngs = plots_lib.evaluation_plots(y, p, threshold, CLASSES) | {
+        "reliability.png": plots_lib.reliability_png(y, result["p_test_model"], p),
+        "decision_curve.png": plots_lib.decision_curve_png(decision_curve(y, p))}
+    headline = {k: values[k] for k in ("roc_auc", "sensitivity", "specificity", "threshold", "ece", "val_roc_auc")}
+    Path(plots.path).write_text(plots_lib.html_page("Pneumonia: test evaluation", pngs, headline,
+                                                    result["card_html"]))
     Path(gradcam.path).write_text(evaluation_lib.gradcam_html(net, Path(splits.path), threshold))
     Path(evaluation.path).mkdir(parents=True, exist_ok=True)
     plots_lib.save_pngs(pngs, Path(evaluation.path) / "plots")
     (Path(evaluation.path) / "gradcam.html").write_text(Path(gradcam.path).read_text())
     (Path(evaluation.path) / "evaluation.json").write_text(json.dumps(result))
-    print(f"evaluate: threshold {threshold:.3f} (chosen on val) · " +
+    (Path(evaluation.path) / "plots" / "model_card.md").write_text(result["card_markdown"])  # logged to MLflow
+    print(f"evaluate: threshold {threshold:.3f} (target sensitivity on val) · " +
           " · ".join(f"{k} {values[k]:.4f}" for k in ("roc_auc", "accuracy", "sensitivity", "specificity")))
 
 
@@ -184,7 +192,8 @@ def register(model: Input[Model], splits: Input[Dataset], evaluation: Input[Arti
 @dsl.component(base_image=CLINOPS_IMAGE, install_kfp_package=False)
 def gate(version: str, splits: Input[Dataset], evaluation: Input[Artifact], floors: str
          ) -> NamedTuple("Gate", promoted=bool, reasons=str):
-    """Alias ``champion`` moves only above the floors and when not worse than the champion on this test split."""
+    """Alias ``champion`` moves only above the floors and when a paired comparison with the champion on this test
+    split's images says it is better and not worse beyond noise."""
     import json
     from collections import namedtuple
     from pathlib import Path
@@ -192,7 +201,7 @@ def gate(version: str, splits: Input[Dataset], evaluation: Input[Artifact], floo
     from components.pneumonia import register as register_lib
 
     result = json.loads((Path(evaluation.path) / "evaluation.json").read_text())
-    decision = register_lib.gate_model(version, Path(splits.path), result["metrics"], floors)
+    decision = register_lib.gate_model(version, Path(splits.path), result["metrics"], floors, result["p_test_model"])
     return namedtuple("Gate", ["promoted", "reasons"])(decision.promote, "; ".join(decision.reasons))
 
 
@@ -206,6 +215,7 @@ def export(model: Input[Model], splits: Input[Dataset], evaluation: Input[Artifa
 
     import numpy as np
 
+    from bundle.calibration import Calibration
     from components.common.publish import publish
     from components.pneumonia import evaluation as evaluation_lib
     from components.pneumonia import export as export_lib
@@ -221,7 +231,8 @@ def export(model: Input[Model], splits: Input[Dataset], evaluation: Input[Artifa
     softmax, embedding = evaluation_lib.predict(net, np.concatenate(held_out)[:500], contract)
     with tempfile.TemporaryDirectory() as tmp:
         export_lib.write_bundle(Path(tmp), net, contract, config["variant"], result["threshold"], softmax,
-                                embedding, version, result["metrics"], run_id, promoted)
+                                embedding, version, result["metrics"], run_id, promoted,
+                                calibration=Calibration.from_dict(result["calibration"]))
         uri = publish(Path(tmp), WORKLOAD, version, promoted)
     record = {"metrics": result["metrics"], "threshold": result["threshold"], "model_name": MODEL_NAME,
               "model_version": version, "promoted": promoted, "gate_reasons": reasons, "bundle_uri": uri}

@@ -45,17 +45,37 @@ def predict(net, images: np.ndarray, contract: preprocess.ImageContract, batch_s
     return np.concatenate(softmax), np.concatenate(embeddings)
 
 
-def evaluate(net, splits_dir: Path) -> dict:
-    """Threshold on val, metrics on test; returns a JSON-able dict with the per-image test scores."""
+TARGET_SENSITIVITY = 0.90  # the served threshold's meaning: at most one pneumonia in ten missed (on val)
+BOOTSTRAP_RESAMPLES = 1000
+NO_SOURCE_SUBGROUPS = ("every image of a run comes from one source ({format} layout: the generated phantom set, "
+                       "Kermany/Kaggle folders or a MedMNIST file); the data carry no per-image source or "
+                       "acquisition attribute, so no subgroup by it can be formed")
+
+
+def evaluate(net, splits_dir: Path, target_sensitivity: float = TARGET_SENSITIVITY,
+             n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> dict:
+    """The clinical assessment: recalibration and the threshold for ``target_sensitivity`` fitted on val,
+    intervals and calibration on test; returns a JSON-able dict with the per-image test scores (the model's
+    and the served, recalibrated ones), the bundle's calibration and the card's Markdown and HTML."""
+    from components.common.clinical import assessment, card
+    from components.common.clinical import calibration as calibration_lib
+
     contract = split.load_contract(splits_dir)
     val, test = split.load(splits_dir, "val"), split.load(splits_dir, "test")
     p_val = predict(net, val.x, contract)[0][:, 1]
-    threshold = metrics_lib.youden_threshold(val.y, p_val)
     p_test = predict(net, test.x, contract)[0][:, 1]
-    test_metrics = metrics_lib.binary_metrics(test.y, p_test, threshold)
-    val_auc = metrics_lib.binary_metrics(val.y, p_val, threshold)["roc_auc"]
-    return {"threshold": threshold, "metrics": test_metrics | {"val_roc_auc": val_auc},
-            "y_test": test.y.tolist(), "p_test": p_test.tolist()}
+    summary = json.loads((Path(splits_dir) / split.SUMMARY_FILE).read_text())
+    result = assessment.assess(test.y, p_test, val.y, p_val, target_sensitivity,
+                               no_subgroups={"image source": NO_SOURCE_SUBGROUPS.format(
+                                   format=summary.get("format", "unknown"))},
+                               n_resamples=n_resamples, seed=seed)
+    val_auc = metrics_lib.binary_metrics(val.y, p_val)["roc_auc"]
+    contract_file = calibration_lib.to_contract(result.recalibration, target_sensitivity, result.threshold,
+                                                "the validation split")
+    return {"threshold": result.threshold, "metrics": result.flat_metrics() | {"val_roc_auc": val_auc},
+            "y_test": test.y.tolist(), "p_test": result.p.tolist(), "p_test_model": p_test.tolist(),
+            "calibration": contract_file.to_dict(), "card_markdown": card.markdown(result),
+            "card_html": card.html_sections(result)}
 
 
 def grad_cam(net, x: torch.Tensor, target: int = 1) -> np.ndarray:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from bundle import BundleWriter, Manifest, TorchModelConfig, layout
+from bundle.calibration import Calibration
 from bundle.drift import KSDriftSettings
 from bundle.schema import ImagePreprocessing, ImageSchema
 from components.pneumonia import loaders, preprocess
@@ -37,12 +38,18 @@ def schema(contract: preprocess.ImageContract, threshold: float) -> ImageSchema:
 def write_bundle(folder: Path, net: torch.nn.Module, contract: preprocess.ImageContract, variant: str,
                  threshold: float, reference_softmax: np.ndarray, reference_embedding: np.ndarray,
                  model_version: str, metrics: dict, run_id: str | None, promoted: bool,
-                 p_val: float = 0.05) -> Manifest:
+                 p_val: float = 0.05, calibration: Calibration | None = None) -> Manifest:
+    """``calibration``, when given, is written as ``calibration.json`` (the transformer applies it to the softmax
+    probability); its operating point's threshold is the schema's."""
+    if calibration is not None and calibration.operating_point is not None:
+        threshold = calibration.operating_point.threshold
     writer = BundleWriter(folder, WORKLOAD, layout.PYTORCH, MODEL_NAME, str(model_version))
     script_model(net, contract).save(str(writer.model_path))
     dim = int(reference_embedding.shape[1])
     writer.write_model_config(TorchModelConfig(model_lib.variant_name(variant), tuple(CLASSES), dim))
     writer.write_schema(schema(contract, threshold))
+    if calibration is not None:
+        writer.write_calibration(calibration)
     np.savez_compressed(writer.drift_reference_path, embedding=reference_embedding.astype(np.float32),
                         softmax=reference_softmax.astype(np.float32))
     # feature-wise KS with a Bonferroni correction runs on numpy alone (the sidecar has no torch)

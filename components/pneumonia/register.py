@@ -26,8 +26,8 @@ def _requirements() -> list[str]:
 
 
 @torch.no_grad()
-def score_logits_model(net, images: np.ndarray, labels: np.ndarray, contract: preprocess.ImageContract) -> float:
-    """ROC-AUC of a model whose ``forward`` returns logits (what the MLflow flavour holds)."""
+def logits_model_probabilities(net, images: np.ndarray, contract: preprocess.ImageContract) -> np.ndarray:
+    """P(pneumonia) of a model whose ``forward`` returns logits (what the MLflow flavour holds)."""
     net.eval()
     probs = []
     for start in range(0, len(images), 64):
@@ -35,7 +35,12 @@ def score_logits_model(net, images: np.ndarray, labels: np.ndarray, contract: pr
         out = net(x)
         logits = out[0] if isinstance(out, tuple) else out
         probs.append(torch.softmax(logits.float(), 1)[:, 1].numpy())
-    return metrics_lib.binary_metrics(labels, np.concatenate(probs))["roc_auc"]
+    return np.concatenate(probs)
+
+
+def score_logits_model(net, images: np.ndarray, labels: np.ndarray, contract: preprocess.ImageContract) -> float:
+    """ROC-AUC of a model whose ``forward`` returns logits."""
+    return metrics_lib.binary_metrics(labels, logits_model_probabilities(net, images, contract))["roc_auc"]
 
 
 def register_model(net: torch.nn.Module, splits_dir: Path, test_metrics: dict[str, float], params: dict,
@@ -65,18 +70,24 @@ def register_model(net: torch.nn.Module, splits_dir: Path, test_metrics: dict[st
                                      artifacts=list(artifacts), tags=tags)
 
 
-def gate_model(version: str, splits_dir: Path, test_metrics: dict[str, float], floors: str | dict) -> gate.GateDecision:
-    """The shared gate; the current champion is re-scored on this run's test split."""
+def gate_model(version: str, splits_dir: Path, test_metrics: dict[str, float], floors: str | dict,
+               candidate_p: list[float] | None = None) -> gate.GateDecision:
+    """The shared gate; the current champion is re-scored on this run's test split, and with the candidate's own
+    test probabilities (``candidate_p``) compared with it image by image (paired bootstrap)."""
     import mlflow.pytorch
+
+    from components.common.clinical import paired
 
     registry.configure(EXPERIMENT)
     contract = split.load_contract(splits_dir)
     test = split.load(splits_dir, "test")
 
-    def score_champion(model_uri: str) -> float | None:
+    def score_champion(model_uri: str) -> float | paired.PairedComparison | None:
         with tempfile.TemporaryDirectory() as download:  # MLflow's own default folder is never removed
             champion = mlflow.pytorch.load_model(model_uri, dst_path=download, map_location="cpu")
-        return score_logits_model(champion, test.x, test.y, contract)
+        if candidate_p is None:
+            return score_logits_model(champion, test.x, test.y, contract)
+        return paired.compare_roc_auc(test.y, candidate_p, logits_model_probabilities(champion, test.x, contract))
 
     return gate.run_gate(MODEL_NAME, version, test_metrics, gate.parse_floors(floors), score_champion,
                          primary="roc_auc")

@@ -1,0 +1,63 @@
+"""The pneumonia clinical assessment (val fits calibration and threshold, test measures) and its calibration
+reaching the transformer through the bundle."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bundle import open_bundle
+from bundle.calibration import Calibration
+from components.pneumonia import evaluation, export, phantom, split
+from components.pneumonia import model as model_lib
+from inference.transformer.model import make_codec
+from inference.transformer.settings import TransformerSettings
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    root = tmp_path_factory.mktemp("xray")
+    phantom.generate(root / "chest_xray", phantom.PhantomSpec(counts={"train": 16, "val": 24, "test": 40}, size=40,
+                                                             seed=5))
+    arrays, summary = split.build_splits(str(root), split.SplitConfig(32, 32, 1, min_val=8, seed=0))
+    splits_dir = split.save(arrays, summary, root / "splits")
+    torch.manual_seed(0)
+    net = model_lib.build_model("efficientnet_b0", 1, 2, 0.0).eval()
+    return net, splits_dir, evaluation.evaluate(net, splits_dir, n_resamples=200)
+
+
+def test_the_threshold_is_chosen_on_val_for_the_target_sensitivity(evaluated):
+    net, splits_dir, result = evaluated
+    val = split.load(splits_dir, "val")
+    contract = split.load_contract(splits_dir)
+    calibration = Calibration.from_dict(result["calibration"])
+    p_val = np.array([calibration.apply_one(float(v)) for v in evaluation.predict(net, val.x, contract)[0][:, 1]])
+    assert (p_val[val.y == 1] >= result["threshold"]).mean() >= evaluation.TARGET_SENSITIVITY
+    assert calibration.operating_point.threshold == result["threshold"] == result["metrics"]["threshold"]
+    m = result["metrics"]
+    assert m["roc_auc.lower"] <= m["roc_auc"] <= m["roc_auc.upper"] and "ece" in m and "val_roc_auc" in m
+    assert "no per-image source or acquisition attribute" in result["card_markdown"]
+    assert not any(k.startswith("subgroup.") for k in m)
+    json.dumps(result)  # the evaluation artifact is JSON
+
+
+def test_the_transformer_serves_the_bundles_calibrated_probability(evaluated, tmp_path):
+    net, splits_dir, result = evaluated
+    contract = split.load_contract(splits_dir)
+    # a Platt map that certainly changes the probability, as a recalibrated bundle holds
+    calibration = Calibration("platt", a=2.0, b=-0.3)
+    test = split.load(splits_dir, "test")
+    softmax, embedding = evaluation.predict(net, test.x[:8], contract)
+    export.write_bundle(tmp_path, net, contract, "efficientnet_b0", 0.42, softmax, embedding, "1", {}, None, False,
+                        calibration=calibration)
+    served = open_bundle(tmp_path, "pneumonia")
+    assert served.calibration == calibration and served.schema.threshold == 0.42
+    codec = make_codec("pneumonia", served.schema, TransformerSettings(workload="pneumonia"), served.calibration)
+    logits = np.log(softmax)  # softmax of log-probabilities gives them back
+    out, index = codec.decode({"logits": logits})
+    expected = 1 / (1 + np.exp(-(2.0 * np.log(softmax[:, 1] / softmax[:, 0]) - 0.3)))
+    np.testing.assert_allclose(out["probability"], expected, rtol=1e-5)
+    assert [codec.classes[i] for i in index] == ["PNEUMONIA" if e >= 0.42 else "NORMAL" for e in expected]
