@@ -35,6 +35,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bundle import champion, workloads
 from bundle.storage import S3Config
 from components.common.settings import get_settings
+from components.deploy.local import FAILED, RESTARTING, SERVING, ServeState
 
 TRANSFORMER_RUNTIME = "inference.transformer"  # one transformer runtime for every workload (codec by kind)
 DRIFT_RUNTIME = "inference.drift"
@@ -382,29 +383,59 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", action="append", metavar="WORKLOAD=URI", help="serve this bundle, not the champion")
     parser.add_argument("--predictor-protocol", default=settings.predictor_protocol, choices=["v2", "grpc-v2"])
     args = parser.parse_args(argv)
-    bundles = champion_bundles(tuple(args.workload or workloads.NAMES))
-    for item in args.bundle or []:
-        workload, _, uri = item.partition("=")
-        bundles[workload] = uri
+    overrides = dict(item.partition("=")[::2] for item in args.bundle or [])
+    bundles = champion_bundles(tuple(args.workload or workloads.NAMES)) | overrides
     if not bundles:
         print("clinops serve: no bundle to serve — no champion promoted yet. Run `make run` or "
               "`make pipeline WORKLOAD=...` first.", file=sys.stderr)
         return 1
-    stack = LocalStack(bundles, ports="default", predictor_protocol=args.predictor_protocol,
-                       host=settings.host, ready_timeout_s=settings.ready_timeout_s, log_dir=home_log_dir("logs"))
-    stop = threading.Event()
+
+    def new_stack(bundles: dict[str, str]) -> LocalStack:
+        return LocalStack(bundles, ports="default", predictor_protocol=args.predictor_protocol, host=settings.host,
+                          ready_timeout_s=settings.ready_timeout_s, log_dir=home_log_dir("logs"))
+
+    stack = new_stack(bundles)
+    stop, reload = threading.Event(), threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    # SIGHUP: restart on the champions as they are now (the pipelines' deploy step sends it; the state file
+    # tells it which process to signal and when the restart is done)
+    signal.signal(signal.SIGHUP, lambda *_: (reload.set(), stop.set()))
+    home = get_settings().home
+    state = ServeState(os.getpid(), RESTARTING, bundles=bundles)
     print(f"starting {', '.join(bundles)} (logs in {stack.log_dir}) …", flush=True)
     try:
         stack.start()
     except (RuntimeError, TimeoutError) as err:
         print(f"clinops serve: {err}", file=sys.stderr)
         return 1
+    state.status = SERVING
+    state.write(home)
     print("serving (Ctrl-C stops):\n" + stack.describe(), flush=True)
     code = 0
     try:
-        while not stop.wait(1.0):
+        while not stop.wait(1.0) or reload.is_set():
+            if reload.is_set():
+                reload.clear()
+                stop.clear()
+                state.status = RESTARTING
+                state.write(home)
+                stack.stop()
+                state.bundles = champion_bundles(tuple(args.workload or workloads.NAMES)) | overrides
+                print(f"restarting on {state.bundles} …", flush=True)
+                stack = new_stack(state.bundles)
+                state.generation += 1
+                try:
+                    stack.start()
+                except (RuntimeError, TimeoutError) as err:
+                    print(f"clinops serve: restart failed: {err}", file=sys.stderr)
+                    state.status, state.error, code = FAILED, str(err), 1
+                    state.write(home)
+                    break
+                state.status = SERVING
+                state.write(home)
+                print("serving:\n" + stack.describe(), flush=True)
+                continue
             dead = [key for key, ok in stack.alive().items() if not ok]
             if dead:
                 print(f"clinops serve: {', '.join(dead)} stopped unexpectedly:\n{stack.log_tail(dead[0])}",
@@ -414,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         print("stopping …", flush=True)
         stack.stop()
+        if state.status != FAILED:  # a failed restart's reason stays for the deploy step to read
+            ServeState.remove(home, os.getpid())
     print("stopped.")
     return code
 
