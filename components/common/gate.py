@@ -100,7 +100,8 @@ def check_floor(candidate: dict[str, float], name: str, bound: float) -> tuple[b
             return False, f"{name}: no subgroup was large enough to measure (floor {bound})"
         failing = {g: v for g, v in values.items() if (v > bound if ceiling else v < bound)}
         if failing:
-            return False, "; ".join(f"subgroup {g} {metric.split('.')[1]} {v:.4f} is "
+            inner = metric.removeprefix("subgroup.").removesuffix(".min")
+            return False, "; ".join(f"subgroup {g} {inner} {v:.4f} is "
                                     f"{'above the ceiling' if ceiling else 'below the floor'} {bound}"
                                     for g, v in sorted(failing.items()))
         worst = min(values.values()) if not ceiling else max(values.values())

@@ -243,6 +243,9 @@ def test_a_subgroup_below_its_floor_blocks_promotion_and_is_named():
 def test_ceilings_and_interval_floors_block_on_their_own():
     assert not gate.decide(CANDIDATE, {"ece.max": 0.04}, "roc_auc", None, None).promote
     assert not gate.decide(CANDIDATE, {"roc_auc.lower": 0.87}, "roc_auc", None, None).promote
+    bounds = {**CANDIDATE, "subgroup.sex:female.roc_auc.lower": 0.78, "subgroup.sex:male.roc_auc.lower": 0.85}
+    lower = gate.decide(bounds, gate.parse_floors("subgroup.roc_auc.lower.min=0.80"), "roc_auc", None, None)
+    assert not lower.promote and lower.reasons[0] == "subgroup sex:female roc_auc.lower 0.7800 is below the floor 0.8"
     no_groups = gate.decide({"roc_auc": 0.9}, {"subgroup.roc_auc.min": 0.8}, "roc_auc", None, None)
     assert not no_groups.promote and "no subgroup was large enough" in no_groups.summary()
 
