@@ -1,10 +1,12 @@
 """Heart-disease training pipeline: ingest → validate → split → train (Optuna) → evaluate →
-register (MLflow) → gate → export. Runs locally with kfp.local or compiles for Kubeflow Pipelines."""
+register (MLflow) → gate → export → deploy (canary in a cluster, a restart of ``clinops serve`` locally). Runs locally with kfp.local or compiles for Kubeflow Pipelines."""
 
 
 from kfp import dsl
 
 from components.common.platform import with_platform_env
+from components.deploy.component import deploy_after
+from components.deploy.step import DEFAULT_LIMITS, DEFAULT_PROMETHEUS_URL
 from components.heart_disease import component as c
 from components.heart_disease.data import DEFAULT_SOURCE
 
@@ -31,6 +33,12 @@ def heart_disease_pipeline(
     model_name: str = "heart-disease",
     experiment: str = "heart-disease",
     store: str = "",
+    deploy_mode: str = "auto",  # off | auto (cluster in a pod, else the local stack) | cluster | local
+    deploy_namespace: str = "",  # "" = the run's namespace
+    canary_percent: int = 10,
+    canary_period_s: float = 600.0,
+    prometheus_url: str = DEFAULT_PROMETHEUS_URL,
+    canary_limits: str = DEFAULT_LIMITS,
 ) -> str:
     ingest = c.ingest(source=source).set_display_name("ingest")
     validate = c.validate(data=ingest.outputs["data"]).set_display_name("validate")
@@ -58,6 +66,8 @@ def heart_disease_pipeline(
     for task in (register, gate, export):
         task.set_caching_options(False)
     with_platform_env(ingest, train, register, gate, export)
+    deploy_after(export, "heart-disease", deploy_mode, deploy_namespace, canary_percent, canary_period_s,
+                 prometheus_url, canary_limits)
     return export.output
 
 

@@ -1,5 +1,5 @@
 """The pneumonia training pipeline: ingest → validate → split → train (Optuna over Ray Train) →
-evaluate → register + gate → export. Its output is the export step's JSON run record.
+evaluate → register + gate → export → deploy. Its output is the export step's JSON run record.
 
 Run arguments come in profiles (:data:`PROFILES`; ``gpu`` is the GPU training setup). What the train
 step's pod asks Kubernetes for (CPU, memory, an accelerator) is fixed when the pipeline compiles, since
@@ -13,6 +13,8 @@ from kfp import dsl, kubernetes
 
 from components.common.image import TRAIN_GPU_IMAGE
 from components.common.platform import with_platform_env
+from components.deploy.component import deploy_after
+from components.deploy.step import DEFAULT_LIMITS, DEFAULT_PROMETHEUS_URL
 from components.pneumonia import component as c
 
 PIPELINE_NAME = "pneumonia-training"
@@ -93,6 +95,12 @@ def build_pipeline(train_resources: TrainStepResources = COMPILE_PROFILES["cpu"]
         rayjob_image: str = TRAIN_GPU_IMAGE,
         floors: str = "roc_auc=0.85",
         seed: int = 0,
+        deploy_mode: str = "auto",  # off | auto (cluster in a pod, else the local stack) | cluster | local
+        deploy_namespace: str = "",  # "" = the run's namespace
+        canary_percent: int = 10,
+        canary_period_s: float = 600.0,
+        prometheus_url: str = DEFAULT_PROMETHEUS_URL,
+        canary_limits: str = DEFAULT_LIMITS,
     ) -> str:
         raw = c.ingest(source=source, phantom_train=phantom_train, phantom_val=phantom_val, phantom_test=phantom_test,
                        phantom_size=phantom_size, pneumonia_fraction=pneumonia_fraction, seed=seed)
@@ -120,6 +128,8 @@ def build_pipeline(train_resources: TrainStepResources = COMPILE_PROFILES["cpu"]
             task.set_caching_options(False)  # registration, promotion and export must happen on every run
         # in cluster: MLflow / artifact store settings and S3 credentials from the namespace
         with_platform_env(raw, trained, evaluated, registered, gated, exported)
+        deploy_after(exported, "pneumonia", deploy_mode, deploy_namespace, canary_percent, canary_period_s,
+                     prometheus_url, canary_limits)
         return exported.output
 
     return pneumonia_pipeline

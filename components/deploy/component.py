@@ -6,6 +6,7 @@
 from kfp import dsl
 
 from components.common.image import CLINOPS_IMAGE
+from components.common.platform import with_platform_env
 
 
 @dsl.component(base_image=CLINOPS_IMAGE, install_kfp_package=False)
@@ -25,3 +26,15 @@ def deploy(workload: str, export_json: str, mode: str, namespace: str, canary_pe
     if outcome["action"] == "failed":
         raise RuntimeError(f"deploy failed: {'; '.join(outcome['reasons'])}")
     return summary(outcome)
+
+
+def deploy_after(export, workload: str, mode, namespace, canary_percent, period_s, prometheus_url, limits):
+    """In a pipeline: the deploy step after ``export`` (its JSON record is the input), unless ``mode`` is
+    ``off``; never cached, with the cluster's MLflow and S3 settings."""
+    with dsl.If(mode != "off", name="deploy-on"):
+        task = deploy(workload=workload, export_json=export.output, mode=mode, namespace=namespace,
+                      canary_percent=canary_percent, period_s=period_s, prometheus_url=prometheus_url,
+                      limits=limits).set_display_name("deploy")
+        task.set_caching_options(False)
+        with_platform_env(task)
+    return task

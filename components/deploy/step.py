@@ -16,6 +16,8 @@ from pathlib import Path
 from components.deploy.decision import CanaryPolicy
 
 MODES = ("off", "auto", "cluster", "local")
+DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"  # the Prometheus operator's service
+DEFAULT_LIMITS = "error_rate=0.05,p99_latency_s=1.0,min_requests=20"
 SKIPPED = "skipped"
 
 
@@ -30,7 +32,7 @@ class DeployRequest:
     canary_percent: int = 10
     period_s: float = 600.0
     interval_s: float = 60.0
-    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    prometheus_url: str = DEFAULT_PROMETHEUS_URL
     policy: CanaryPolicy = field(default_factory=CanaryPolicy)
     transformer_image: str = ""
 

@@ -82,3 +82,21 @@ def test_only_the_gpu_profile_places_the_train_step_on_a_gpu_node():
     assert not any("nodeSelector" in e or "tolerations" in e for e in cpu.values())
     cpu_spec = next(yaml.safe_load_all((COMPILED_DIR / "pneumonia.yaml").read_text()))
     assert "accelerator" not in cpu_spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
+
+
+@pytest.mark.parametrize("name, workload", [("heart-disease", "heart-disease"), ("pneumonia", "pneumonia")])
+def test_the_deploy_step_follows_export_unless_it_is_off(name, workload):
+    spec = next(yaml.safe_load_all((COMPILED_DIR / f"{name}.yaml").read_text()))
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["deploy_mode"]["defaultValue"] == "auto"
+    assert params["canary_percent"]["defaultValue"] == 10
+    assert params["canary_limits"]["defaultValue"] == "error_rate=0.05,p99_latency_s=1.0,min_requests=20"
+    condition = next(t for t in spec["root"]["dag"]["tasks"].values() if "triggerPolicy" in t)
+    assert condition["taskInfo"]["name"] == "deploy-on"
+    assert condition["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--deploy_mode'] != 'off'"
+    assert condition["dependentTasks"] == ["export"]
+    inner = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]["deploy"]
+    assert inner["inputs"]["parameters"]["workload"]["runtimeValue"]["constant"] == workload
+    assert inner["inputs"]["parameters"]["export_json"]["componentInputParameter"] == "pipelinechannel--export-Output"
+    assert inner["cachingOptions"] == {}  # caching off: a rollout is never answered from the cache
+    assert "exec-deploy" in platform_executors(COMPILED_DIR / f"{name}.yaml")  # MLflow/S3 env in the cluster
