@@ -12,6 +12,8 @@
 FROM python:3.11.7-slim-bookworm AS python
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
+# KubeRay starts Ray through a login shell (bash -lc), whose /etc/profile resets PATH: put the venv back
+RUN echo "export PATH=/opt/venv/bin:\$PATH" > /etc/profile.d/venv.sh
 WORKDIR /opt/clinops
 
 FROM python AS clinops-env

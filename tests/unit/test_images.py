@@ -248,3 +248,17 @@ def test_every_image_requirement_set_resolves_against_the_index(name, tmp_path):
     for req in requirement_lines(REQUIREMENTS / requirements):
         assert canonical(req.name) in resolved
         assert req.specifier.contains(resolved[canonical(req.name)], prereleases=True), (req, resolved[canonical(req.name)])
+
+
+def test_a_login_shell_in_the_project_images_finds_the_virtualenv(tmp_path):
+    """KubeRay runs ``bash -lc 'ray start ...'``; Debian's /etc/profile resets PATH, so the images put the
+    virtualenv back from /etc/profile.d. The Dockerfile's own command writes the file here."""
+    base = stages(ROOT / "Dockerfile")["python"][1]
+    command = re.search(r"^RUN (echo .*) > /etc/profile\.d/venv\.sh$", base, flags=re.MULTILINE).group(1)
+    script = tmp_path / "venv.sh"
+    subprocess.run(["sh", "-c", f"{command} > {script}"], check=True)
+    done = subprocess.run(["bash", "--noprofile", "--norc", "-c", f"PATH=/usr/bin:/bin; . {script}; echo $PATH"],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "/opt/venv/bin:/usr/bin:/bin"
+    for target in ("clinops", "train-gpu"):  # both images descend from that stage
+        assert target in stages(ROOT / "Dockerfile") and "/opt/venv" in build_text(ROOT / "Dockerfile", target)
