@@ -68,14 +68,20 @@ def _get(client, name: str, namespace: str) -> dict | None:
         raise
 
 
+def _generation(obj) -> int | None:
+    """The object's generation after a write: waiting for Ready at it ignores the status of the spec before."""
+    return obj.get("metadata", {}).get("generation") if isinstance(obj, dict) else None
+
+
 def roll_out(client, prometheus, storage_uri: str, build: Callable[[], object], settings: RolloutSettings,
              sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> Rollout:
     """Deploy ``storage_uri``; ``build`` makes the InferenceService when there is none."""
     name, namespace = settings.name, settings.namespace
     current = _get(client, name, namespace)
     if current is None:
-        client.create(build(), namespace=namespace)
-        client.wait_isvc_ready(name, namespace=namespace, timeout_seconds=settings.ready_timeout_s)
+        created = client.create(build(), namespace=namespace)
+        client.wait_isvc_ready(name, namespace=namespace, timeout_seconds=settings.ready_timeout_s,
+                               expected_generation=_generation(created))
         return Rollout(CREATED, [f"no InferenceService {namespace}/{name} before: created, all traffic to it"],
                        storage_uri)
     previous = isvc.storage_uri(current)
@@ -83,9 +89,10 @@ def roll_out(client, prometheus, storage_uri: str, build: Callable[[], object], 
         return Rollout(UNCHANGED, [f"{namespace}/{name} already serves {storage_uri}"], storage_uri, previous)
 
     patch = isvc.rollout_patch(current, storage_uri, settings.canary_percent)
-    client.patch(name, patch, namespace=namespace)
+    patched = client.patch(name, patch, namespace=namespace)
     try:
-        client.wait_isvc_ready(name, namespace=namespace, timeout_seconds=settings.ready_timeout_s)
+        client.wait_isvc_ready(name, namespace=namespace, timeout_seconds=settings.ready_timeout_s,
+                               expected_generation=_generation(patched))
     except RuntimeError as err:
         client.patch(name, isvc.traffic_patch(patch, 0), namespace=namespace)
         return Rollout(ROLLBACK, [f"the canary was not Ready within {settings.ready_timeout_s} s: {err}"],
@@ -110,8 +117,9 @@ def roll_out(client, prometheus, storage_uri: str, build: Callable[[], object], 
         if breaches(sample, settings.policy) or clock() >= deadline:
             break
     verdict: CanaryDecision = decide(samples, settings.policy)
-    client.patch(name, isvc.traffic_patch(patch, 100 if verdict.promote else 0), namespace=namespace)
+    final = client.patch(name, isvc.traffic_patch(patch, 100 if verdict.promote else 0), namespace=namespace)
     if verdict.promote:
-        client.wait_isvc_ready(name, namespace=namespace, timeout_seconds=settings.ready_timeout_s)
+        client.wait_isvc_ready(name, namespace=namespace, timeout_seconds=settings.ready_timeout_s,
+                               expected_generation=_generation(final))
     return Rollout(PROMOTE if verdict.promote else ROLLBACK, verdict.reasons, storage_uri, previous, revision,
                    samples)

@@ -51,6 +51,7 @@ class FakeKServe:
 
         body = ApiClient().sanitize_for_serialization(inferenceservice)
         self.calls.append(("create", body, namespace))
+        body["metadata"]["generation"] = 1
         self._revise(body)
         self.objects[(namespace, body["metadata"]["name"])] = body
         return body
@@ -58,12 +59,15 @@ class FakeKServe:
     def patch(self, name, inferenceservice, namespace=None, **_):
         self.calls.append(("patch", name, copy.deepcopy(inferenceservice), namespace))
         obj = merge(self.objects[(namespace, name)], inferenceservice)
+        obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1  # every spec change
         if "storageUri" in json.dumps(inferenceservice):
             self._revise(obj)
-        return obj
+        return copy.deepcopy(obj)
 
-    def wait_isvc_ready(self, name, namespace=None, timeout_seconds=600, **_):
+    def wait_isvc_ready(self, name, namespace=None, timeout_seconds=600, expected_generation=None, **_):
         self.calls.append(("wait", name, namespace))
+        # without the generation just written, Ready may be the status of the spec before the write
+        assert expected_generation == self.objects[(namespace, name)]["metadata"]["generation"]
         if not self.ready:
             raise RuntimeError(f"Timeout to start the InferenceService {name}. The InferenceService is as following: ...")
 
