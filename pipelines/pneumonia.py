@@ -94,6 +94,8 @@ def build_pipeline(train_resources: TrainStepResources = COMPILE_PROFILES["cpu"]
         rayjob_namespace: str = "kubeflow",
         rayjob_image: str = TRAIN_GPU_IMAGE,
         floors: str = "roc_auc=0.85",
+        target_sensitivity: float = 0.9,  # the served threshold: the highest reaching it on val
+        bootstrap_resamples: int = 1000,
         seed: int = 0,
         deploy_mode: str = "auto",  # off | auto (cluster in a pod, else the local stack) | cluster | local
         deploy_namespace: str = "",  # "" = the run's namespace
@@ -115,7 +117,9 @@ def build_pipeline(train_resources: TrainStepResources = COMPILE_PROFILES["cpu"]
                           rayjob_image=rayjob_image, lr_scaling=lr_scaling, ray_storage=ray_storage)
         # local backend: Ray runs inside this pod; rayjob backend: the pod only submits and waits
         request_resources(trained, train_resources)
-        evaluated = c.evaluate(model=trained.outputs["model"], splits=splits.outputs["splits"])
+        evaluated = c.evaluate(model=trained.outputs["model"], splits=splits.outputs["splits"],
+                               target_sensitivity=target_sensitivity, bootstrap_resamples=bootstrap_resamples,
+                               seed=seed)
         registered = c.register(model=trained.outputs["model"], splits=splits.outputs["splits"],
                                 evaluation=evaluated.outputs["evaluation"])
         gated = c.gate(version=registered.outputs["version"], splits=splits.outputs["splits"],

@@ -123,7 +123,8 @@ def train(splits: Input[Dataset], variant: str, weights_path: str, epochs: int, 
 @dsl.component(base_image=CLINOPS_IMAGE, install_kfp_package=False)
 def evaluate(model: Input[Model], splits: Input[Dataset], metrics: Output[Metrics],
              classification: Output[ClassificationMetrics], plots: Output[HTML], gradcam: Output[HTML],
-             evaluation: Output[Artifact]):
+             evaluation: Output[Artifact], target_sensitivity: float = 0.9, bootstrap_resamples: int = 1000,
+             seed: int = 0):
     """Recalibration and the threshold for a target sensitivity on val; test metrics with intervals, calibration,
     operating points and decision curve; ROC/confusion for the KFP UI, plots and Grad-CAM overlays."""
     import json
@@ -138,7 +139,7 @@ def evaluate(model: Input[Model], splits: Input[Dataset], metrics: Output[Metric
 
     contract = split_lib.load_contract(Path(splits.path))
     net = evaluation_lib.load_trained(Path(model.path), contract.channels)
-    result = evaluation_lib.evaluate(net, Path(splits.path))
+    result = evaluation_lib.evaluate(net, Path(splits.path), target_sensitivity, bootstrap_resamples, seed)
     values, threshold = result["metrics"], result["threshold"]
     y, p = result["y_test"], result["p_test"]  # p: the served (recalibrated) probability
     metrics_lib.log_to_kfp(metrics, classification, y, p, threshold, CLASSES,
