@@ -118,7 +118,8 @@ def choose(y, p, methods: tuple[str, ...] = (PLATT, ISOTONIC), seed: int = 0) ->
                 best, best_score = method, score
     chosen = fit(best, y, p)
     after = float(brier_score_loss(y, chosen.apply(p)))
-    if after > before:  # never serve a map that is worse where it was fitted
+    # never serve a map that is worse where it was fitted, nor one that reverses the model's ranking
+    if after > before or (chosen.method == PLATT and chosen.a <= 0):
         chosen, after = fit(IDENTITY, y, p), before
     return Recalibration(chosen.method, chosen.a, chosen.b, chosen.x, chosen.y, before, after, len(y))
 

@@ -81,6 +81,14 @@ def test_recalibration_never_worsens_brier_on_the_held_out_part(distort, seed):
     assert chosen.brier_after == pytest.approx(after) and chosen.n == 300
 
 
+def test_recalibration_never_reverses_the_ranking_of_a_model_worse_than_chance():
+    rng = np.random.default_rng(8)
+    y, p = calibrated(rng, 400)
+    chosen = calibration.choose(y, 1 - p)  # Platt would fit a negative slope here
+    assert chosen.method != calibration.PLATT or chosen.a > 0
+    calibration.to_contract(chosen, 0.9, 0.5)  # the bundle contract accepts it
+
+
 def test_recalibration_repairs_a_miscalibrated_model_on_new_patients():
     rng = np.random.default_rng(7)
     y_fit, p_fit = calibrated(rng, 600)
