@@ -20,9 +20,12 @@ def status_of(err: Exception) -> str:
 
 
 class CountedModel(Model):
+    platform = ""  # model metadata's "platform" (KServe answers ""), set by each runtime
+
     def __init__(self, name: str):
         super().__init__(name)
         self.metrics = metrics.ModelMetrics(name)
+        self.model_version: str | None = None  # the served bundle's model version (metadata's "versions")
 
     async def __call__(self, body, headers=None, verb: InferenceVerb = InferenceVerb.PREDICT):
         try:

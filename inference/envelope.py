@@ -56,6 +56,21 @@ def _shape_size(spec: dict, name: str) -> int:
     return math.prod(shape)
 
 
+def nesting_over(data, limit: int) -> bool:
+    """Whether ``data`` nests lists more than ``limit`` levels deep (a flat list is one level); walked
+    level by level, so no depth can exhaust the stack."""
+    level, frontier = 0, [data]
+    while frontier:
+        level += 1
+        if level > limit:
+            return True
+        deeper = []
+        for items in frontier:
+            deeper += [item for item in items if type(item) is list]
+        frontier = deeper
+    return False
+
+
 def check_json_part(document, binary: bool) -> None:
     if not isinstance(document, dict):
         raise BadRequest(Reason.JSON, "the request body must be a JSON object with an 'inputs' list")
@@ -70,6 +85,10 @@ def check_json_part(document, binary: bool) -> None:
         if not isinstance(datatype, str) or datatype not in DATATYPE_SIZES:
             raise BadRequest(Reason.DATATYPE, f"input '{name}': unknown datatype {datatype!r}")
         _shape_size(spec, name)
+        data = spec.get("data")
+        if type(data) is list and nesting_over(data, max(1, len(spec["shape"]))):
+            raise BadRequest(Reason.NESTING, f"input '{name}': data nested deeper than shape {spec['shape']} allows "
+                                             f"({max(1, len(spec['shape']))} levels at most)")
         parameters = spec.get("parameters")
         if parameters is not None and not isinstance(parameters, dict):
             raise BadRequest(Reason.JSON, f"input '{name}': 'parameters' must be an object")

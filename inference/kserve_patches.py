@@ -15,6 +15,12 @@ tests/unit/inference/test_kserve_patches.py checks that each patch takes effect.
 - ``grpc_max_receive``: ``kserve.model_server.args.grpc_max_receive_message_length`` is raised to the
   REST body limit (KServe's 8 MiB default is under one full pneumonia batch); ModelServer hands its
   module-level parsed flags to the gRPC server when it starts.
+- ``grpc_decode``: ``InferenceServicer.validate_grpc_request`` becomes
+  :func:`inference.grpc_decode.validate_grpc_request` (each input's datatype, shape and contents checked
+  before KServe's own checks and decoder: a 400 naming the input, counted by reason).
+- ``model_metadata``: ``DataPlane.model_metadata`` reports the model's ``versions`` (the bundle's model
+  version; KServe answers ``null``, which the Open Inference Protocol's REST schema does not allow) and
+  ``platform`` (KServe answers ""), and ``InferenceServicer.ModelMetadata`` passes the versions on.
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ def check_version(version: str) -> None:
 def _targets() -> dict[str, tuple[object, str]]:
     """Each patch's target: the object holding it and the attribute, by the name the error reports."""
     from kserve import model_server
+    from kserve.protocol.dataplane import DataPlane
+    from kserve.protocol.grpc.servicer import InferenceServicer
     from kserve.protocol.infer_type import InferRequest
     from kserve.protocol.rest import server as rest_server
 
@@ -64,7 +72,12 @@ def _targets() -> dict[str, tuple[object, str]]:
                                                                          "_register_endpoints"),
             "kserve.protocol.infer_type.InferRequest.from_bytes": (InferRequest, "from_bytes"),
             "kserve.model_server.args.grpc_max_receive_message_length": (getattr(model_server, "args", None),
-                                                                         "grpc_max_receive_message_length")}
+                                                                         "grpc_max_receive_message_length"),
+            "kserve.protocol.grpc.servicer.InferenceServicer.validate_grpc_request": (InferenceServicer,
+                                                                                      "validate_grpc_request"),
+            "kserve.protocol.dataplane.DataPlane.model_metadata": (DataPlane, "model_metadata"),
+            "kserve.protocol.grpc.servicer.InferenceServicer.ModelMetadata": (InferenceServicer,
+                                                                                  "ModelMetadata")}
 
 
 def check_targets() -> None:
@@ -81,12 +94,17 @@ def check_targets() -> None:
                            "(inference/kserve_patches.py)")
 
 
-def apply(log_requests: bool = False, grpc_max_receive_bytes: int = 0) -> list[str]:
-    """Check the KServe version and every target, then apply what is not applied yet; returns those names."""
+def apply(log_requests: bool = False, grpc_max_receive_bytes: int = 0, models: frozenset[str] = frozenset()) -> list[str]:
+    """Check the KServe version and every target, then apply what is not applied yet; returns those names.
+    ``models``: the served names (the only model labels a gRPC rejection may carry)."""
     version = installed_version()
     check_version(version)
     check_targets()
     applied = []
+    if _grpc_decode(models):
+        applied.append("grpc_decode")
+    if _model_metadata():
+        applied.append("model_metadata")
     if not log_requests and _timing():
         applied.append("timing")
     if _infer_routes_first():
@@ -141,6 +159,47 @@ def _grpc_max_receive(limit: int) -> bool:
     if model_server.args.grpc_max_receive_message_length >= limit:
         return False
     model_server.args.grpc_max_receive_message_length = limit
+    return True
+
+
+def _grpc_decode(models: frozenset[str]) -> bool:
+    from kserve.protocol.grpc.servicer import InferenceServicer
+
+    from inference import grpc_decode
+
+    grpc_decode.served = grpc_decode.served | frozenset(models)
+    if getattr(InferenceServicer.validate_grpc_request, "__func__", None) is grpc_decode.validate_grpc_request:
+        return False
+    InferenceServicer.validate_grpc_request = classmethod(grpc_decode.validate_grpc_request)
+    return True
+
+
+def _model_metadata() -> bool:
+    from kserve.protocol.dataplane import DataPlane
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc.servicer import InferenceServicer
+
+    kserve_metadata = DataPlane.model_metadata
+    if getattr(kserve_metadata, _MARK, False):
+        return False
+
+    async def model_metadata(self, model_name: str) -> dict:
+        metadata = await kserve_metadata(self, model_name)
+        model = self.get_model_from_registry(model_name)
+        version = getattr(model, "model_version", None)
+        metadata["versions"] = [str(version)] if version else []
+        metadata["platform"] = getattr(model, "platform", "") or ""
+        return metadata
+
+    async def grpc_model_metadata(self, request, context):
+        metadata = await self._data_plane.model_metadata(model_name=request.name)
+        return pb.ModelMetadataResponse(name=metadata["name"], versions=metadata["versions"],
+                                        platform=metadata["platform"], inputs=metadata["inputs"],
+                                        outputs=metadata["outputs"])
+
+    setattr(model_metadata, _MARK, True)
+    DataPlane.model_metadata = model_metadata
+    InferenceServicer.ModelMetadata = grpc_model_metadata
     return True
 
 

@@ -43,6 +43,12 @@ DATATYPES = {np.dtype("float32"): "FP32", np.dtype("float64"): "FP64", np.dtype(
 
 
 def response(request: InferRequest, model: str, outputs: dict[str, np.ndarray]) -> InferResponse:
+    """The V2 response of ``outputs``; a requested output the model does not have is a 400 (KServe would
+    leave it out silently)."""
+    unknown = [r.name for r in request.request_outputs or () if r.name not in outputs]
+    if unknown:
+        raise RejectedInput(model, Reason.UNKNOWN_OUTPUT, f"unknown output '{unknown[0]}' requested; outputs are "
+                                                          f"{', '.join(sorted(outputs))}")
     infer_outputs = []
     for name, array in outputs.items():
         datatype = DATATYPES[array.dtype]

@@ -25,6 +25,7 @@ class Reason(StrEnum):
     DATATYPE = "datatype"
     SHAPE = "shape"
     DATA = "data"  # the data do not fit the declared shape
+    NESTING = "nesting"  # data nested deeper than its shape
     BASE64 = "base64"
     ENCODING = "encoding"  # BYTES text that is not UTF-8
     # the values
@@ -38,6 +39,7 @@ class Reason(StrEnum):
     IMAGE_FORMAT = "image_format"
     UNDECODABLE_IMAGE = "undecodable_image"
     PIXEL_LIMIT = "pixel_limit"
+    PIXEL_BUDGET = "pixel_budget"  # the images of one request hold too many pixels together
 
 
 def checked(reason: Reason) -> Reason:

@@ -72,7 +72,8 @@ def serve(models: list, args: argparse.Namespace, max_body_bytes: int, predictor
         for name in ("uvicorn.access", "kserve.trace"):
             logging.getLogger(name).setLevel(logging.WARNING)
     # gRPC takes requests as large as REST does
-    kserve_patches.apply(log_requests=log_requests, grpc_max_receive_bytes=max_body_bytes)
+    kserve_patches.apply(log_requests=log_requests, grpc_max_receive_bytes=max_body_bytes,
+                         models=frozenset(m.name for m in models))
     _use_event_loop(getattr(args, "event_loop", "auto"))
     freeze_startup_heap()
     server.start(models)

@@ -26,6 +26,7 @@ _ROWS: ContextVar[np.ndarray] = ContextVar("clinops_sklearn_rows")
 
 
 class SklearnPredictor(CountedModel):
+    platform = "sklearn"
     def __init__(self, settings: SklearnPredictorSettings):
         super().__init__(settings.model_name)
         self.settings = settings
@@ -38,6 +39,7 @@ class SklearnPredictor(CountedModel):
 
         served = bundle_source.open_served(self.settings, layout.SKLEARN)  # every file verified first
         manifest = served.manifest
+        self.model_version = manifest.model_version
         self.estimator = joblib.load(served.model_path)
         self.n_features = int(self.estimator.n_features_in_)
         self._class_labels = [str(c) for c in self.estimator.classes_]

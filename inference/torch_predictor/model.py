@@ -108,6 +108,7 @@ def normalise_pixels(pixels, mean, std):
 
 
 class TorchPredictor(CountedModel):
+    platform = "pytorch_torchscript"
     def __init__(self, settings: TorchPredictorSettings):
         super().__init__(settings.model_name)
         self.settings = settings
@@ -130,6 +131,7 @@ class TorchPredictor(CountedModel):
 
         served = bundle_source.open_served(self.settings, layout.PYTORCH)  # every file verified first
         manifest, self.config = served.manifest, served.model_config
+        self.model_version = manifest.model_version
         if not isinstance(served.schema, ImageSchema):
             raise MalformedFile(served.folder, layout.SCHEMA, f"a {served.schema.kind} schema; the PyTorch "
                                                               f"predictor needs an image schema")

@@ -50,6 +50,7 @@ def make_codec(workload: str, schema: Schema, settings: TransformerSettings, cal
 
 
 class Transformer(CountedModel):
+    platform = "clinops_transformer"  # validates and encodes, then calls its predictor
     def __init__(self, settings: TransformerSettings, predictor_host: str, predictor_protocol: str = "v2"):
         super().__init__(settings.name)
         self.settings = settings
@@ -63,6 +64,7 @@ class Transformer(CountedModel):
     def load(self) -> bool:
         served = bundle_source.open_served(self.settings, workloads.get(self.settings.workload).framework)
         manifest = served.manifest
+        self.model_version = manifest.model_version
         self.codec = make_codec(self.settings.workload, served.schema, self.settings, served.calibration)
         self._predictor_input = self.codec.model_input  # fixed by the schema, the same for every request
         if self.codec.heavy and self._decode_pool is None:  # a small fixed pool, not asyncio's default (cores + 4)

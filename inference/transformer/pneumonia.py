@@ -2,7 +2,8 @@
 
 Request: one input ``image``, BYTES ``[N]``, each element a JPEG or PNG file (base64 text in JSON;
 raw bytes with the binary-data extension or over gRPC). Each image is checked (format, header size
-against the pixel limit before decoding, truncation), converted to L or RGB and resized bilinearly to the
+against the pixel limit and all headers together against the request's decode budget before decoding,
+truncation), converted to L or RGB and resized bilinearly to the
 bundle's H×W. The predictor gets the pixels as UINT8 ``[N, C, H, W]`` (a quarter of the FP32 bytes) and
 scales them to [0, 1] and normalises them by the bundle's mean/std itself, in torch; with
 ``--predictor_input fp32`` the transformer sends them already normalised (FP32), as older predictors
@@ -56,6 +57,7 @@ class PneumoniaCodec:
         self.threshold = settings.threshold if settings.threshold is not None else schema.threshold
         self.max_pixels = int(settings.max_pixels or schema.max_pixels)
         self.max_image_bytes = settings.max_image_bytes
+        self.max_request_pixels = getattr(settings, "max_request_pixels", 64 * 1024 * 1024)
         self.max_rows = settings.max_rows_per_request
         self.send_pixels = getattr(settings, "predictor_input", "uint8") == "uint8"
         # PIL's own bomb guard as a second line; the header check below answers first, with a 400
@@ -101,8 +103,17 @@ class PneumoniaCodec:
         return files
 
     def encode_files(self, files: list[bytes]) -> np.ndarray:
-        """Decode and resize every file into ``[N, C, H, W]`` uint8 pixels (CPU-bound: run it in a thread)."""
-        return np.stack([self._one(i, data) for i, data in enumerate(files)])
+        """Decode and resize every file into ``[N, C, H, W]`` uint8 pixels (CPU-bound: run it in a thread).
+
+        Every header is read first (Pillow's lazy open reads nothing else): the per-image limit and the
+        request's decode budget are checked before a single pixel is decoded."""
+        opened = [self._open(i, data) for i, data in enumerate(files)]
+        total = sum(image.size[0] * image.size[1] for image in opened)
+        if total > self.max_request_pixels:
+            raise BadRequest(Reason.PIXEL_BUDGET, f"input '{self.input_name}': {len(files)} images hold {total} pixels "
+                                                  f"together, over the request's decode budget of "
+                                                  f"{self.max_request_pixels} (max_request_pixels)")
+        return np.stack([self._decode(i, image) for i, image in enumerate(opened)])
 
     def normalise(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 ``[N, C, H, W]`` → float32 scaled to [0, 1] and normalised by the bundle's mean/std
@@ -113,7 +124,8 @@ class PneumoniaCodec:
         x /= self.std
         return x
 
-    def _one(self, i: int, data: bytes) -> np.ndarray:
+    def _open(self, i: int, data: bytes):
+        """The image of ``data`` with its header read and checked; no pixel decoded yet."""
         from PIL import Image, UnidentifiedImageError
 
         where = f"input '{self.input_name}' element {i}"
@@ -129,6 +141,12 @@ class PneumoniaCodec:
         if width * height > self.max_pixels:
             raise BadRequest(Reason.PIXEL_LIMIT, f"{where}: image over the pixel limit of {self.max_pixels}: "
                                                  f"{width}x{height} = {width * height} pixels")
+        return image
+
+    def _decode(self, i: int, image) -> np.ndarray:
+        from PIL import Image
+
+        where = f"input '{self.input_name}' element {i}"
         try:
             image.load()
             image = image.convert(self.mode).resize((self.width, self.height), Image.BILINEAR)

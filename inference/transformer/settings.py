@@ -44,6 +44,7 @@ class TransformerSettings(BundleSettings):
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="REST bodies over this are rejected (400).")
     max_image_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest encoded image file (else 400).")
     max_pixels: int | None = Field(None, ge=1, description="Largest image width×height; default: the bundle's.")
+    max_request_pixels: int = Field(64 * 1024 * 1024, ge=1, description="Decode budget of one request: the sum of width×height over its images, read from their headers before any is decoded (else 400).")
     drift_url: str | None = Field(None, description="The drift sidecar's URL: every predictor call is sent there as "
                                                     "the KServe request logger's CloudEvents (locally; in a cluster "
                                                     "KServe's own logger does it). Unset: nothing is sent.")
