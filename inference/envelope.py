@@ -71,12 +71,34 @@ def nesting_over(data, limit: int) -> bool:
     return False
 
 
+def _check_parameters(parameters, where: str) -> None:
+    """V2 ``parameters``: an object of strings, numbers and booleans (or absent)."""
+    if parameters is None:
+        return
+    if not isinstance(parameters, dict):
+        raise BadRequest(Reason.JSON, f"{where}'parameters' must be an object")
+    for key, value in parameters.items():
+        if not isinstance(value, (str, int, float)):  # bool is an int
+            raise BadRequest(Reason.JSON, f"{where}parameter '{key}' must be a string, number or boolean, "
+                                          f"not {type(value).__name__}")
+
+
 def check_json_part(document, binary: bool) -> None:
     if not isinstance(document, dict):
         raise BadRequest(Reason.JSON, "the request body must be a JSON object with an 'inputs' list")
     inputs = document.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise BadRequest(Reason.MISSING_INPUT, "the request has no 'inputs' (a non-empty list is required)")
+    if document.get("id") is not None and not isinstance(document["id"], str):
+        raise BadRequest(Reason.JSON, "the request's 'id' must be a string")
+    _check_parameters(document.get("parameters"), "the request's ")
+    outputs = document.get("outputs")
+    if outputs is not None:
+        if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
+                                                    for o in outputs):
+            raise BadRequest(Reason.JSON, "'outputs' must be a list of objects with a string 'name'")
+        for output in outputs:
+            _check_parameters(output.get("parameters"), f"output '{output['name']}': ")
     for position, spec in enumerate(inputs):
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
             raise BadRequest(Reason.JSON, f"inputs[{position}] must be an object with a string 'name'")
@@ -86,14 +108,15 @@ def check_json_part(document, binary: bool) -> None:
             raise BadRequest(Reason.DATATYPE, f"input '{name}': unknown datatype {datatype!r}")
         _shape_size(spec, name)
         data = spec.get("data")
+        if data is not None and type(data) is not list:
+            raise BadRequest(Reason.DATA, f"input '{name}': 'data' must be a list, not {type(data).__name__}")
         if type(data) is list and nesting_over(data, max(1, len(spec["shape"]))):
             raise BadRequest(Reason.NESTING, f"input '{name}': data nested deeper than shape {spec['shape']} allows "
                                              f"({max(1, len(spec['shape']))} levels at most)")
         parameters = spec.get("parameters")
-        if parameters is not None and not isinstance(parameters, dict):
-            raise BadRequest(Reason.JSON, f"input '{name}': 'parameters' must be an object")
+        _check_parameters(parameters, f"input '{name}': ")
         has_binary = bool(parameters) and "binary_data_size" in parameters
-        if "data" not in spec and not (binary and has_binary):
+        if data is None and not (binary and has_binary):
             raise BadRequest(Reason.MISSING_DATA, f"input '{name}': no 'data'")
 
 
@@ -110,7 +133,7 @@ def rewrite_binary(body: bytes, json_length: int) -> tuple[bytes, int]:
     offset, chunks, changed = json_length, [], False
     for spec in document["inputs"]:
         parameters = spec.get("parameters") or {}
-        if "data" in spec or "binary_data_size" not in parameters:
+        if spec.get("data") is not None or "binary_data_size" not in parameters:
             continue
         name, size = spec["name"], parameters["binary_data_size"]
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:

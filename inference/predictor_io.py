@@ -33,6 +33,9 @@ def single_tensor(request: InferRequest, model: str, shape_tail: tuple[int, ...]
         array = np.asarray(tensor.as_numpy(), dtype=dtype).reshape(shape)
     except (ValueError, TypeError) as err:
         raise RejectedInput(model, Reason.DATA, f"input '{tensor.name}': data does not fit shape {shape}: {err}") from None
+    except OverflowError as err:  # a JSON value outside the datatype's range (-10 for UINT8)
+        raise RejectedInput(model, Reason.OUT_OF_RANGE, f"input '{tensor.name}': a value is out of range for "
+                                                        f"{tensor.datatype}: {err}") from None
     if np.isinf(array).any():
         raise RejectedInput(model, Reason.NON_FINITE, f"input '{tensor.name}': contains inf")
     return array
