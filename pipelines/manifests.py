@@ -16,6 +16,7 @@ exist (CI, a fresh checkout) the tree is copied and each missing file is made fr
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -177,6 +178,13 @@ def _ray_pod_templates(obj: dict) -> Iterator[tuple[str, dict]]:
         yield "spec.submitterPodTemplate", obj["spec"]["submitterPodTemplate"]
 
 
+def _short(err) -> str:
+    """jsonschema's message, or, where it quotes the whole instance, the rule that failed."""
+    if len(err.message) <= 160:
+        return err.message
+    return f"fails the schema's {err.validator} rule {json.dumps(err.validator_value, sort_keys=True)}"
+
+
 def problems(obj: dict) -> list[str]:
     """Everything wrong with one rendered object (empty: valid)."""
     if not isinstance(obj, dict) or not obj.get("apiVersion") or not obj.get("kind"):
@@ -191,8 +199,7 @@ def problems(obj: dict) -> list[str]:
         import jsonschema
 
         validator = jsonschema.Draft202012Validator(_schema(CRD_SCHEMAS[key]))
-        found = [f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}"
-                 for e in validator.iter_errors(obj)]
+        found = [f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {_short(e)}" for e in validator.iter_errors(obj)]
         if key == ("ray.io/v1", "RayJob"):
             for where, template in _ray_pod_templates(obj):
                 wrapped = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"}, "template": template}
