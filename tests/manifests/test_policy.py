@@ -1,0 +1,105 @@
+"""Policy over what the overlays apply (and the RayJob the pipeline creates): hardened containers,
+pinned images, no credential in git or in a literal value, and NetworkPolicies around every pod.
+Each check also refuses a bad object, so none can pass by finding nothing to look at."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+
+import k8s_policy as policy
+import pytest
+from conftest import OVERLAYS, find
+
+from pipelines import manifests
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlays_comply(overlays, overlay):
+    objects = overlays[overlay]
+    assert sum(1 for o in objects for _ in policy.containers(o)) >= 8  # the checks see the containers
+    assert policy.hardening(objects) == []
+    assert policy.images(objects) == []
+    assert policy.plaintext_secrets(objects) == []
+    assert policy.network_policies(objects) == []
+
+
+def test_the_rayjob_template_complies(rendered):
+    objects = rendered["manifests/rayjob"]
+    assert policy.hardening(objects) == [] and policy.images(objects) == []
+
+
+def test_hardening_refuses_root_writable_and_unbounded_containers(overlays):
+    objects = copy.deepcopy(overlays["staging"])
+    mlflow = find(objects, "Deployment", "mlflow")["spec"]["template"]["spec"]
+    mlflow["securityContext"].pop("runAsNonRoot")
+    container = mlflow["containers"][0]
+    container["securityContext"] = {"runAsNonRoot": False, "readOnlyRootFilesystem": False, "privileged": True}
+    del container["resources"]["limits"]
+    assert policy.hardening(objects) == [f"Deployment/mlflow spec.template.spec.containers[mlflow]: {p}" for p in (
+        "runAsNonRoot is not true", "readOnlyRootFilesystem is not true", "allowPrivilegeEscalation is not false",
+        "privileged", "capabilities do not drop ALL", "no cpu limits", "no memory limits")]
+
+
+def test_hardening_of_a_kserve_model_comes_from_its_runtime(overlays):
+    objects = copy.deepcopy(overlays["production"])
+    runtime = find(objects, "ServingRuntime", "clinops-sklearn")["spec"]["containers"][0]
+    runtime["securityContext"]["readOnlyRootFilesystem"] = False
+    assert policy.hardening(objects) == [
+        "ServingRuntime/clinops-sklearn spec.containers[kserve-container]: readOnlyRootFilesystem is not true",
+        "InferenceService/heart-disease spec.predictor.model: readOnlyRootFilesystem is not true"]
+
+
+def test_images_refuses_latest_and_untagged(overlays):
+    objects = copy.deepcopy(overlays["local"])
+    find(objects, "StatefulSet", "minio")["spec"]["template"]["spec"]["containers"][0]["image"] = "quay.io/minio/minio"
+    find(objects, "InferenceService", "pneumonia")["spec"]["transformer"]["containers"][0]["image"] = \
+        "localhost:5000/clinops/transformer:latest"
+    assert sorted(policy.images(objects)) == [
+        "InferenceService/pneumonia spec.transformer.containers[kserve-container]: "
+        "image localhost:5000/clinops/transformer:latest is latest",
+        "StatefulSet/minio spec.template.spec.containers[minio]: image quay.io/minio/minio has no tag"]
+    assert policy.images([{"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [
+        {"name": "c", "image": "registry:5000/x@sha256:" + "0" * 64}]}}]) == []
+
+
+def test_plaintext_secrets_refuses_literal_credentials(overlays):
+    objects = copy.deepcopy(overlays["local"])
+    env = find(objects, "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]["env"]
+    env.append({"name": "POSTGRES_PASSWORD", "value": "hunter2"})
+    find(objects, "ConfigMap", "clinops-config")["data"]["AWS_SECRET_ACCESS_KEY"] = "x"
+    assert sorted(policy.plaintext_secrets(objects)) == [
+        "ConfigMap/clinops-config: key AWS_SECRET_ACCESS_KEY looks like a credential",
+        "Deployment/mlflow spec.template.spec.containers[mlflow]: env POSTGRES_PASSWORD has a literal value"]
+
+
+def test_no_secret_or_credential_file_is_in_git():
+    tracked = subprocess.run(["git", "ls-files", "manifests", "kustomize"], cwd=manifests.REPO,
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert any(p.endswith(".env.example") for p in tracked)
+    assert [p for p in tracked if p.endswith(".env")] == []
+    yaml_files = [manifests.REPO / p for p in tracked if p.endswith((".yaml", ".yml"))]
+    assert [str(p) for p in yaml_files if "\nkind: Secret" in "\n" + p.read_text()] == []
+    ignored = subprocess.run(["git", "check-ignore", "kustomize/overlays/staging/secrets/clinops-s3.env"],
+                             cwd=manifests.REPO, capture_output=True, text=True)
+    assert ignored.returncode == 0
+
+
+def test_network_policies_refuse_an_unselected_pod_and_a_missing_default_deny(overlays):
+    objects = copy.deepcopy(overlays["staging"])
+    find(objects, "StatefulSet", "minio")["spec"]["template"]["metadata"]["labels"] = {"app": "store"}
+    objects = [o for o in objects if not (o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "default-deny")]
+    assert policy.network_policies(objects) == [
+        "no default-deny NetworkPolicy (podSelector {}, policyTypes Ingress and Egress, no rules)",
+        "StatefulSet/minio spec.template.spec: no NetworkPolicy selects its pods (labels {'app': 'store'})"]
+
+
+def test_network_policy_selectors_follow_kubernetes_semantics():
+    labels = {"clinops.io/workload": "pneumonia", "ray.io/node-type": "worker"}
+    assert policy._matches({"matchExpressions": [{"key": "clinops.io/workload", "operator": "Exists"},
+                                                 {"key": "clinops.io/component", "operator": "DoesNotExist"}]}, labels)
+    assert not policy._matches({"matchLabels": {"clinops.io/workload": "heart-disease"}}, labels)
+    assert not policy._matches({"matchExpressions": [{"key": "ray.io/node-type", "operator": "NotIn",
+                                                      "values": ["worker"]}]}, labels)
