@@ -45,7 +45,8 @@ DATATYPES = {np.dtype("float32"): "FP32", np.dtype("float64"): "FP64", np.dtype(
              np.dtype("int64"): "INT64"}
 
 
-def response(request: InferRequest, model: str, outputs: dict[str, np.ndarray]) -> InferResponse:
+def response(request: InferRequest, model: str, outputs: dict[str, np.ndarray],
+             model_version: str | None = None) -> InferResponse:
     """The V2 response of ``outputs``; a requested output the model does not have is a 400 (KServe would
     leave it out silently)."""
     unknown = [r.name for r in request.request_outputs or () if r.name not in outputs]
@@ -58,5 +59,6 @@ def response(request: InferRequest, model: str, outputs: dict[str, np.ndarray]) 
         out = InferOutput(name=name, shape=list(array.shape), datatype=datatype)
         out.set_data_from_numpy(np.ascontiguousarray(array), binary_data=request.use_binary_outputs)
         infer_outputs.append(out)
-    return JsonInferResponse(response_id=request.id or "", model_name=model, infer_outputs=infer_outputs,
+    return JsonInferResponse(response_id=request.id or "", model_name=model, model_version=model_version,
+                             infer_outputs=infer_outputs,
                          use_binary_outputs=request.use_binary_outputs)

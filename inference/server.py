@@ -16,6 +16,7 @@ import warnings
 
 from inference import bundle_source, kserve_patches
 from inference.envelope import EnvelopeMiddleware
+from inference.versioned_paths import VersionedPaths
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ def serve(models: list, args: argparse.Namespace, max_body_bytes: int, predictor
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(EnvelopeMiddleware, max_body_bytes=max_body_bytes,
                        models=frozenset(m.name for m in models))
+    app.add_middleware(VersionedPaths, versions={m.name: getattr(m, "model_version", None) for m in models})
     server = kserve.ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,

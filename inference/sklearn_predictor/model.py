@@ -74,7 +74,7 @@ class SklearnPredictor(CountedModel):
         done = time.perf_counter()
         self.metrics.predict.observe(done - start)
         self.metrics.count_classes(self._class_labels, proba.argmax(axis=1))
-        result = response(payload, self.name, {"predict_proba": proba})
+        result = response(payload, self.name, {"predict_proba": proba}, self.model_version)
         self.metrics.postprocess.observe(time.perf_counter() - done)
         return result
 

@@ -251,7 +251,7 @@ class TorchPredictor(CountedModel):
         done = time.perf_counter()
         self.metrics.predict.observe(done - start)
         self.metrics.count_classes(self._class_labels, logits.argmax(axis=1))
-        result = response(payload, self.name, {"logits": logits, "embedding": embedding})
+        result = response(payload, self.name, {"logits": logits, "embedding": embedding}, self.model_version)
         self.metrics.postprocess.observe(time.perf_counter() - done)
         return result
 

@@ -155,7 +155,7 @@ class Transformer(CountedModel):
             if unknown:
                 raise RejectedInput(self.name, Reason.UNKNOWN_OUTPUT, f"unknown output '{unknown[0]}' requested; "
                                                                       f"outputs are {', '.join(sorted(known))}")
-        response = JsonInferResponse(response_id=request.id or "", model_name=self.name,
+        response = JsonInferResponse(response_id=request.id or "", model_name=self.name, model_version=self.model_version,
                                      infer_outputs=infer_outputs, use_binary_outputs=binary,
                                      requested_outputs=requested)
         self.metrics.postprocess.observe(time.perf_counter() - start)

@@ -11,9 +11,13 @@ pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("ignore:ORJSONRespons
 
 
 def fastapi_body(response: JsonInferResponse) -> bytes:
-    """What KServe's REST endpoint + FastAPI write for a dict from ``to_rest``."""
+    """What KServe's REST endpoint + FastAPI write for a dict from ``to_rest``, less its ``null`` fields
+    (the Open Inference Protocol's schema allows no null model_version or parameters)."""
     document, _ = super(JsonInferResponse, response).to_rest()
-    return ORJSONResponse(jsonable_encoder(InferenceResponse.model_validate(document))).body
+    document = jsonable_encoder(InferenceResponse.model_validate(document))
+    document = {k: v for k, v in document.items() if v is not None}
+    document["outputs"] = [{k: v for k, v in out.items() if v is not None} for out in document["outputs"]]
+    return ORJSONResponse(document).body
 
 
 def outputs(binary: bool = False) -> list[InferOutput]:
@@ -36,7 +40,13 @@ def test_json_body_is_byte_for_byte_what_fastapi_writes(response_id):
     body, json_length = response.to_rest()
     assert json_length is None
     assert body == fastapi_body(response)
-    assert body.startswith(b'{"model_name":"heart-disease","model_version":null,"id":"' + response_id.encode())
+    assert body.startswith(b'{"model_name":"heart-disease","id":"' + response_id.encode())
+    assert b"null" not in body.replace(b'"data":[0.25,0.9952256083488464,null]', b"")
+
+
+def test_the_model_version_is_reported():
+    response = JsonInferResponse(response_id="r", model_name="m", model_version="7", infer_outputs=outputs())
+    assert response.to_rest()[0].startswith(b'{"model_name":"m","model_version":"7","id":"r","outputs":[')
 
 
 def test_requested_outputs_keep_kserve_selection():
