@@ -16,8 +16,11 @@ STAMP := $(VENV)/.stamp-$(shell cat $(REQS) 2>/dev/null | sha256sum | cut -c1-16
 DRIFT_VENV  ?= .venv-drift
 DRIFT_STAMP := $(DRIFT_VENV)/.stamp-$(shell cat requirements/drift.txt 2>/dev/null | sha256sum | cut -c1-16)
 export CLINOPS_DRIFT_PYTHON ?= $(CURDIR)/$(DRIFT_VENV)/bin/python
+# scanners kept out of the main resolve (checkov); promtool comes from the Debian package prometheus
+TOOLS_VENV  ?= .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.stamp-$(shell cat requirements/tools.txt 2>/dev/null | sha256sum | cut -c1-16)
 
-.PHONY: help venv run test test-fast pipeline compile images serve lint bench bench-train bench-serve bench-drift eval-drift monitor manifests lock clean
+.PHONY: help venv run test test-fast pipeline compile images serve lint bench bench-train bench-serve bench-drift eval-drift monitor manifests tools lock clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -44,12 +47,24 @@ $(DRIFT_STAMP): requirements/drift.txt
 	$(DRIFT_VENV)/bin/pip install -q -r requirements/drift.txt
 	@touch $@
 
+$(TOOLS_STAMP): requirements/tools.txt
+	@echo ">> setting up $(TOOLS_VENV) for checkov"
+	@test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
+	@rm -f $(TOOLS_VENV)/.stamp-*
+	$(TOOLS_VENV)/bin/pip install -q -r requirements/tools.txt
+	@touch $@
+
+tools: $(TOOLS_STAMP)  ## manifest scanners: checkov in .venv-tools, promtool (apt-get as root)
+	@command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q --no-install-recommends prometheus; \
+	  else echo "make: promtool is missing; install it with:  sudo apt-get install -y prometheus" >&2; exit 1; fi; }
+
 venv: $(STAMP) $(DRIFT_STAMP)  ## create or refresh both virtual environments (idempotent)
 
 run: $(STAMP) $(DRIFT_STAMP)  ## the main job on embedded defaults: pipelines, then the serving demo
 	$(BIN)/clinops run
 
-test: $(STAMP) $(DRIFT_STAMP)  ## set up and run the whole test suite (what CI runs)
+test: $(STAMP) $(DRIFT_STAMP) tools  ## set up and run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)  ## unit tests only
@@ -86,8 +101,9 @@ lint: $(STAMP)  ## ruff over the code, hadolint over the Dockerfiles
 	$(BIN)/ruff check bundle components pipelines inference tests
 	$(BIN)/hadolint Dockerfile inference/Dockerfile
 
-manifests: $(STAMP)  ## render every kustomize entry point
+manifests: $(STAMP) tools  ## render and validate every kustomize entry point, then policy, checkov and promtool
 	$(BIN)/clinops manifests
+	$(BIN)/python -m pytest -q tests/manifests
 
 bench: bench-train bench-serve bench-drift  ## all benchmarks (not tests)
 
