@@ -79,7 +79,9 @@ def test_logger_reaches_the_drift_sidecar_in_the_predictor_pod(overlays, overlay
     drift = find([{"kind": "c", "metadata": {"name": c["name"]}, **c} for c in predictor["containers"]], "c", "drift")
     settings = parse(entrypoint_args("drift") + drift["args"], environ={})
     assert (settings.workload, settings.port, settings.host) == (workload, url.port, "0.0.0.0")
-    assert drift["ports"] == [{"containerPort": url.port, "name": "drift-metrics", "protocol": "TCP"}]
+    # Knative allows one container with ports: the sidecar is found by the pod annotation instead
+    assert "ports" not in drift and [c for c in predictor["containers"] if c.get("ports")] == []
+    assert predictor["annotations"]["clinops.io/drift-port"] == str(url.port)
     assert drift["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": url.port}
     mounts = {m["mountPath"] for m in drift["volumeMounts"]}
     assert settings.log_dir in mounts and "/tmp" in mounts
