@@ -14,6 +14,7 @@ import pytest
 from conftest import OVERLAYS, find
 
 from bundle import workloads
+from components.deploy.isvc import MODEL_FORMATS
 from pipelines import manifests
 
 pytestmark = pytest.mark.unit
@@ -41,8 +42,9 @@ def test_predictor_and_transformer_parse_their_arguments(overlays, overlay, work
     isvc = find(objects, "InferenceService", workload)["spec"]
     model = isvc["predictor"]["model"]
     assert model["runtime"] == RUNTIME[workload] and model["protocolVersion"] == "v2"
+    assert model["modelFormat"]["name"] == MODEL_FORMATS[workload]  # what the deploy step writes
     runtime = find(objects, "ServingRuntime", model["runtime"])
-    assert {"name": model["modelFormat"]["name"], "version": "1", "autoSelect": True, "priority": 1} \
+    assert {"name": model["modelFormat"]["name"], "version": "1", "autoSelect": True, "priority": 2} \
         in runtime["spec"]["supportedModelFormats"]
     assert "v2" in runtime["spec"]["protocolVersions"]
     container = runtime["spec"]["containers"][0]
