@@ -31,6 +31,16 @@ def test_the_rayjob_template_complies(rendered):
     assert policy.hardening(objects) == [] and policy.images(objects) == []
 
 
+def test_the_rayjob_pods_are_let_through_by_the_overlays_policies(rendered, overlays):
+    job = find(rendered["manifests/rayjob"], "RayJob", "pneumonia-train")
+    for overlay in OVERLAYS:
+        assert policy.network_policies(overlays[overlay] + [job]) == []
+    unlabelled = copy.deepcopy(job)
+    unlabelled["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["metadata"]["labels"] = {}
+    assert policy.network_policies(overlays["staging"] + [unlabelled]) == [
+        "RayJob/pneumonia-train rayClusterSpec.head: no NetworkPolicy selects its pods (labels {})"]
+
+
 def test_hardening_refuses_root_writable_and_unbounded_containers(overlays):
     objects = copy.deepcopy(overlays["staging"])
     mlflow = find(objects, "Deployment", "mlflow")["spec"]["template"]["spec"]
