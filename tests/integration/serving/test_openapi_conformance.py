@@ -109,3 +109,26 @@ def test_the_check_refuses_what_kserve_answered_before(path, body):
         case.validate_response(response, checks=[response_schema_conformance])
     failures = getattr(raised.value, "exceptions", [raised.value])
     assert any(type(f).__name__ == "JsonSchemaError" and "null is not of type" in str(f) for f in failures), failures
+
+
+PLATFORMS = {"transformer": "clinops_transformer", "predictor": None}
+PREDICTOR_PLATFORMS = {"heart-disease": "sklearn", "pneumonia": "pytorch_torchscript"}
+
+
+@pytest.mark.parametrize(("model", "runtime"), RUNS, ids=[f"{m}-{r}" for m, r in RUNS])
+def test_model_metadata_names_the_bundle_version_and_the_platform_over_rest_and_grpc(stack, model, runtime):
+    import grpc
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as services
+    from support.v2_calls import get
+
+    platform = PLATFORMS[runtime] or PREDICTOR_PLATFORMS[model]
+    status, metadata = get(f"{base_url(stack, model, runtime)}/v2/models/{model}")
+    assert status == 200
+    assert (metadata["name"], metadata["versions"], metadata["platform"]) == (model, [VERSION], platform)
+    endpoint = stack.endpoints[model]
+    target = endpoint.grpc_target if runtime == "transformer" else endpoint.predictor_grpc_target
+    with grpc.insecure_channel(target) as channel:
+        answer = services.GRPCInferenceServiceStub(channel).ModelMetadata(pb.ModelMetadataRequest(name=model), timeout=10)
+    assert (answer.name, list(answer.versions), answer.platform) == (model, [VERSION], platform)
+    assert [t.name for t in answer.inputs] == [t["name"] for t in metadata["inputs"]]
