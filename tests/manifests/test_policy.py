@@ -113,3 +113,39 @@ def test_network_policy_selectors_follow_kubernetes_semantics():
     assert not policy._matches({"matchLabels": {"clinops.io/workload": "heart-disease"}}, labels)
     assert not policy._matches({"matchExpressions": [{"key": "ray.io/node-type", "operator": "NotIn",
                                                       "values": ["worker"]}]}, labels)
+
+
+def rbac_violations(objects: list[dict]) -> list[str]:
+    out = [f"{policy.name(o)}: cluster-wide" for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    for role in (o for o in objects if o["kind"] == "Role"):
+        for rule in role["rules"]:
+            if "*" in rule.get("verbs", []) + rule.get("resources", []) + rule.get("apiGroups", []):
+                out.append(f"{policy.name(role)}: wildcard in {rule}")
+            if "secrets" in rule.get("resources", []):
+                out.append(f"{policy.name(role)}: reads secrets")
+    return out
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pipeline_runner_has_exactly_what_its_steps_use_in_its_namespace(overlays, overlay):
+    objects = overlays[overlay]
+    assert rbac_violations(objects) == []
+    rules = {(g, r): set(rule["verbs"]) for rule in find(objects, "Role", "clinops-pipeline-runner")["rules"]
+             for g in rule["apiGroups"] for r in rule["resources"]}
+    assert rules == {
+        ("ray.io", "rayjobs"): {"create", "get", "list", "watch", "delete"},  # components/pneumonia/rayjob.py
+        ("serving.kserve.io", "inferenceservices"): {"create", "get", "list", "watch", "patch"},  # deploy step
+        ("", "pods"): {"get", "list"}, ("", "pods/log"): {"get", "list"},  # the submitter's logs
+        ("coordination.k8s.io", "leases"): {"get", "create", "update"}}  # the registry lock
+    binding = find(objects, "RoleBinding", "clinops-pipeline-runner")
+    namespace = binding["metadata"]["namespace"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": namespace}]
+
+
+def test_rbac_check_refuses_wildcards_secrets_and_cluster_roles():
+    role = {"kind": "Role", "metadata": {"name": "r"},
+            "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["*"]}]}
+    assert rbac_violations([role, {"kind": "ClusterRole", "metadata": {"name": "c"}}]) == [
+        "ClusterRole/c: cluster-wide",
+        "Role/r: wildcard in {'apiGroups': [''], 'resources': ['secrets'], 'verbs': ['*']}",
+        "Role/r: reads secrets"]
