@@ -8,6 +8,8 @@ import numpy as np
 import orjson
 import pytest
 from kserve import model_server
+from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferRequest
 from kserve.protocol.rest import server as rest_server
 
@@ -25,6 +27,9 @@ def kserve_state(monkeypatch):
     monkeypatch.setattr(rest_server.RESTServer, "_register_endpoints", rest_server.RESTServer._register_endpoints)
     monkeypatch.setattr(InferRequest, "from_bytes", vars(InferRequest)["from_bytes"])
     monkeypatch.setattr(model_server.args, "grpc_max_receive_message_length", 8 * 1024 * 1024)
+    monkeypatch.setattr(InferenceServicer, "validate_grpc_request", vars(InferenceServicer)["validate_grpc_request"])
+    monkeypatch.setattr(InferenceServicer, "ModelMetadata", InferenceServicer.ModelMetadata)
+    monkeypatch.setattr(DataPlane, "model_metadata", DataPlane.model_metadata)
 
 
 def rest_server_of_kserve() -> rest_server.RESTServer:
@@ -118,9 +123,10 @@ def test_the_grpc_receive_limit_is_raised_to_the_rest_body_limit(kserve_state):
 def test_applying_twice_changes_nothing_more(kserve_state, caplog):
     with caplog.at_level(logging.INFO, logger=kserve_patches.__name__):
         first = kserve_patches.apply(grpc_max_receive_bytes=32 * 1024 * 1024)
-    assert first == ["timing", "infer_routes_first", "rest_decode", "grpc_max_receive"]
+    assert first == ["grpc_decode", "model_metadata", "timing", "infer_routes_first", "rest_decode", "grpc_max_receive"]
     (line,) = [r.getMessage() for r in caplog.records if r.name == kserve_patches.__name__]
-    assert line.endswith(" internals patched: timing, infer_routes_first, rest_decode, grpc_max_receive")
+    assert line.endswith(" internals patched: grpc_decode, model_metadata, timing, infer_routes_first, rest_decode, "
+                         "grpc_max_receive")
     register, decode = rest_server.RESTServer._register_endpoints, vars(InferRequest)["from_bytes"]
     assert kserve_patches.apply(grpc_max_receive_bytes=32 * 1024 * 1024) == []
     assert rest_server.RESTServer._register_endpoints is register and vars(InferRequest)["from_bytes"] is decode
