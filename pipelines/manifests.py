@@ -2,7 +2,7 @@
 ``kustomization.yaml``) with ``kubectl kustomize`` and validate every object it yields; a broken
 entry point, an invalid object, or nothing to render fails.
 
-- core kinds: ``kubernetes-validate``, strict (unknown fields are errors), for :data:`K8S_VERSION`;
+- core kinds: ``kubernetes-validate``, strict (unknown fields are errors), for each of :data:`K8S_VERSIONS`;
 - ``InferenceService`` and ``ServingRuntime``: the KServe SDK's typed models, walked strictly
   through their ``openapi_types`` / ``attribute_map`` (the SDK itself drops unknown keys silently);
 - ``RayJob``, ``ServiceMonitor``, ``PodMonitor``, ``PrometheusRule``: our JSON schemas in
@@ -31,8 +31,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 TOPS = ("kustomize", "manifests")
-# the oldest Kubernetes these manifests are for (NetworkPolicy, seccompProfile, PodSecurity labels)
-K8S_VERSION = "1.30.0"
+# the oldest Kubernetes these manifests are for (PodSecurity labels, seccompProfile, NetworkPolicy) and
+# the newest kubernetes-validate knows: a field removed or added in between fails one of them
+K8S_VERSIONS = ("1.30.0", "1.37.0")
 SCHEMAS = REPO / "manifests" / "schemas"
 CRD_SCHEMAS = {
     ("ray.io/v1", "RayJob"): "rayjob.schema.yaml",
@@ -155,16 +156,19 @@ def _schema(name: str) -> dict:
 
 
 def _core_problems(obj: dict) -> list[str]:
+    """Strict validation against each of :data:`K8S_VERSIONS`; a problem names the versions it has."""
     import kubernetes_validate
 
-    try:
-        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
-    except kubernetes_validate.SchemaNotFoundError:
-        return [f"no schema for {obj.get('apiVersion')} {obj.get('kind')} in Kubernetes {K8S_VERSION}"]
-    except kubernetes_validate.ValidationError as err:
-        where = "/".join(str(p) for p in err.absolute_path) or "(top)"
-        return [f"{where}: {err.message}"]
-    return []
+    found: dict[str, list[str]] = {}
+    for version in K8S_VERSIONS:
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            found.setdefault(f"no schema for {obj.get('apiVersion')} {obj.get('kind')}", []).append(version)
+        except kubernetes_validate.ValidationError as err:
+            where = "/".join(str(p) for p in err.absolute_path) or "(top)"
+            found.setdefault(f"{where}: {err.message}", []).append(version)
+    return [f"{problem} (Kubernetes {', '.join(versions)})" for problem, versions in found.items()]
 
 
 def _ray_pod_templates(obj: dict) -> Iterator[tuple[str, dict]]:

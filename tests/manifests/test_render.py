@@ -61,7 +61,8 @@ def test_main_fails_on_an_invalid_object(tmp_path, capsys):
     assert manifests.main(root) == 1
     err = capsys.readouterr()
     assert "FAIL manifests/broken (1 objects)" in err.out
-    assert "manifests/broken: ConfigMap/c: (top): Additional properties are not allowed ('bogus' was unexpected)" in err.err
+    assert "manifests/broken: ConfigMap/c: (top): Additional properties are not allowed ('bogus' was unexpected) " \
+        "(Kubernetes 1.30.0, 1.37.0)" in err.err
 
 
 def test_main_fails_on_a_broken_kustomization(tmp_path, capsys):

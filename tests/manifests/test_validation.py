@@ -53,7 +53,7 @@ def test_core_kinds_are_strict_for_the_target_version(overlays):
     sts["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFS"] = True
     assert manifests.problems(sts) == [
         "spec/template/spec/containers/0/securityContext: "
-        "Additional properties are not allowed ('readOnlyRootFS' was unexpected)"]
+        "Additional properties are not allowed ('readOnlyRootFS' was unexpected) (Kubernetes 1.30.0, 1.37.0)"]
 
 
 def test_rayjob_schema_and_its_pod_templates(rendered):
@@ -66,7 +66,7 @@ def test_rayjob_schema_and_its_pod_templates(rendered):
     assert "spec: Additional properties are not allowed ('entryPoint' was unexpected)" in found
     assert any(p.startswith("spec/submissionMode: 'Batch' is not one of") for p in found)
     assert ("spec.rayClusterSpec.workerGroupSpecs[0].template: template/spec/containers/0: "
-            "Additional properties are not allowed ('gpus' was unexpected)") in found
+            "Additional properties are not allowed ('gpus' was unexpected) (Kubernetes 1.30.0, 1.37.0)") in found
     assert len(found) == 3
 
 
@@ -88,5 +88,12 @@ def test_monitoring_crds_against_our_schemas(rendered):
 
 def test_unknown_kinds_are_errors():
     assert manifests.problems({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}) == [
-        "no schema for example.com/v1 Widget in Kubernetes 1.30.0"]
+        "no schema for example.com/v1 Widget (Kubernetes 1.30.0, 1.37.0)"]
     assert manifests.problems({"kind": "ConfigMap"}) == ["not a Kubernetes object (apiVersion and kind are required)"]
+
+
+def test_core_kinds_must_hold_on_the_oldest_kubernetes_too(overlays):
+    deployment = copy.deepcopy(find(overlays["local"], "Deployment", "mlflow"))
+    deployment["spec"]["template"]["spec"]["resources"] = {"limits": {"cpu": "1"}}  # pod-level: 1.32 on
+    assert manifests.problems(deployment) == [
+        "spec/template/spec: Additional properties are not allowed ('resources' was unexpected) (Kubernetes 1.30.0)"]
