@@ -106,6 +106,12 @@ class Transformer(CountedModel):
         if not isinstance(payload, InferRequest):
             raise RejectedInput(self.name, Reason.PROTOCOL, "use the V2 protocol: POST /v2/models/<name>/infer")
         _CLIENT_REQUEST.set(payload)
+        if payload.request_outputs:  # refused before the predictor is called, not after
+            known = {output["name"] for output in self.codec.output_types()}
+            unknown = [r.name for r in payload.request_outputs if r.name not in known]
+            if unknown:
+                raise RejectedInput(self.name, Reason.UNKNOWN_OUTPUT, f"unknown output '{unknown[0]}' requested; "
+                                                                      f"outputs are {', '.join(sorted(known))}")
         try:
             parsed = self.codec.parse(payload.inputs)
             if self.codec.heavy:
@@ -148,13 +154,7 @@ class Transformer(CountedModel):
             out = InferOutput(name=name, shape=list(array.shape), datatype=datatype)
             out.set_data_from_numpy(array, binary_data=binary)
             infer_outputs.append(out)
-        requested = request.request_outputs
-        if requested:
-            known = {o.name for o in infer_outputs}
-            unknown = [r.name for r in requested if r.name not in known]
-            if unknown:
-                raise RejectedInput(self.name, Reason.UNKNOWN_OUTPUT, f"unknown output '{unknown[0]}' requested; "
-                                                                      f"outputs are {', '.join(sorted(known))}")
+        requested = request.request_outputs  # each one known: checked in preprocess
         response = JsonInferResponse(response_id=request.id or "", model_name=self.name, model_version=self.model_version,
                                      infer_outputs=infer_outputs, use_binary_outputs=binary,
                                      requested_outputs=requested)

@@ -53,3 +53,11 @@ def grpc_infer(target: str, request, timeout: float = 30):
         except grpc.RpcError as err:
             return err.code(), err.details()
         return grpc.StatusCode.OK, response
+
+
+def metric_total(rest_url: str, family: str, **labels: str) -> float:
+    """The sum of ``<family>_total`` samples of one runtime whose labels include ``labels``."""
+    with urllib.request.urlopen(f"{rest_url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(s.value for f in text_string_to_metric_families(text) if f.name == family for s in f.samples
+               if s.name.endswith("_total") and all(s.labels.get(k) == v for k, v in labels.items()))

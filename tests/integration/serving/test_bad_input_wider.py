@@ -14,7 +14,7 @@ import pytest
 from images import encode, random_image
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from PIL import Image
-from support.v2_calls import grpc_infer, post, rejections
+from support.v2_calls import grpc_infer, metric_total, post, rejections
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -127,8 +127,13 @@ def test_non_utf8_text_in_a_categorical_feature(stack):
 def test_an_unknown_requested_output(stack):
     endpoint = stack.endpoints["heart-disease"]
     body = {"inputs": heart_inputs(), "outputs": [{"name": "probability"}, {"name": "survival"}]}
+    calls = metric_total(endpoint.rest_url, "clinops_predictor_calls", model="heart-disease")
     assert_rejected(endpoint.rest_url, endpoint.infer_url, body, "unknown output 'survival' requested",
                     "heart-disease", "unknown_output")
+    assert metric_total(endpoint.rest_url, "clinops_predictor_calls", model="heart-disease") == calls  # not called
+    status, answer = post(endpoint.infer_url, {"inputs": heart_inputs(), "outputs": [{"name": "risk_level"}]})
+    assert status == 200 and [o["name"] for o in answer["outputs"]] == ["risk_level"]
+    assert metric_total(endpoint.rest_url, "clinops_predictor_calls", model="heart-disease") == calls + 1
     predictor = {"inputs": [{"name": "features", "shape": [1, 13], "datatype": "FP64", "data": CODES}],
                  "outputs": [{"name": "survival"}]}
     assert_rejected(endpoint.predictor_rest_url, f"{endpoint.predictor_rest_url}/v2/models/heart-disease/infer",
