@@ -122,6 +122,9 @@ def test_non_utf8_text_in_a_categorical_feature(stack):
     body, headers = binary_body(specs)
     assert_rejected(endpoint.rest_url, endpoint.infer_url, body, "input 'sex' element 0: not UTF-8 text",
                     "heart-disease", "encoding", headers)
+    as_json = json.dumps({"inputs": heart_inputs(sex="MALE")}).encode().replace(b"MALE", b"\xffmale")
+    assert_rejected(endpoint.rest_url, endpoint.infer_url, as_json, "the request body is not valid JSON",
+                    "heart-disease", "json")
 
 
 def test_an_unknown_requested_output(stack):
