@@ -1,0 +1,458 @@
+"""Drift sidecar benchmark (``make bench-drift``; not a test). One run on this machine, loopback only:
+
+1. events/s one sidecar (``python -m inference.drift`` under the drift environment) sustains pinned to
+   ONE core (``taskset -c 0``), durability on, fsync off and on: binary-mode CloudEvents as KServe's
+   logger sends them (request + response with a shared, unique ``ce-id``; V2 JSON bodies of the
+   heart-disease sample bundle's 13 features) from an httpx load generator pinned to the other core;
+   the windows tested during the run are counted, and the sidecar's accepted count is checked against
+   what was sent and acknowledged;
+2. the p99 the request logger adds to the transformer's path: two heart-disease local stacks, logger on
+   (``--drift_url`` to a sidecar) and off (no ``drift_url``), the same wrk load, alternating rounds;
+3. zero events lost at 10x the full-path req/s of ``make bench-serve`` (``$CLINOPS_HOME/bench/serve.json``,
+   else measured here with wrk): that many request/response pairs per second offered to the sidecar
+   for a bounded time by senders that retry on 429/502/503/504 and refused connections as KServe's agent
+   does; every acknowledged event must be in the sidecar's ``clinops_drift_events_processed`` count.
+
+Settings: ``BENCH_DRIFT_SECONDS`` (default 15: each throughput run of (1) and each wrk run of (2)),
+``BENCH_DRIFT_ROUNDS`` (default 3: rounds of (2), logger on and off alternating),
+``BENCH_DRIFT_CONNECTIONS`` (default 8: concurrent senders in (1), wrk connections in (2)),
+``BENCH_DRIFT_FLOOD_SECONDS`` (default 20: the 10x run of (3)), ``BENCH_DRIFT_FLOOD_SENDERS`` (default 64),
+``BENCH_DRIFT_FLOOD_MAX_PENDING`` (default 32: the flood sidecar's ``--max_pending``, small so
+that its 429 backpressure is exercised), ``BENCH_DRIFT_WINDOW`` (default 200: rows per drift window of the sample bundle),
+``BENCH_DRIFT_ONLY`` (default ``1,2,3``). Writes ``$CLINOPS_HOME/bench/drift.json``; scratch is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).parent)]
+
+from serve_throughput import Proc, ensure_wrk, load1, per_feature_body, wrk  # noqa: E402
+from support import sample_bundles  # noqa: E402
+
+from components.common.settings import get_settings  # noqa: E402
+from components.heart_disease.schema import serving_schema  # noqa: E402
+from pipelines.local_stack import DRIFT_RUNTIME, LocalStack, drift_python, free_ports  # noqa: E402
+
+SECONDS = int(os.environ.get("BENCH_DRIFT_SECONDS", "15"))
+ROUNDS = int(os.environ.get("BENCH_DRIFT_ROUNDS", "3"))
+CONNECTIONS = int(os.environ.get("BENCH_DRIFT_CONNECTIONS", "8"))
+FLOOD_SECONDS = int(os.environ.get("BENCH_DRIFT_FLOOD_SECONDS", "20"))
+FLOOD_SENDERS = int(os.environ.get("BENCH_DRIFT_FLOOD_SENDERS", "64"))
+WINDOW = int(os.environ.get("BENCH_DRIFT_WINDOW", "200"))
+FLOOD_MAX_PENDING = int(os.environ.get("BENCH_DRIFT_FLOOD_MAX_PENDING", "32"))
+ONLY = {x.strip() for x in os.environ.get("BENCH_DRIFT_ONLY", "1,2,3").split(",") if x.strip()}
+TARGET_EVENTS_PER_S = 1000  # (1): events/s on one core
+TARGET_P99_RATIO = 1.05  # (2): p99 logger on / off
+RETRY_STATUS = {429, 502, 503, 504}
+ACK = 200
+SIDECAR_CORE, SENDER_CORE = 0, 1
+HEADERS = {"ce-specversion": "1.0", "ce-source": "http://heart-disease-predictor.bench/",
+           "ce-inferenceservicename": "heart-disease", "ce-namespace": "bench", "ce-component": "predictor",
+           "ce-endpoint": "default", "content-type": "application/json"}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+# -- events -----------------------------------------------------------------------------------------------
+def event_bodies(model_dir: Path, n: int = 512) -> list[tuple[bytes, bytes]]:
+    """``n`` (request, response) V2 JSON body pairs: single rows and the model's own probabilities."""
+    import joblib
+
+    rows = sample_bundles.heart_rows(serving_schema(), n, seed=3)
+    proba = joblib.load(model_dir / "model.joblib").predict_proba(rows)
+    pairs = []
+    for row, p in zip(rows, proba, strict=True):
+        request = {"inputs": [{"name": "features", "shape": [1, len(row)], "datatype": "FP64",
+                               "data": [None if np.isnan(v) else float(v) for v in row]}]}
+        response = {"model_name": "heart-disease", "outputs": [{"name": "predict_proba", "shape": [1, len(p)],
+                                                                "datatype": "FP64", "data": p.tolist()}]}
+        pairs.append((json.dumps(request).encode(), json.dumps(response).encode()))
+    return pairs
+
+
+class Tally:
+    def __init__(self):
+        self.sent = self.acked = self.retried = self.refused = self.errors = 0
+        self.by_status: dict[int, int] = {}
+
+    def as_dict(self) -> dict:
+        return {"sent": self.sent, "acked": self.acked, "retried": self.retried, "refused_4xx": self.refused,
+                "connection_errors": self.errors, "by_status": {str(k): v for k, v in sorted(self.by_status.items())}}
+
+
+async def send_event(client, url: str, kind: str, event_id: str, body: bytes, tally: Tally,
+                     give_up: float) -> None:
+    """POST one event until it is acknowledged, retrying backpressure and refused connections with a
+    doubling backoff (as KServe's agent does), or until ``give_up`` (a monotonic time) has passed."""
+    import httpx
+
+    headers = {**HEADERS, "ce-id": event_id, "ce-type": f"org.kubeflow.serving.inference.{kind}"}
+    backoff = 0.01
+    tally.sent += 1
+    while True:
+        try:
+            response = await client.post(url, content=body, headers=headers)
+            status = response.status_code
+        except httpx.HTTPError:
+            status = 0
+        tally.by_status[status] = tally.by_status.get(status, 0) + 1
+        if status == ACK:
+            tally.acked += 1
+            return
+        if status and status not in RETRY_STATUS:
+            tally.refused += 1
+            return
+        if not status:
+            tally.errors += 1
+        if time.monotonic() > give_up:
+            return
+        tally.retried += 1
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, 1.0)
+
+
+async def closed_loop(url: str, bodies, seconds: float, senders: int, tally: Tally) -> float:
+    """``senders`` loops each sending pairs back to back for ``seconds``; the elapsed seconds."""
+    import httpx
+
+    stop = time.monotonic() + seconds
+    counter = iter(range(10**12))
+
+    async def loop(client):
+        while time.monotonic() < stop:
+            i = next(counter)
+            request, response = bodies[i % len(bodies)]
+            event_id = uuid.uuid4().hex
+            await send_event(client, url, "request", event_id, request, tally, stop + 30)
+            await send_event(client, url, "response", event_id, response, tally, stop + 30)
+
+    limits = httpx.Limits(max_connections=senders, max_keepalive_connections=senders)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        start = time.monotonic()
+        await asyncio.gather(*(loop(client) for _ in range(senders)))
+        return time.monotonic() - start
+
+
+async def open_loop(url: str, bodies, pairs_per_s: float, seconds: float, senders: int, tally: Tally) -> dict:
+    """Offer ``pairs_per_s`` request/response pairs a second for ``seconds`` on a schedule (not a closed
+    loop). Like KServe's agent, the sender has a bounded queue (``4 × senders`` pairs) and ``senders``
+    workers; a pair due while that queue is full is shed by the sender (counted, never sent). Each worker
+    sends a pair's request and response concurrently (the sidecar pairs them) and retries both until
+    acknowledged or 60 s past the schedule."""
+    import httpx
+
+    queue: asyncio.Queue = asyncio.Queue(maxsize=4 * senders)
+    total = int(pairs_per_s * seconds)
+    give_up = time.monotonic() + seconds + 60
+    shed = 0
+
+    async def schedule():
+        nonlocal shed
+        start = time.monotonic()
+        for i in range(total):
+            delay = start + i / pairs_per_s - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif i % 64 == 0:
+                await asyncio.sleep(0)  # behind schedule: let the workers run now and then
+            try:
+                queue.put_nowait(i)
+            except asyncio.QueueFull:
+                shed += 1
+        for _ in range(senders):
+            await queue.put(None)
+        return time.monotonic() - start
+
+    async def worker(client):
+        while (i := await queue.get()) is not None:
+            request, response = bodies[i % len(bodies)]
+            event_id = uuid.uuid4().hex
+            await asyncio.gather(send_event(client, url, "request", event_id, request, tally, give_up),
+                                 send_event(client, url, "response", event_id, response, tally, give_up))
+
+    limits = httpx.Limits(max_connections=2 * senders, max_keepalive_connections=2 * senders)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        start = time.monotonic()
+        scheduled, *_ = await asyncio.gather(schedule(), *(worker(client) for _ in range(senders)))
+        return {"pairs_scheduled": total, "pairs_shed_by_sender": shed, "schedule_s": scheduled,
+                "drained_s": time.monotonic() - start}
+
+
+# -- the sidecar ------------------------------------------------------------------------------------------
+class Sidecar:
+    def __init__(self, bundle: Path, log_dir: Path, logs: Path, name: str, fsync: bool, extra: list[str] = ()):
+        self.port = free_ports(1)[0]
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = ["taskset", "-c", str(SIDECAR_CORE), drift_python(), "-m", DRIFT_RUNTIME, "--workload",
+                "heart-disease", "--bundle", str(bundle), "--port", str(self.port), "--log_dir", str(log_dir),
+                "--fsync" if fsync else "--no-fsync", *extra]
+        self.proc = Proc(argv, f"{self.url}/healthz", logs / f"{name}.log",
+                         env={"PYTHONPATH": str(ROOT), "TRANSFORMERS_VERBOSITY": "error"}, cwd=ROOT)
+
+    def metrics(self) -> dict[str, float]:
+        return read_metrics(f"{self.url}/metrics")
+
+    def status(self) -> dict:
+        import httpx
+
+        return httpx.get(f"{self.url}/v1/drift", timeout=10).json()
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+def read_metrics(url: str) -> dict[str, float]:
+    """Prometheus text as ``{'name{labels}': value}``."""
+    import httpx
+
+    out = {}
+    for line in httpx.get(url, timeout=10).text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            out[key] = float(value)
+    return out
+
+
+def metric_sum(metrics: dict[str, float], name: str, **labels) -> float:
+    return sum(v for k, v in metrics.items() if k.split("{")[0] == name
+               and all(f'{a}="{b}"' in k for a, b in labels.items()))
+
+
+def sidecar_throughput(bundle: Path, bodies, workdir: Path, logs: Path, fsync: bool) -> dict:
+    name = f"sidecar-fsync-{'on' if fsync else 'off'}"
+    sidecar = Sidecar(bundle, workdir / name, logs, name, fsync)
+    try:
+        asyncio.run(closed_loop(sidecar.url + "/", bodies, 2, CONNECTIONS, Tally()))  # warm-up
+        before = sidecar.metrics()
+        tally = Tally()
+        load_before = load1()
+        cpu_before = cpu_seconds(sidecar.proc.popen.pid)
+        elapsed = asyncio.run(closed_loop(sidecar.url + "/", bodies, SECONDS, CONNECTIONS, tally))
+        cpu_share = (cpu_seconds(sidecar.proc.popen.pid) - cpu_before) / elapsed
+        time.sleep(1)
+        after = sidecar.metrics()
+        windows_during = (metric_sum(after, "clinops_drift_windows_total")
+                          - metric_sum(before, "clinops_drift_windows_total"))
+        processed = (metric_sum(after, "clinops_drift_events_processed_total")
+                     - metric_sum(before, "clinops_drift_events_processed_total"))
+        status = sidecar.status()
+        return {"fsync": fsync, "events_per_s": tally.acked / elapsed, "seconds": elapsed, **tally.as_dict(),
+                "processed": processed, "lost": tally.acked - processed, "windows_tested_during_run": windows_during,
+                "windows_tested_total": status["windows_tested"], "sidecar_cpu_share": cpu_share,
+                "load1": (load_before + load1()) / 2}
+    finally:
+        sidecar.stop()
+
+
+# -- (2) logger on vs off -----------------------------------------------------------------------------
+def logger_overhead(bundle: Path, workdir: Path, logs: Path) -> dict:
+    on_stack = LocalStack({"heart-disease": str(bundle)}, ports="ephemeral", log_dir=logs / "stack-logger-on",
+                          drift=True, drift_dir=workdir / "stack-drift")
+    off_stack = LocalStack({"heart-disease": str(bundle)}, ports="ephemeral", log_dir=logs / "stack-logger-off",
+                           drift=False)
+    rounds: dict[str, list[dict]] = {"logger on": [], "logger off": []}
+    with on_stack, off_stack:
+        stacks = {"logger on": on_stack, "logger off": off_stack}
+        for i in range(ROUNDS):  # on and off alternate, and swap which goes first, so load drifts hit both
+            order = ["logger on", "logger off"] if i % 2 == 0 else ["logger off", "logger on"]
+            for name in order:
+                pids = {k: p.popen.pid for k, p in stacks[name].processes.items()}
+                before = {k: cpu_seconds(pid) for k, pid in pids.items()}
+                r = wrk(stacks[name].endpoints["heart-disease"].infer_url, per_feature_body(), seconds=SECONDS,
+                        connections=CONNECTIONS)
+                r["cpu_s"] = {k.split("/")[1]: cpu_seconds(pid) - before[k] for k, pid in pids.items()}
+                rounds[name].append(r)
+        endpoint = on_stack.endpoints["heart-disease"]
+        time.sleep(2)  # let the logger's queue drain
+        transformer = read_metrics(f"{endpoint.rest_url}/metrics")
+        sidecar = read_metrics(f"{endpoint.drift_url}/metrics")
+    served = sum(r["requests"] for r in rounds["logger on"])
+    return {"rounds": rounds,
+            "logger_sent": metric_sum(transformer, "clinops_request_log_sent_total"),
+            "logger_dropped": metric_sum(transformer, "clinops_request_log_dropped_total"),
+            "logger_queued": metric_sum(transformer, "clinops_request_log_queued"),
+            "sidecar_processed": metric_sum(sidecar, "clinops_drift_events_processed_total"),
+            "sidecar_windows": metric_sum(sidecar, "clinops_drift_windows_total"),
+            "requests_served_logger_on": served}
+
+
+# -- (3) 10x the serving rate ---------------------------------------------------------------------------
+def serving_rate(bundle: Path, logs: Path) -> tuple[float, str]:
+    serve = get_settings().home / "bench" / "serve.json"
+    if serve.exists():
+        data = json.loads(serve.read_text())
+        found = find_full_path_rps(data)
+        if found:
+            return found, f"from {serve}"
+    with LocalStack({"heart-disease": str(bundle)}, ports="ephemeral", log_dir=logs / "stack-rate",
+                    drift=False) as stack:
+        r = wrk(stack.endpoints["heart-disease"].infer_url, per_feature_body(), seconds=10, connections=8)
+    return r["rps"], "measured in this run (no serve.json): wrk -c8 -d10s on the full path, logger off"
+
+
+def find_full_path_rps(data) -> float | None:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key == "clinops transformer → predictor" and isinstance(value, dict) and "rps" in value:
+                return float(value["rps"])
+            found = find_full_path_rps(value)
+            if found:
+                return found
+    return None
+
+
+def flood(bundle: Path, bodies, workdir: Path, logs: Path, serve_rps: float) -> dict:
+    pairs_per_s = 10 * serve_rps
+    sidecar = Sidecar(bundle, workdir / "sidecar-flood", logs, "sidecar-flood", fsync=True,
+                      extra=["--max_pending", str(FLOOD_MAX_PENDING)])
+    try:
+        tally = Tally()
+        load_before = load1()
+        run = asyncio.run(open_loop(sidecar.url + "/", bodies, pairs_per_s, FLOOD_SECONDS, FLOOD_SENDERS, tally))
+        time.sleep(1)
+        m = sidecar.metrics()
+        processed = metric_sum(m, "clinops_drift_events_processed_total")
+        rejected = {k.split('reason="')[1].split('"')[0]: v for k, v in m.items()
+                    if k.startswith("clinops_drift_events_rejected_total")}
+        return {"pairs_per_s_offered": pairs_per_s, **run, **tally.as_dict(), "processed": processed,
+                "duplicates": metric_sum(m, "clinops_drift_events_duplicate_total"), "rejected_by_sidecar": rejected,
+                "lost": tally.acked - processed, "unacknowledged": tally.sent - tally.acked,
+                "windows_tested": metric_sum(m, "clinops_drift_windows_total"),
+                "achieved_events_per_s": tally.acked / run["drained_s"], "load1": (load_before + load1()) / 2}
+    finally:
+        sidecar.stop()
+
+
+# -- report ---------------------------------------------------------------------------------------------
+def spread(values: list[float]) -> str:
+    return f"{min(values):.2f}–{max(values):.2f}"
+
+
+def main() -> int:
+    ensure_wrk()
+    if not Path(drift_python()).exists():
+        print(f"no drift environment at {drift_python()}: `make venv` builds it", file=sys.stderr)
+        return 2
+    if (os.cpu_count() or 1) < 2:
+        print("needs two cores: the sidecar on one, the load generator on the other", file=sys.stderr)
+        return 2
+    logs = get_settings().home / "bench" / "logs-drift"
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
+    with tempfile.TemporaryDirectory(prefix="clinops-bench-drift-") as scratch:
+        tempfile.tempdir = scratch
+        try:
+            return run(Path(scratch), logs)
+        finally:
+            tempfile.tempdir = None
+
+
+def run(workdir: Path, logs: Path) -> int:
+    bundle = sample_bundles.write_heart_disease(workdir / "heart", serving_schema(), window=WINDOW)
+    bodies = event_bodies(bundle)
+    os.sched_setaffinity(0, {SENDER_CORE})  # the load generator; the sidecar gets core 0 with taskset
+    print(f"heart-disease sample bundle, drift window {WINDOW} rows; sidecar pinned to core {SIDECAR_CORE}, "
+          f"httpx senders on core {SENDER_CORE}; {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores, load {load1():.2f}\n(1) {CONNECTIONS} senders x {SECONDS}s per fsync setting; "
+          f"(2) wrk -t1 -c{CONNECTIONS} -d{SECONDS}s, {ROUNDS} alternating rounds; (3) {FLOOD_SENDERS} retrying "
+          f"senders x {FLOOD_SECONDS}s; logs in {logs}", flush=True)
+    result: dict = {"settings": {"seconds": SECONDS, "rounds": ROUNDS, "connections": CONNECTIONS,
+                                 "flood_seconds": FLOOD_SECONDS, "flood_senders": FLOOD_SENDERS, "window": WINDOW,
+                                 "flood_max_pending": FLOOD_MAX_PENDING},
+                    "machine": {"cores": os.cpu_count(), "processor": platform.processor() or platform.machine()}}
+    ok = True
+    if "1" in ONLY:
+        one = {f"fsync {'on' if f else 'off'}": sidecar_throughput(bundle, bodies, workdir, logs, f)
+               for f in (False, True)}
+        result["1_one_core"] = one
+        print(f"\n(1) one sidecar on one core, target ≥ {TARGET_EVENTS_PER_S} events/s")
+        print(f"{'':<10} {'events/s':>9} {'acked':>8} {'processed':>9} {'lost':>5} {'retried':>8} "
+              f"{'windows':>8} {'cpu':>5} {'load':>5}")
+        for name, r in one.items():
+            good = r["events_per_s"] >= TARGET_EVENTS_PER_S and r["lost"] == 0 and r["windows_tested_during_run"] > 0
+            ok &= good
+            print(f"{name:<10} {r['events_per_s']:>9.0f} {r['acked']:>8} {r['processed']:>9.0f} {r['lost']:>5.0f} "
+                  f"{r['retried']:>8} {r['windows_tested_during_run']:>8.0f} {r['sidecar_cpu_share']:>5.2f} {r['load1']:>5.2f}  "
+                  f"{verdict(good)}")
+        print("cpu: the sidecar's CPU-seconds per second of the run (1.00: its core is saturated, the sidecar is "
+              "the bottleneck; below: the load generator is)")
+        result["1_fsync_on_over_off"] = one["fsync on"]["events_per_s"] / one["fsync off"]["events_per_s"]
+        print(f"fsync on / off: {result['1_fsync_on_over_off']:.2f}", flush=True)
+    if "2" in ONLY:
+        two = logger_overhead(bundle, workdir, logs)
+        on = [r["p99_ms"] for r in two["rounds"]["logger on"]]
+        off = [r["p99_ms"] for r in two["rounds"]["logger off"]]
+        ratio = statistics.mean(on) / statistics.mean(off)
+        per_round = [a / b for a, b in zip(on, off, strict=True)]
+        noise = max(max(off) - min(off), max(on) - min(on)) / statistics.mean(off)
+        effect = abs(ratio - 1)
+        two.update({"p99_ratio_on_over_off": ratio, "p99_ratio_per_round": per_round, "p99_relative_spread": noise})
+        result["2_logger_overhead"] = two
+        good = ratio <= TARGET_P99_RATIO and two["logger_dropped"] == 0
+        ok &= good
+        print(f"\n(2) the request logger on the transformer's path, target p99 on ≤ {TARGET_P99_RATIO} × off")
+        print(f"{'':<12} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'load':>5}")
+        for name, runs in two["rounds"].items():
+            for i, r in enumerate(runs, 1):
+                print(f"{name + ' r' + str(i):<12} {r['rps']:>8.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+                      f"{r['errors'] + r['non_2xx']:>7} {r['load1']:>5.2f}")
+        print(f"p99 on / off (means) {ratio:.3f}  {verdict(good)}; per round {', '.join(f'{x:.2f}' for x in per_round)};"
+              f" p99 spread on {spread(on)} ms, off {spread(off)} ms"
+              + ("; the spread across rounds is larger than the effect" if noise > effect else ""))
+        for name, runs in two["rounds"].items():
+            cpu = {k: statistics.mean(r["cpu_s"][k] for r in runs) for k in runs[0]["cpu_s"]}
+            print(f"CPU-seconds per round ({SECONDS}s + 2s warm-up), {name}: "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
+        print(f"logger: {two['logger_sent']:.0f} events sent, {two['logger_dropped']:.0f} dropped, "
+              f"{two['logger_queued']:.0f} queued at the end; {two['requests_served_logger_on']} requests served with "
+              f"it on; sidecar processed {two['sidecar_processed']:.0f}, windows {two['sidecar_windows']:.0f}",
+              flush=True)
+    if "3" in ONLY:
+        serve_rps, source = serving_rate(bundle, logs)
+        three = flood(bundle, bodies, workdir, logs, serve_rps)
+        three.update({"serve_rps": serve_rps, "serve_rps_source": source})
+        result["3_ten_times_serving"] = three
+        good = three["lost"] == 0 and three["unacknowledged"] == 0
+        ok &= good
+        print(f"\n(3) 10 × serving rate ({serve_rps:.0f} req/s, {source}) = {three['pairs_per_s_offered']:.0f} pairs/s "
+              f"offered for {FLOOD_SECONDS}s, fsync on")
+        print(f"pairs scheduled {three['pairs_scheduled']}, shed by the sender's full queue (never sent, counted) "
+              f"{three['pairs_shed_by_sender']}; sidecar --max_pending {FLOOD_MAX_PENDING}")
+        print(f"events sent {three['sent']}, acknowledged {three['acked']}, processed {three['processed']:.0f}, "
+              f"lost {three['lost']:.0f}, unacknowledged {three['unacknowledged']}  {verdict(good)}")
+        print(f"answers by status {three['by_status']} (0: connection error), retried {three['retried']}, refused "
+              f"by the sidecar {three['rejected_by_sidecar'] or 'none'}; schedule {three['schedule_s']:.1f}s, all "
+              f"delivered after {three['drained_s']:.1f}s = {three['achieved_events_per_s']:.0f} events/s; "
+              f"windows tested {three['windows_tested']:.0f}; load {three['load1']:.2f}", flush=True)
+    out = get_settings().home / "bench" / "drift.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, default=str))
+    print(f"\nwrote {out}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
