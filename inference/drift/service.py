@@ -105,7 +105,8 @@ class DriftService:
             if (event.id, event.kind) in self.seen:
                 self.metrics.duplicates.labels(w).inc()
                 return Answer(200, {"status": "duplicate", "id": event.id, "type": event.kind})
-            if self.windower.full or len(self.queue) >= self.settings.max_windows_queued:
+            if ((self.windower.full and self.windower.would_wait(event.id, event.kind))
+                    or len(self.queue) >= self.settings.max_windows_queued):
                 return self._reject(429, "backpressure", "the detector is behind; retry", retry_after=1)
             try:
                 record = self.store.append(event.id, event.kind, rows, self.clock())

@@ -96,6 +96,14 @@ class Windower:
     def full(self) -> bool:
         return len(self.pending) >= self.max_pending
 
+    def would_wait(self, event_id: str, kind: str) -> bool:
+        """Whether an event of this id and kind would wait for its partner (grow ``pending``); the partner
+        of a waiting half completes a pair instead, so a full ``pending`` must still take it."""
+        if kind not in self.needs or len(self.needs) == 1:
+            return False
+        first = self.pending.get(event_id)
+        return first is None or first.type == kind
+
     def add(self, record: Record) -> list[ClosedWindow]:
         """Take one logged record; returns the windows it closed (usually none)."""
         observation = self._pair(record)

@@ -118,6 +118,21 @@ def test_windows_waiting_for_the_detector_make_the_sender_retry_with_429(tmp_pat
     service.close()
 
 
+def test_full_pending_refuses_new_halves_but_takes_the_partners_that_complete_pairs(tmp_path, heart_bundle):
+    service = make(tmp_path, heart_bundle, FakeDetector(needs=frozenset({REQUEST, RESPONSE})), window_size=100,
+                   max_pending=2)
+    assert [service.accept(*event(f"p{i}", [[1.0]])).status for i in range(2)] == [200, 200]
+    refused = service.accept(*event("p2", [[1.0]]))  # a third waiting request: past max_pending
+    assert (refused.status, refused.body["reason"]) == (429, "backpressure")
+    # the responses of the waiting requests shrink pending, so they are taken (refusing them livelocked a
+    # busy sidecar: every slot held by a half whose partner kept being refused until the pair timeout)
+    assert [service.accept(*event(f"p{i}", [[0.5]], kind=RESPONSE)).status for i in range(2)] == [200, 200]
+    assert len(service.windower.pending) == 0 and service.windower.rows == 2
+    assert service.accept(*event("p2", [[1.0]])).status == 200  # the refused one, retried, now fits
+    assert rejected(service, "backpressure") == 1
+    service.close()
+
+
 def test_a_full_log_of_untested_observations_is_a_503(tmp_path, heart_bundle):
     service = make(tmp_path, heart_bundle, window_size=100, max_log_bytes=100)
     assert service.accept(*event("a", [[1.0, 2.0]])).status == 200
