@@ -22,10 +22,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,6 +137,18 @@ class Endpoint:
         return f"http://{self.host}:{self.ports.drift}"
 
 
+class StartInterrupted(RuntimeError):
+    """A stop request came while the stack was starting; start() has stopped what it had started."""
+
+
+def _signal_group(popen: subprocess.Popen, sig: int) -> None:
+    """Signal the child's process group (each child leads its own session); gone already is fine."""
+    try:
+        os.killpg(popen.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 @dataclass
 class _Process:
     name: str
@@ -203,6 +215,9 @@ class LocalStack:
                 if not endpoint.ports.drift:
                     endpoint.ports.drift = free_ports(1)[0]
         self.drift_dir = Path(drift_dir) if drift_dir else get_settings().home / "drift"
+        # how many stop requests (SIGINT/SIGTERM) the owner has received so far: start() gives up at the
+        # first, and a stop hastens (SIGKILL to what is left) when one more comes while it runs
+        self.interrupts: Callable[[], int] = lambda: 0
 
     # -- process control ----------------------------------------------------------------------------
     def _predictor_argv(self, endpoint: Endpoint) -> list[str]:
@@ -239,9 +254,14 @@ class LocalStack:
                                  start_new_session=True)
         self.processes[key] = _Process(key, argv, log_path, popen, log_file)
 
+    def _check_interrupted(self) -> None:
+        if self.interrupts():
+            raise StartInterrupted("start-up interrupted by a signal")
+
     def _wait_ready(self, key: str, url: str, model: str, deadline: float) -> None:
         process = self.processes[key]
         while time.monotonic() < deadline:
+            self._check_interrupted()
             if process.popen.poll() is not None:
                 raise RuntimeError(f"{key} exited with {process.popen.returncode} before it was ready:\n"
                                    f"{self.log_tail(key)}")
@@ -254,6 +274,7 @@ class LocalStack:
         key = f"{workload}/drift"
         process = self.processes[key]
         while time.monotonic() < deadline:
+            self._check_interrupted()
             if process.popen.poll() is not None:
                 raise RuntimeError(f"{key} exited with {process.popen.returncode} before it was ready:\n"
                                    f"{self.log_tail(key)}")
@@ -290,6 +311,7 @@ class LocalStack:
     def start(self) -> LocalStack:
         try:
             for workload in self.endpoints:  # all processes load in parallel, then wait
+                self._check_interrupted()
                 if self.drift:
                     self.start_drift(workload, wait=False)
                 self.start_predictor(workload, wait=False)
@@ -305,18 +327,25 @@ class LocalStack:
             raise
         return self
 
-    def stop_process(self, key: str, timeout: float = 10.0, kill: bool = False) -> None:
+    def stop_process(self, key: str, timeout: float = 10.0, kill: bool = False, hasten_after: int | None = None) -> None:
+        """SIGTERM the child's whole process group (SIGKILL with ``kill``), wait up to ``timeout`` for it,
+        then SIGKILL. Waiting polls, so that a stop request past ``hasten_after`` (see ``interrupts``) turns it
+        into SIGKILL at once, and a signal handler never runs while this thread blocks inside a lock."""
         process = self.processes.pop(key, None)
         if process is None or process.popen is None:
             return
         popen = process.popen
+        hasten_after = self.interrupts() if hasten_after is None else hasten_after
         if popen.poll() is None:
-            popen.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                popen.kill()
+            _signal_group(popen, signal.SIGKILL if kill else signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while popen.poll() is None and time.monotonic() < deadline and self.interrupts() <= hasten_after:
+                time.sleep(0.05)
+            if popen.poll() is None:
+                _signal_group(popen, signal.SIGKILL)
                 popen.wait(5)
+        # whatever the child left in its group (workers of its own) goes with it
+        _signal_group(popen, signal.SIGKILL)
         process.log_file.close()
 
     def kill_predictor(self, workload: str) -> None:
@@ -324,9 +353,11 @@ class LocalStack:
         self.stop_process(f"{workload}/predictor", kill=True)
 
     def stop(self) -> None:
-        # transformers first, so that nothing calls a predictor that is going away
+        # transformers first, so that nothing calls a predictor that is going away; one more stop request
+        # while this runs kills what is left instead of waiting out each grace period
+        hasten_after = self.interrupts()
         for key in sorted(self.processes, key=lambda k: not k.endswith("transformer")):
-            self.stop_process(key)
+            self.stop_process(key, hasten_after=hasten_after)
 
     def alive(self) -> dict[str, bool]:
         return {key: p.popen.poll() is None for key, p in self.processes.items()}
@@ -376,6 +407,35 @@ def home_log_dir(name: str) -> Path:
     return get_settings().home / "serve" / name
 
 
+class ServeSignals:
+    """What SIGINT/SIGTERM (stop) and SIGHUP (restart on the champions as they are now: the pipelines'
+    deploy step sends it) asked ``clinops serve`` for.
+
+    The handlers only count, on plain attributes: a handler runs on the main thread between two bytecodes,
+    possibly while that thread holds a lock, and ``threading.Event.set`` from one (SIGINT, then SIGTERM while
+    the first handler held the Event's lock) hung the process for good with its children still running.
+    """
+
+    def __init__(self) -> None:
+        self.stops = 0
+        self.reload = False
+
+    def install(self) -> ServeSignals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._stop)
+        signal.signal(signal.SIGHUP, self._reload)
+        return self
+
+    def _stop(self, _signum, _frame) -> None:
+        self.stops += 1
+
+    def _reload(self, _signum, _frame) -> None:
+        self.reload = True
+
+    def count(self) -> int:
+        return self.stops
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = LocalStackSettings()
     parser = argparse.ArgumentParser(prog="clinops serve", description=__doc__.split("\n\n")[0])
@@ -394,18 +454,17 @@ def main(argv: list[str] | None = None) -> int:
         return LocalStack(bundles, ports="default", predictor_protocol=args.predictor_protocol, host=settings.host,
                           ready_timeout_s=settings.ready_timeout_s, log_dir=home_log_dir("logs"))
 
+    signals = ServeSignals().install()
     stack = new_stack(bundles)
-    stop, reload = threading.Event(), threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    # SIGHUP: restart on the champions as they are now (the pipelines' deploy step sends it; the state file
-    # tells it which process to signal and when the restart is done)
-    signal.signal(signal.SIGHUP, lambda *_: (reload.set(), stop.set()))
+    stack.interrupts = signals.count
     home = get_settings().home
     state = ServeState(os.getpid(), RESTARTING, bundles=bundles)
     print(f"starting {', '.join(bundles)} (logs in {stack.log_dir}) …", flush=True)
     try:
         stack.start()
+    except StartInterrupted:
+        print("stopped before it was serving.")
+        return 0
     except (RuntimeError, TimeoutError) as err:
         print(f"clinops serve: {err}", file=sys.stderr)
         return 1
@@ -414,19 +473,22 @@ def main(argv: list[str] | None = None) -> int:
     print("serving (Ctrl-C stops):\n" + stack.describe(), flush=True)
     code = 0
     try:
-        while not stop.wait(1.0) or reload.is_set():
-            if reload.is_set():
-                reload.clear()
-                stop.clear()
+        while not signals.stops:
+            time.sleep(0.2)
+            if signals.reload:
+                signals.reload = False
                 state.status = RESTARTING
                 state.write(home)
                 stack.stop()
                 state.bundles = champion_bundles(tuple(args.workload or workloads.NAMES)) | overrides
                 print(f"restarting on {state.bundles} …", flush=True)
                 stack = new_stack(state.bundles)
+                stack.interrupts = signals.count
                 state.generation += 1
                 try:
                     stack.start()
+                except StartInterrupted:
+                    break
                 except (RuntimeError, TimeoutError) as err:
                     print(f"clinops serve: restart failed: {err}", file=sys.stderr)
                     state.status, state.error, code = FAILED, str(err), 1
