@@ -16,8 +16,8 @@
 Settings: ``BENCH_DRIFT_SECONDS`` (default 15: each throughput run of (1) and each wrk run of (2)),
 ``BENCH_DRIFT_ROUNDS`` (default 3: rounds of (2), logger on and off alternating),
 ``BENCH_DRIFT_CONNECTIONS`` (default 8: concurrent senders in (1), wrk connections in (2)),
-``BENCH_DRIFT_FLOOD_SECONDS`` (default 20: the 10x run of (3)), ``BENCH_DRIFT_FLOOD_SENDERS`` (default 64),
-``BENCH_DRIFT_FLOOD_MAX_PENDING`` (default 32: the flood sidecar's ``--max_pending``, small so
+``BENCH_DRIFT_FLOOD_SECONDS`` (default 20: the 10x run of (3)), ``BENCH_DRIFT_FLOOD_SENDERS`` (default 16),
+``BENCH_DRIFT_FLOOD_MAX_PENDING`` (default 8: the flood sidecar's ``--max_pending``, small so
 that its 429 backpressure is exercised), ``BENCH_DRIFT_WINDOW`` (default 200: rows per drift window of the sample bundle),
 ``BENCH_DRIFT_ONLY`` (default ``1,2,3``). Writes ``$CLINOPS_HOME/bench/drift.json``; scratch is removed.
 """
@@ -52,9 +52,9 @@ SECONDS = int(os.environ.get("BENCH_DRIFT_SECONDS", "15"))
 ROUNDS = int(os.environ.get("BENCH_DRIFT_ROUNDS", "3"))
 CONNECTIONS = int(os.environ.get("BENCH_DRIFT_CONNECTIONS", "8"))
 FLOOD_SECONDS = int(os.environ.get("BENCH_DRIFT_FLOOD_SECONDS", "20"))
-FLOOD_SENDERS = int(os.environ.get("BENCH_DRIFT_FLOOD_SENDERS", "64"))
+FLOOD_SENDERS = int(os.environ.get("BENCH_DRIFT_FLOOD_SENDERS", "16"))
 WINDOW = int(os.environ.get("BENCH_DRIFT_WINDOW", "200"))
-FLOOD_MAX_PENDING = int(os.environ.get("BENCH_DRIFT_FLOOD_MAX_PENDING", "32"))
+FLOOD_MAX_PENDING = int(os.environ.get("BENCH_DRIFT_FLOOD_MAX_PENDING", "8"))
 ONLY = {x.strip() for x in os.environ.get("BENCH_DRIFT_ONLY", "1,2,3").split(",") if x.strip()}
 TARGET_EVENTS_PER_S = 1000  # (1): events/s on one core
 TARGET_P99_RATIO = 1.05  # (2): p99 logger on / off
@@ -171,17 +171,15 @@ async def open_loop(url: str, bodies, pairs_per_s: float, seconds: float, sender
 
     async def schedule():
         nonlocal shed
-        start = time.monotonic()
-        for i in range(total):
-            delay = start + i / pairs_per_s - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif i % 64 == 0:
-                await asyncio.sleep(0)  # behind schedule: let the workers run now and then
-            try:
+        start, issued = time.monotonic(), 0
+        while issued < total:  # every 5 ms: the pairs now due go into the queue, or are shed if it is full
+            due = min(total, int((time.monotonic() - start) * pairs_per_s)) - issued
+            room = min(due, queue.maxsize - queue.qsize())
+            for i in range(issued, issued + room):
                 queue.put_nowait(i)
-            except asyncio.QueueFull:
-                shed += 1
+            shed += due - room
+            issued += due
+            await asyncio.sleep(0.005)
         for _ in range(senders):
             await queue.put(None)
         return time.monotonic() - start
