@@ -14,7 +14,7 @@ import argparse
 import logging
 import warnings
 
-from inference import bundle_source, kserve_patches
+from inference import bind, bundle_source, kserve_patches
 from inference.envelope import EnvelopeMiddleware
 from inference.versioned_paths import VersionedPaths
 
@@ -30,6 +30,8 @@ def build_parser(description: str) -> argparse.ArgumentParser:
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log_requests", action="store_true", help="Log one access line per request.")
+    parser.add_argument("--bind_host", default=bind.ALL_INTERFACES,
+                        help="Address the REST and gRPC servers listen on (clinops serve passes 127.0.0.1).")
 
 
 def flag_overrides(args: argparse.Namespace, fields) -> dict:
@@ -76,6 +78,7 @@ def serve(models: list, args: argparse.Namespace, max_body_bytes: int, predictor
     # gRPC takes requests as large as REST does
     kserve_patches.apply(log_requests=log_requests, grpc_max_receive_bytes=max_body_bytes,
                          models=frozenset(m.name for m in models))
+    bind.apply(getattr(args, "bind_host", bind.ALL_INTERFACES))
     _use_event_loop(getattr(args, "event_loop", "auto"))
     freeze_startup_heap()
     server.start(models)

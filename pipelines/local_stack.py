@@ -223,7 +223,7 @@ class LocalStack:
     def _predictor_argv(self, endpoint: Endpoint) -> list[str]:
         return [sys.executable, "-m", workloads.get(endpoint.workload).predictor_runtime, "--bundle", endpoint.bundle,
                 "--model_name", endpoint.workload, "--http_port", str(endpoint.ports.predictor_http),
-                "--grpc_port", str(endpoint.ports.predictor_grpc),
+                "--grpc_port", str(endpoint.ports.predictor_grpc), "--bind_host", endpoint.host,
                 *self.extra_args.get(f"{endpoint.workload}/predictor", [])]
 
     def _transformer_argv(self, endpoint: Endpoint) -> list[str]:
@@ -233,7 +233,7 @@ class LocalStack:
                 "--bundle", endpoint.bundle, "--model_name", endpoint.workload,
                 "--predictor_host", target, "--predictor_protocol", self.predictor_protocol,
                 "--http_port", str(endpoint.ports.transformer_http),
-                "--grpc_port", str(endpoint.ports.transformer_grpc),
+                "--grpc_port", str(endpoint.ports.transformer_grpc), "--bind_host", endpoint.host,
                 *(["--drift_url", endpoint.drift_url + "/"] if self.drift else []),
                 *self.extra_args.get(f"{endpoint.workload}/transformer", [])]
 
