@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from inference import metrics
+from inference import admission, metrics
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class DynamicBatcher:
 
     def __init__(self, fn: BatchFn, model_name: str, max_batch_size: int = 64, max_wait_ms: float = 0.0,
                  inline: bool = False, max_in_flight: int = 1, executor: ThreadPoolExecutor | None = None,
-                 dispatch: str = "full"):
+                 dispatch: str = "full", max_in_flight_units: int = 0):
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         if max_in_flight < 1:
@@ -73,12 +73,22 @@ class DynamicBatcher:
             max_workers=1, thread_name_prefix=f"batch-{model_name}")
         self._owns_executor = executor is None
         self.batches: int = 0  # model calls so far (metrics have the distribution)
+        # rows (tables) or decoded values (images) queued or in a call; past it a request is refused at once
+        self.admission = admission.Admission(model_name, max_in_flight_units)
 
     def run_now(self, rows: np.ndarray) -> Sequence[np.ndarray]:
         """Call a synchronous model directly (warm-up, tests)."""
         return self._fn(rows)
 
     async def submit(self, rows: np.ndarray) -> Sequence[np.ndarray]:
+        count = admission.units(rows)
+        self.admission.enter(count)  # Overloaded (503) past the bound
+        try:
+            return await self._submit(rows)
+        finally:
+            self.admission.leave(count)
+
+    async def _submit(self, rows: np.ndarray) -> Sequence[np.ndarray]:
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
             self._queue = asyncio.Queue()

@@ -14,7 +14,7 @@ import argparse
 import logging
 import warnings
 
-from inference import bind, bundle_source, kserve_patches
+from inference import admission, bind, bundle_source, kserve_patches
 from inference.envelope import EnvelopeMiddleware
 from inference.versioned_paths import VersionedPaths
 
@@ -59,6 +59,7 @@ def serve(models: list, args: argparse.Namespace, max_body_bytes: int, predictor
     warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     app = model_server.app
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(admission.Overloaded, admission.retry_after_response)
     app.add_middleware(EnvelopeMiddleware, max_body_bytes=max_body_bytes,
                        models=frozenset(m.name for m in models))
     app.add_middleware(VersionedPaths, versions={m.name: getattr(m, "model_version", None) for m in models})

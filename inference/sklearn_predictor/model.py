@@ -44,7 +44,8 @@ class SklearnPredictor(CountedModel):
         self.n_features = int(self.estimator.n_features_in_)
         self._class_labels = [str(c) for c in self.estimator.classes_]
         self.batcher = DynamicBatcher(self._predict_proba, self.name, self.settings.max_batch_size,
-                                      self.settings.max_wait_ms, inline=self.settings.inline_predict)
+                                      self.settings.max_wait_ms, inline=self.settings.inline_predict,
+                                      max_in_flight_units=self.settings.max_in_flight_rows)
         warm = self.batcher.run_now(np.zeros((1, self.n_features)))[0]
         if warm.shape[0] != 1 or not np.isfinite(warm).all():
             raise RuntimeError(f"warm-up prediction gave {warm!r}")

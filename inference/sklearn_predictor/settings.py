@@ -20,5 +20,8 @@ class SklearnPredictorSettings(BundleSettings):
     inline_predict: bool = Field(True, description="Run the model on the event loop rather than in a worker thread: "
                                                    "cheaper for pipelines that answer a batch in about a millisecond; "
                                                    "turn off for slow models so that they do not hold up the loop.")
+    max_in_flight_rows: int = Field(4096, ge=0, description="Rows (tables) queued or in a model call at once; a "
+                                    "request past it is refused at once with 503 and Retry-After / UNAVAILABLE "
+                                    "(0: no bound).")
     max_rows_per_request: int = Field(1024, ge=1, description="Requests with more rows are rejected (400).")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="REST bodies over this are rejected (400).")

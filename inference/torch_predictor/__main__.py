@@ -15,6 +15,8 @@ def parse_settings(argv: list[str] | None = None) -> tuple[TorchPredictorSetting
     parser.add_argument("--workload")
     parser.add_argument("--max_batch_size", type=int)
     parser.add_argument("--max_wait_ms", type=float)
+    parser.add_argument("--max_in_flight_pixels", type=int,
+                        help=TorchPredictorSettings.model_fields["max_in_flight_pixels"].description)
     parser.add_argument("--max_rows_per_request", type=int)
     parser.add_argument("--max_body_bytes", type=int)
     parser.add_argument("--device")

@@ -152,9 +152,11 @@ class TorchPredictor(CountedModel):
         self.module = torch.jit.load(str(served.model_path), map_location=self.device).eval()
         if self.channels_last:
             self.module = self.module.to(memory_format=torch.channels_last)
-        self.batcher = DynamicBatcher(self._forward, self.name, self.settings.max_batch_size, self.settings.max_wait_ms)
+        self.batcher = DynamicBatcher(self._forward, self.name, self.settings.max_batch_size, self.settings.max_wait_ms,
+                                      max_in_flight_units=self.settings.max_in_flight_pixels)
         self.pixel_batcher = DynamicBatcher(self._forward_pixels, self.name, self.settings.max_batch_size,
-                                            self.settings.max_wait_ms, executor=self.batcher._executor)
+                                            self.settings.max_wait_ms, executor=self.batcher._executor,
+                                            max_in_flight_units=self.settings.max_in_flight_pixels)
         self.amp_dtype = None
         requested = autocast_dtype(self.device, self.settings.precision, self.settings.autocast_on_cpu)
         if requested is not None:

@@ -30,6 +30,9 @@ class TorchPredictorSettings(BundleSettings):
     max_batch_size: int = Field(32, ge=1, description="Most images one forward pass gets from dynamic batching.")
     max_wait_ms: float = Field(0.0, ge=0, description="Extra wait for more images once a batch has one (0: take "
                                                      "what queued up while the previous forward pass ran).")
+    max_in_flight_pixels: int = Field(64 * 1024 * 1024, ge=0, description="Decoded pixel values queued or in a "
+                                      "forward pass at once; a request past it is refused at once with 503 and "
+                                      "Retry-After / UNAVAILABLE (0: no bound).")
     max_rows_per_request: int = Field(256, ge=1, description="Requests with more images are rejected (400).")
     max_body_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="REST bodies over this are rejected (400).")
     num_threads: int | None = Field(None, ge=1, description="torch intra-op threads on CPU; default: the cores this "

@@ -18,7 +18,8 @@ def parse_settings(argv: list[str] | None = None):
                         help=TransformerSettings.model_fields["bundle"].description)
     for name in ("predictor_timeout_s", "retry_backoff_ms", "batch_max_wait_ms", "threshold", "risk_medium", "risk_high"):
         parser.add_argument(f"--{name}", type=float, help=TransformerSettings.model_fields[name].description)
-    for name in ("predictor_retries", "predictor_max_in_flight", "batch_max_size", "max_rows_per_request", "max_body_bytes", "max_image_bytes", "max_pixels", "max_request_pixels", "decode_threads"):
+    for name in ("predictor_retries", "predictor_max_in_flight", "batch_max_size", "max_rows_per_request", "max_body_bytes", "max_image_bytes", "max_pixels", "max_request_pixels", "decode_threads",
+                 "max_in_flight_rows", "max_in_flight_pixels"):
         parser.add_argument(f"--{name}", type=int, help=TransformerSettings.model_fields[name].description)
     parser.add_argument("--predictor_dispatch", choices=["eager", "full"],
                         help=TransformerSettings.model_fields["predictor_dispatch"].description)

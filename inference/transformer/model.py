@@ -72,7 +72,9 @@ class Transformer(CountedModel):
         self.batcher = DynamicBatcher(self._call_predictor, self.name, self.settings.batch_max_size,
                                       self.settings.batch_max_wait_ms,
                                       max_in_flight=self.settings.predictor_max_in_flight,
-                                      dispatch=self.settings.predictor_dispatch or self.codec.dispatch)
+                                      dispatch=self.settings.predictor_dispatch or self.codec.dispatch,
+                                      max_in_flight_units=(self.settings.max_in_flight_pixels if self.codec.heavy
+                                                           else self.settings.max_in_flight_rows))
         if self.settings.drift_url and self.request_logger is None:
             mode = self.settings.drift_log_mode or LOG_MODES[served.schema.kind]
             self.request_logger = RequestLogger(self.settings.drift_url, self.name, mode,

@@ -40,6 +40,12 @@ class TransformerSettings(BundleSettings):
                              "already normalised (for predictors that take FP32 only).")
     decode_threads: int = Field(1, ge=1, description="Threads that decode and resize images (pneumonia): few, so "
                                                      "that they leave the cores to the predictor.")
+    max_in_flight_rows: int = Field(4096, ge=0, description="Rows (tables) queued or in a predictor call at once; a "
+                                    "request past it is refused at once with 503 and Retry-After / UNAVAILABLE "
+                                    "(0: no bound).")
+    max_in_flight_pixels: int = Field(64 * 1024 * 1024, ge=0, description="Decoded pixel values (images) queued "
+                                      "or in a predictor call at once; a request past it is refused at once with 503 and "
+                                      "Retry-After / UNAVAILABLE (0: no bound).")
     max_rows_per_request: int = Field(1024, ge=1, description="Most records/images in one request (else 400).")
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="REST bodies over this are rejected (400).")
     max_image_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest encoded image file (else 400).")
