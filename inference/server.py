@@ -32,6 +32,9 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log_requests", action="store_true", help="Log one access line per request.")
     parser.add_argument("--bind_host", default=bind.ALL_INTERFACES,
                         help="Address the REST and gRPC servers listen on (clinops serve passes 127.0.0.1).")
+    parser.add_argument("--grace_period", type=int, default=30,
+                        help="Seconds a runtime given SIGTERM/SIGINT keeps finishing the requests in flight (it takes "
+                             "no new ones), then exits.")
 
 
 def flag_overrides(args: argparse.Namespace, fields) -> dict:
@@ -68,6 +71,7 @@ def serve(models: list, args: argparse.Namespace, max_body_bytes: int, predictor
         grpc_port=args.grpc_port,
         enable_grpc=args.enable_grpc,
         enable_latency_logging=False,
+        grace_period=getattr(args, "grace_period", 30),
         predictor_config=predictor_config,
     )
     log_requests = getattr(args, "log_requests", False)
