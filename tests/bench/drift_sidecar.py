@@ -494,9 +494,10 @@ def run(workdir: Path, logs: Path) -> int:
               f"windows tested {three['windows_tested']:.0f}; load {three['load1']:.2f}", flush=True)
     out = get_settings().home / "bench" / "drift.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    result["all_targets_met"] = ok
     out.write_text(json.dumps(result, indent=1, default=str))
-    print(f"\nwrote {out}")
-    return 0 if ok else 1
+    print(f"\nall targets met: {'yes' if ok else 'no (see MISS above)'}\nwrote {out}")
+    return 0  # a benchmark reports; it does not fail the build
 
 
 if __name__ == "__main__":
