@@ -468,8 +468,11 @@ def run(workdir: Path, logs: Path) -> int:
               + ("; the spread across rounds is larger than the effect" if noise > effect else ""))
         for name, runs in two["rounds"].items():
             cpu = {k: statistics.mean(r["cpu_s"][k] for r in runs) for k in runs[0]["cpu_s"]}
+            # wrk's 2 s warm-up runs at about the same rate: requests over both ≈ requests × (SECONDS + 2) / SECONDS
+            per_request = {k: statistics.mean(r["cpu_s"][k] / (r["requests"] * (SECONDS + 2) / SECONDS) * 1000
+                                              for r in runs) for k in runs[0]["cpu_s"]}
             print(f"CPU-seconds per round ({SECONDS}s + 2s warm-up), {name}: "
-                  + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
+                  + ", ".join(f"{k} {v:.1f} ({per_request[k]:.3f} ms per request)" for k, v in cpu.items()))
         print(f"logger: {two['logger_sent']:.0f} events sent, {two['logger_dropped']:.0f} dropped, "
               f"{two['logger_queued']:.0f} queued at the end; {two['requests_served_logger_on']} requests served with "
               f"it on; sidecar processed {two['sidecar_processed']:.0f}, windows {two['sidecar_windows']:.0f}",
