@@ -56,17 +56,26 @@ def test_the_gpu_profile_is_a_golden_file_too(tmp_path):
     assert fresh == (COMPILED_DIR / "pneumonia-gpu.yaml").read_text(), "pneumonia-gpu.yaml is stale: make compile"
 
 
-@pytest.mark.parametrize("name", ["pneumonia", "pneumonia-gpu", "monitoring"])
+# the steps each pipeline hands the platform's env (with_platform_env, deploy_after): those that read or
+# write MLflow or MinIO
+TRAINING_STEPS = {"exec-ingest", "exec-train", "exec-register", "exec-gate", "exec-export", "exec-deploy"}
+PLATFORM_STEPS = {"heart-disease": TRAINING_STEPS, "pneumonia": TRAINING_STEPS | {"exec-evaluate"},
+                  "pneumonia-gpu": TRAINING_STEPS | {"exec-evaluate"},
+                  "monitoring": {"exec-load-reference", "exec-retrain"}}
+
+
+@pytest.mark.parametrize("name", sorted(PLATFORM_STEPS))
 def test_minio_and_mlflow_secrets_reach_the_steps_as_env(name):
+    assert {p.stem for p in COMPILED_DIR.glob("*.yaml")} == set(PLATFORM_STEPS)  # no compiled pipeline left out
     executors = platform_executors(COMPILED_DIR / f"{name}.yaml")
-    for executor in executors.values():
-        secrets = {s["secretName"]: {k["envVar"] for k in s["keyToEnv"]} for s in executor.get("secretAsEnv", [])}
-        if not secrets:
-            continue
-        assert secrets["clinops-s3"] == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
-        assert secrets["clinops-mlflow"] == {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
-        assert all(s["optional"] for s in executor["secretAsEnv"])
-    assert {"exec-train", "exec-register"} & set(executors) or name == "monitoring"
+    with_secrets = {step for step, executor in executors.items() if executor.get("secretAsEnv")}
+    assert with_secrets == PLATFORM_STEPS[name]
+    for step in with_secrets:
+        executor = executors[step]
+        secrets = {s["secretName"]: {k["envVar"] for k in s["keyToEnv"]} for s in executor["secretAsEnv"]}
+        assert secrets == {"clinops-s3": {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"},
+                           "clinops-mlflow": {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}}, step
+        assert all(s["optional"] for s in executor["secretAsEnv"]), step
 
 
 def test_only_the_gpu_profile_places_the_train_step_on_a_gpu_node():
