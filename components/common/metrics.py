@@ -48,9 +48,16 @@ def roc_points(y_true, p_positive, max_points: int = 200) -> tuple[list[float], 
 
 def log_to_kfp(metrics_artifact, classification_artifact, y_true, p_positive, threshold: float,
                labels: tuple[str, str], values: dict[str, float]) -> None:
-    """Fill KFP ``Metrics`` and ``ClassificationMetrics`` so the KFP UI shows numbers, ROC and confusion."""
+    """Fill KFP ``Metrics`` and ``ClassificationMetrics`` so the KFP UI shows numbers, ROC and confusion.
+
+    A metric without a value (NaN or infinite: a calibration slope of a model that answers one constant, an
+    interval nobody could estimate) is left out of ``Metrics``: KFP stores metrics as protobuf ``Value``s,
+    which cannot hold NaN, and the whole step would fail on it. MLflow and the model card still show it."""
     for name, value in values.items():
-        metrics_artifact.log_metric(name, float(value))
+        if np.isfinite(float(value)):
+            metrics_artifact.log_metric(name, float(value))
+        else:
+            print(f"  KFP metrics: {name} has no finite value ({float(value)}); left out of the run's Metrics")
     fpr, tpr, thr = roc_points(y_true, p_positive)
     classification_artifact.log_roc_curve(fpr, tpr, thr)
     pred = (np.asarray(p_positive) >= threshold).astype(int)
