@@ -362,11 +362,13 @@ class LocalStack:
     def alive(self) -> dict[str, bool]:
         return {key: p.popen.poll() is None for key, p in self.processes.items()}
 
-    def log_tail(self, key: str, lines: int = 30) -> str:
+    def log_tail(self, key: str, lines: int | None = 30) -> str:
+        """The last ``lines`` lines of a process's log (the whole log with ``None``)."""
         path = self.log_dir / f"{key.replace('/', '-')}.log"
         if not path.exists():
             return ""
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        text = path.read_text(errors="replace").splitlines()
+        return "\n".join(text if lines is None else text[-lines:])
 
     def __enter__(self) -> LocalStack:
         return self.start()
