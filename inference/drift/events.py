@@ -58,14 +58,49 @@ def parse(headers: dict[str, str], body: bytes) -> InferenceEvent:
         raise BadEvent("event_id", f"ce-id must be 1 to {MAX_ID_LENGTH} characters")
     data = event.data
     if isinstance(data, (bytes, bytearray, str)):
-        try:
-            data = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as err:
-            raise BadEvent("body", f"the payload is not JSON: {_short(err)}") from None
+        data = _body(bytes(data) if not isinstance(data, str) else data.encode())
     if not isinstance(data, dict):
         raise BadEvent("body", "the payload must be a V2 or V1 JSON object")
     extensions = {name: str(event.get(name)) for name in EXTENSIONS if event.get(name)}
     return InferenceEvent(event_id, kind, data, extensions)
+
+
+# numpy dtypes of the V2 datatypes a binary tensor may hold (little-endian, as the protocol says)
+BINARY_DTYPES = {"BOOL": "?", "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8", "INT8": "i1",
+                 "INT16": "<i2", "INT32": "<i4", "INT64": "<i8", "FP16": "<f2", "FP32": "<f4", "FP64": "<f8"}
+
+
+def _body(raw: bytes) -> dict:
+    """A logged body: plain JSON, or the V2 binary tensor extension (a JSON header, then each tensor's raw
+    bytes in order, sized by its ``binary_data_size`` parameter), which is what a transformer calling its
+    predictor over REST with binary tensors sends, and so what the agent's logger forwards as it was."""
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        pass
+    try:  # latin-1 maps each byte to one character, so the header's end is a byte offset
+        header, end = json.JSONDecoder().raw_decode(raw.decode("latin-1"))
+        header = json.loads(raw[:end])
+    except (ValueError, UnicodeDecodeError) as err:
+        raise BadEvent("body", f"the payload is not JSON: {_short(err)}") from None
+    if not isinstance(header, dict):
+        raise BadEvent("body", "the payload must be a V2 or V1 JSON object")
+    offset = end
+    for key in ("inputs", "outputs"):
+        for t in header.get(key) or []:
+            size = (t.get("parameters") or {}).get("binary_data_size") if isinstance(t, dict) else None
+            if size is None:
+                continue
+            dtype = BINARY_DTYPES.get(t.get("datatype"))
+            if not isinstance(size, int) or size < 0 or offset + size > len(raw) or dtype is None:
+                raise BadEvent("body", f"binary tensor '{t.get('name')}': {size!r} bytes of "
+                                       f"{t.get('datatype')!r} do not fit the {len(raw) - offset} sent")
+            values = np.frombuffer(raw, dtype=dtype, count=size // np.dtype(dtype).itemsize, offset=offset)
+            t["data"] = values.astype(np.float64).tolist()
+            offset += size
+    if offset != len(raw):
+        raise BadEvent("body", f"{len(raw) - offset} bytes after the JSON header belong to no binary tensor")
+    return header
 
 
 def tensor(body: dict, kind: str, name: str | None) -> np.ndarray:

@@ -161,3 +161,45 @@ def test_infinity_on_the_wire_is_refused_before_it_reaches_the_log():
     with pytest.raises(BadEvent) as caught:
         events.tensor(event.body, "request", "x")
     assert caught.value.reason == "data"
+
+
+def _kserve_binary_request(rows: np.ndarray) -> bytes:
+    """A V2 REST request with binary tensors, byte for byte what KServe's client sends a predictor (and so
+    what the agent's logger in front of that predictor forwards)."""
+    from kserve import InferInput, InferRequest
+
+    tensor = InferInput(name="features", shape=list(rows.shape), datatype="FP64")
+    tensor.set_data_from_numpy(rows, binary_data=True)
+    body, json_length = InferRequest(model_name="heart-disease", infer_inputs=[tensor],
+                                     parameters={"binary_data_output": True}).to_rest()
+    assert isinstance(body, bytes) and json_length < len(body)  # really the binary extension
+    return body
+
+
+def test_a_binary_tensor_request_reads_as_the_rows_sent():
+    rows = np.array([[63.0, 1.0, np.nan], [41.0, 0.0, 2.5]])
+    event = events.parse(agent_headers(**{"Content-Type": "application/octet-stream"}), _kserve_binary_request(rows))
+    got = events.tensor(event.body, event.kind, "features")
+    np.testing.assert_array_equal(got, rows)  # NaN (missing) included
+
+
+def test_a_binary_tensor_response_reads_as_the_outputs_sent():
+    from kserve import InferOutput, InferResponse
+
+    probabilities = np.array([[0.25, 0.75], [0.9, 0.1]], dtype=np.float32)
+    output = InferOutput(name="probabilities", shape=[2, 2], datatype="FP32")
+    output.set_data_from_numpy(probabilities, binary_data=True)
+    body, _ = InferResponse(response_id="r1", model_name="heart-disease", infer_outputs=[output],
+                            use_binary_outputs=True).to_rest()
+    event = events.parse(agent_headers(ce_type=RESPONSE_TYPE), body)
+    np.testing.assert_array_equal(events.tensor(event.body, event.kind, "probabilities"), probabilities)
+
+
+@pytest.mark.parametrize("cut", [-3, 5])
+def test_a_binary_body_whose_bytes_do_not_match_its_header_is_refused(cut):
+    body = _kserve_binary_request(np.ones((2, 3)))
+    body = body[:cut] if cut < 0 else body + b"\x00" * cut
+    with pytest.raises(BadEvent) as caught:
+        events.parse(agent_headers(), body)
+    assert caught.value.reason == "body"
+    assert ("do not fit" if cut < 0 else "belong to no binary tensor") in str(caught.value)
