@@ -87,6 +87,9 @@ class Windower:
     current: list[Observation] = field(default_factory=list)
     pending: OrderedDict[str, Record] = field(default_factory=OrderedDict)  # id -> first half, oldest first
     consumed_through: int = 0
+    # when the oldest observation not yet tested arrived: a time window's age (kept, already tested
+    # observations of a sliding window do not count, or each tick would test the same rows again)
+    opened: float | None = None
 
     @property
     def rows(self) -> int:
@@ -109,7 +112,7 @@ class Windower:
         observation = self._pair(record)
         if observation is None:
             return []
-        self.current.append(observation)
+        self._append(observation)
         return self._close("size") if self.rows >= self.window.size else []
 
     def tick(self, now: float) -> list[ClosedWindow]:
@@ -120,13 +123,18 @@ class Windower:
             if now - first.t < self.pair_timeout_s:
                 break
             del self.pending[first.id]
-            self.current.append(_observation(first.id, first, None, first.seq, first.seq))
+            self._append(_observation(first.id, first, None, first.seq, first.seq))
             if self.rows >= self.window.size:
                 closed += self._close("size")
-        if (self.window.seconds is not None and self.current and self.rows >= self.min_rows
-                and now - self.current[0].t >= self.window.seconds):
+        if (self.window.seconds is not None and self.opened is not None and self.rows >= self.min_rows
+                and now - self.opened >= self.window.seconds):
             closed += self._close("time")
         return closed
+
+    def _append(self, observation: Observation) -> None:
+        if self.opened is None:
+            self.opened = observation.t
+        self.current.append(observation)
 
     def _pair(self, record: Record) -> Observation | None:
         if record.type not in self.needs:
@@ -150,7 +158,7 @@ class Windower:
                     break
                 keep.insert(0, o)
                 budget -= o.rows
-        self.current, self.consumed_through = keep, consumed
+        self.current, self.consumed_through, self.opened = keep, consumed, None
         firsts = [r.seq for r in self.pending.values()] + [o.first_seq for o in keep]
         checkpoint = Checkpoint(consumed, tuple(o.id for o in keep), tuple(self.pending),
                                 min([consumed + 1, *firsts]))

@@ -194,3 +194,18 @@ def test_restore_refuses_records_past_the_checkpoint():
     w = make(Window(size=4))
     with pytest.raises(ValueError, match="past the checkpoint"):
         w.restore(Checkpoint(consumed_through=2, pending=("a",), replay_from=1), [req(1, "a"), req(3, "b")])
+
+
+def test_a_sliding_time_window_closes_again_only_after_new_rows():
+    """Kept rows were tested already: without new traffic no further window closes, however long it waits
+    (ticks used to close a window of the same kept rows every half second)."""
+    w = Windower(Window(size=100, seconds=10.0, slide=50), frozenset({REQUEST}), min_rows=1)
+    for seq in range(1, 5):
+        w.add(req(seq, f"e{seq}", t=float(seq)))
+    first = w.tick(20.0)
+    assert summary(first) == [([("e1", 1), ("e2", 1), ("e3", 1), ("e4", 1)], "time")]
+    assert [o.id for o in w.current] == ["e1", "e2", "e3", "e4"]  # kept for the next window (slide)
+    assert all(w.tick(t) == [] for t in (20.5, 31.0, 100.0, 10_000.0))
+    w.add(req(5, "e5", t=10_001.0))
+    assert w.tick(10_005.0) == []  # the new row's window is 4 s old
+    assert summary(w.tick(10_011.0)) == [([("e1", 1), ("e2", 1), ("e3", 1), ("e4", 1), ("e5", 1)], "time")]
