@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from inference.drift.service import DriftService
+from inference.drift.verdicts import MAX_LATEST
 
 
 def build_app(service: DriftService) -> Starlette:
@@ -28,7 +29,7 @@ def build_app(service: DriftService) -> Starlette:
 
     async def drift(request: Request) -> Response:
         try:
-            limit = max(1, min(int(request.query_params.get("limit", "20")), 200))
+            limit = max(1, min(int(request.query_params.get("limit", "20")), MAX_LATEST))
         except ValueError:
             return JSONResponse({"error": "limit: an integer is needed"}, status_code=400)
         return JSONResponse(service.status(limit))

@@ -13,10 +13,11 @@ from inference.drift.store import DIR_MODE, FILE_MODE
 from inference.drift.window import Checkpoint
 
 FILE = "verdicts.jsonl"
+MAX_LATEST = 200  # verdicts held in memory for ``GET /v1/drift?limit=``: the most a caller may ask for
 
 
 class VerdictLog:
-    def __init__(self, log_dir: Path, keep_latest: int = 20, fsync: bool = False):
+    def __init__(self, log_dir: Path, keep_latest: int = MAX_LATEST, fsync: bool = False):
         self.path = Path(log_dir) / FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(self.path.parent, DIR_MODE)

@@ -139,3 +139,18 @@ def test_a_full_log_of_untested_observations_refuses_and_writes_nothing(tmp_path
     assert store.append("e-7", "request", ROW, NOW).seq == 7
     assert [r.seq for r in observations.read(tmp_path)] == [5, 6, 7]
     store.close()
+
+
+def test_the_verdict_log_holds_as_many_latest_verdicts_as_a_caller_may_ask_for(tmp_path):
+    from inference.drift.verdicts import MAX_LATEST, VerdictLog
+    from inference.drift.window import Checkpoint
+
+    log = VerdictLog(tmp_path / "v")
+    for k in range(MAX_LATEST + 50):
+        log.append({"window": k, "checkpoint": Checkpoint(consumed_through=k).to_dict()})
+    log.close()
+    again = VerdictLog(tmp_path / "v")  # as a restarted sidecar reads it back
+    assert again.count == MAX_LATEST + 50 and len(again.latest) == MAX_LATEST == 200
+    assert [v["window"] for v in again.latest] == list(range(50, MAX_LATEST + 50))
+    assert again.checkpoint.consumed_through == MAX_LATEST + 49
+    again.close()
