@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shutil
 import tempfile
 import time
 import urllib.error
@@ -131,6 +132,15 @@ def _pneumonia(endpoint, uri: str) -> dict:
     return {"status": status, "examples": examples, "rejected_example": {"status": bad_status, **bad_answer}}
 
 
+def demo_drift_dir() -> Path:
+    """The demo's sidecars log apart from those of a ``make serve`` that may be running (two sidecars must
+    never append to one buffer), and start empty each time (a window left open by an earlier demo would mix
+    into this one's); the folder stays for a look, or ``clinops monitor --log-dir``, afterwards."""
+    folder = home_log_dir("demo-drift")
+    shutil.rmtree(folder, ignore_errors=True)
+    return folder
+
+
 def run_demo(bundles: dict[str, str] | None = None, ports: dict[str, Ports] | str = "ephemeral") -> dict:
     """Returns ``{"status": "succeeded"|"failed", "workloads": {name: {...}}}`` for the run summary.
 
@@ -143,7 +153,7 @@ def run_demo(bundles: dict[str, str] | None = None, ports: dict[str, Ports] | st
     summary: dict = {"status": "succeeded", "workloads": {}}
     started = time.monotonic()
     try:
-        with LocalStack(bundles, ports=ports, log_dir=home_log_dir("demo-logs")) as stack:
+        with LocalStack(bundles, ports=ports, log_dir=home_log_dir("demo-logs"), drift_dir=demo_drift_dir()) as stack:
             print(f"[serving] stack up in {time.monotonic() - started:.1f} s:\n{stack.describe()}")
             for workload, endpoint in stack.endpoints.items():
                 try:
