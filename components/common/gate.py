@@ -208,7 +208,8 @@ def _now() -> str:
 
 
 def run_gate(model_name: str, version: str, candidate: dict[str, float], floors: dict[str, float],
-             score_champion: Callable[[str], float | PairedComparison | None], primary: str = "roc_auc") -> GateDecision:
+             score_champion: Callable[[str], float | PairedComparison | None], primary: str = "roc_auc",
+             logged_metric: str | None = None) -> GateDecision:
     """Decide and apply: move ``champion`` (or set ``challenger``), tag the versions (see the module).
 
     ``score_champion(model_uri)`` re-scores the current champion on this run's test split. It is
@@ -217,8 +218,14 @@ def run_gate(model_name: str, version: str, candidate: dict[str, float], floors:
     the new one scored there. The decision, the alias move and all tags happen inside the lock.
     It returns the champion's ``primary`` score, or better, a :class:`PairedComparison` of the candidate
     with the champion on the same patients (see :mod:`components.common.clinical.paired`).
+
+    A champion that cannot be re-scored (an older input contract) is judged on the ``primary`` score its
+    registration run logged, under the name ``logged_metric`` (default ``primary``): each workload names it
+    as its register step does (heart-disease logs test metrics as ``test_<name>``). Looked up under another
+    name it would be missing, and the floors alone would let a challenger replace an unmeasured champion.
     """
     version = str(version)
+    logged_metric = logged_metric or primary
     scores: dict[str, float | PairedComparison | None] = {}
 
     def score(champion: str) -> float | PairedComparison | None:
@@ -226,8 +233,8 @@ def run_gate(model_name: str, version: str, candidate: dict[str, float], floors:
             try:
                 scores[champion] = score_champion(f"models:/{model_name}/{champion}")
             except Exception as err:  # an older champion with another input contract
-                print(f"gate: champion v{champion} could not be re-scored ({err}); using its logged {primary}")
-                scores[champion] = registry.version_metric(model_name, champion, primary)
+                print(f"gate: champion v{champion} could not be re-scored ({err}); using its logged {logged_metric}")
+                scores[champion] = registry.version_metric(model_name, champion, logged_metric)
         return scores[champion]
 
     seen = registry.alias_version(model_name, registry.CHAMPION)

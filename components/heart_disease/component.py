@@ -162,6 +162,7 @@ def register(model: Input[Model], train: Input[Dataset], evaluation: Input[Artif
     from mlflow.models import infer_signature
 
     from components.common.registry import log_and_register
+    from components.heart_disease.evaluation import TEST_METRIC_PREFIX
     from components.heart_disease.schema import FEATURES
 
     pipeline = joblib.load(model.path)
@@ -184,7 +185,8 @@ def register(model: Input[Model], train: Input[Dataset], evaluation: Input[Artif
             experiment=experiment, model_name=model_name, run_name=f"{model_name}-{info['family']}",
             params={"family": info["family"], "seed": seed, "n_trials": info["n_trials"],
                     "study_name": info["study_name"], **info["params"]},
-            metrics={**{f"test_{k}": v for k, v in json.loads(metrics_json).items()}, "cv_roc_auc": info["cv_roc_auc"]},
+            metrics={**{f"{TEST_METRIC_PREFIX}{k}": v for k, v in json.loads(metrics_json).items()},
+                     "cv_roc_auc": info["cv_roc_auc"]},
             log_model=log_model, artifacts=[Path(evaluation.path), study_file],
             tags={"workload": "heart-disease"},
         )
@@ -208,7 +210,7 @@ def gate(model_name: str, version: str, test: Input[Dataset], evaluation: Input[
     from components.common import gate as gate_lib
     from components.common import registry
     from components.common.clinical import paired
-    from components.heart_disease.evaluation import predict
+    from components.heart_disease.evaluation import TEST_METRIC_PREFIX, predict
 
     registry.configure("heart-disease")
     frame = pd.read_csv(test.path)
@@ -220,7 +222,7 @@ def gate(model_name: str, version: str, test: Input[Dataset], evaluation: Input[
         return paired.compare_roc_auc(candidate["y_true"], candidate["p_disease"], champion)
 
     decision = gate_lib.run_gate(model_name, version, json.loads(metrics_json), gate_lib.parse_floors(floors),
-                                 compare_with_champion)
+                                 compare_with_champion, logged_metric=f"{TEST_METRIC_PREFIX}roc_auc")
     return namedtuple("Gate", ["promoted", "reasons"])(decision.promote, "; ".join(decision.reasons))
 
 

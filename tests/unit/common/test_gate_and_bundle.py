@@ -42,12 +42,14 @@ def test_gate_fails_closed_when_a_floored_metric_is_missing():
 
 
 class FakeRegistry:
-    """The registry calls run_gate makes, recording each with whether the lock was held."""
+    """The registry calls run_gate makes, recording each with whether the lock was held. ``metrics``: what
+    re-scoring each version gives; ``logged``: each version's run metrics by their logged names."""
 
-    def __init__(self, champion=None, metrics=None):
+    def __init__(self, champion=None, metrics=None, logged=None):
         self.aliases = {"champion": champion} if champion else {}
         self.tags: dict[str, dict[str, str]] = {}
         self.metrics = metrics or {}
+        self.logged = logged or {}
         self.locked = False
         self.events: list[tuple[str, bool]] = []
         self.on_lock = None  # another run getting in between the first read and the lock
@@ -72,7 +74,7 @@ class FakeRegistry:
         monkeypatch.setattr(gate.registry, "alias_version", self.alias_version)
         monkeypatch.setattr(gate.registry, "set_alias", self.set_alias)
         monkeypatch.setattr(gate.registry, "tag_version", self.tag_version)
-        monkeypatch.setattr(gate.registry, "version_metric", lambda name, v, metric: self.metrics.get(v))
+        monkeypatch.setattr(gate.registry, "version_metric", lambda name, v, metric: self.logged.get(v, {}).get(metric))
 
     def alias_version(self, model_name, alias):
         self.events.append((f"read {alias}", self.locked))
@@ -122,15 +124,26 @@ def test_a_promotion_supersedes_the_previous_champion_inside_the_lock(monkeypatc
     assert gate.audit(fake.tags, "5") == []
 
 
+def _cannot_load(uri):
+    raise ValueError("another input contract")
+
+
 def test_a_champion_that_cannot_be_rescored_is_judged_on_its_logged_metric(monkeypatch):
-    fake = FakeRegistry(champion="3", metrics={"3": 0.97})
+    fake = FakeRegistry(champion="3", logged={"3": {"roc_auc": 0.97}})  # pneumonia logs test metrics unprefixed
     fake.install(monkeypatch)
-
-    def broken(uri):
-        raise ValueError("another input contract")
-
-    decision = gate.run_gate("m", "5", {"roc_auc": 0.93}, {}, broken)
+    decision = gate.run_gate("m", "5", {"roc_auc": 0.93}, {}, _cannot_load)
     assert not decision.promote and decision.champion_score == 0.97
+    assert "roc_auc 0.9300 loses to champion v3 (0.9700)" in decision.reasons
+    assert fake.aliases == {"champion": "3", "challenger": "5"}
+
+
+def test_the_logged_metric_is_read_under_the_workloads_own_name(monkeypatch):
+    # heart-disease's register step logs test metrics as test_<name>; its candidate metrics are unprefixed
+    fake = FakeRegistry(champion="3", logged={"3": {"test_roc_auc": 0.97, "cv_roc_auc": 0.89}})
+    fake.install(monkeypatch)
+    decision = gate.run_gate("m", "5", {"roc_auc": 0.93}, {}, _cannot_load, logged_metric="test_roc_auc")
+    assert not decision.promote and decision.champion_score == 0.97
+    assert fake.aliases == {"champion": "3", "challenger": "5"} and fake.tags["5"]["gate"] == "rejected"
 
 
 def test_verdict_tags_for_each_outcome():
