@@ -97,7 +97,7 @@ def roll_out(client, prometheus, storage_uri: str, build: Callable[[], object], 
         client.patch(name, isvc.traffic_patch(patch, 0), namespace=namespace)
         return Rollout(ROLLBACK, [f"the canary was not Ready within {settings.ready_timeout_s} s: {err}"],
                        storage_uri, previous)
-    revision = isvc.canary_revision(client.get(name, namespace=namespace))
+    revision = isvc.canary_revision(client.get(name, namespace=namespace), patch)
     if revision is None:
         client.patch(name, isvc.traffic_patch(patch, 0), namespace=namespace)
         return Rollout(ROLLBACK, ["the InferenceService status names no canary revision to watch"],

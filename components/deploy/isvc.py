@@ -84,12 +84,14 @@ def traffic_patch(rollout: dict, percent: int) -> dict:
     return {"spec": {component: {"canaryTrafficPercent": percent} for component in rollout["spec"]}}
 
 
-def canary_revision(current: dict) -> str | None:
-    """The newest revision of the component clients reach first (the transformer when there is one): the
-    one whose metrics judge the canary."""
+def canary_revision(current: dict, rolled: dict | None = None) -> str | None:
+    """The newest revision of the component clients reach first (the transformer when there is one) among
+    those the rollout patch ``rolled`` changed: the one whose metrics judge the canary. A transformer the
+    patch left alone has no new revision; its latest is the one serving everyone."""
     components = current.get("status", {}).get("components", {})
+    changed = ("transformer", "predictor") if rolled is None else tuple(rolled.get("spec", {}))
     for component in ("transformer", "predictor"):
         revision = components.get(component, {}).get("latestCreatedRevision")
-        if revision:
+        if component in changed and revision:
             return revision
     return None

@@ -1,9 +1,15 @@
 """Instant queries against the Prometheus HTTP API (``GET /api/v1/query``), and the canary's queries.
 
-The defaults read Knative's queue-proxy metrics, which exist for every revision of a serverless
-InferenceService (canary rollout is a serverless feature): ``revision_request_count`` by
-``response_code_class`` and the ``revision_request_latencies`` histogram (milliseconds), labelled with
-``namespace_name`` and ``revision_name``. A cluster that labels them otherwise sets the templates."""
+The defaults read what clinops' own serving processes export at ``/metrics`` (``inference/metrics.py``):
+``clinops_requests_total`` by ``status`` and the ``clinops_stage_latency_seconds`` histogram, both
+scraped by the ``clinops-serving`` PodMonitor (``manifests/monitoring/monitors.yaml``) on the serving
+container's port, which the ``serving`` NetworkPolicy opens to the monitoring namespace. The series are
+told apart by ``namespace`` (the operator's target label) and ``revision``, which the PodMonitor copies
+from the ``serving.knative.dev/revision`` label Knative puts on each revision's pods: so the canary
+revision is judged on its own pods' numbers. ``tests/manifests/test_canary_metrics.py`` ties these
+queries to what the overlays scrape and let through. Requests that never reach the process (a
+queue-proxy timeout, a crashed container) are not counted; the readiness wait before the first look
+and the restart alert cover those. A cluster that labels its series otherwise sets the templates."""
 
 from __future__ import annotations
 
@@ -16,12 +22,16 @@ from dataclasses import dataclass
 
 from components.deploy.decision import CanarySample
 
-SELECTOR = 'namespace_name="{namespace}",revision_name="{revision}"'
-ERROR_RATE = ('sum(rate(revision_request_count{{' + SELECTOR + ',response_code_class="5xx"}}[{window}]))'
-              ' / sum(rate(revision_request_count{{' + SELECTOR + '}}[{window}]))')
-P99_LATENCY_S = ('histogram_quantile(0.99, sum by (le) (rate(revision_request_latencies_bucket{{' + SELECTOR
-                 + '}}[{window}]))) / 1000')
-REQUESTS = 'sum(increase(revision_request_count{{' + SELECTOR + '}}[{window}]))'
+NAMESPACE_LABEL = "namespace"  # the Prometheus operator's target label: the pod's namespace
+REVISION_LABEL = "revision"  # the PodMonitor's relabeling of the pod label serving.knative.dev/revision
+SELECTOR = NAMESPACE_LABEL + '="{namespace}",' + REVISION_LABEL + '="{revision}"'
+# no 5xx series yet is an error rate of 0 while requests were served (and no data when none were)
+ERROR_RATE = ('(sum(rate(clinops_requests_total{{' + SELECTOR + ',status=~"5.."}}[{window}])) or vector(0))'
+              ' / sum(rate(clinops_requests_total{{' + SELECTOR + '}}[{window}]))')
+# the slowest stage's p99, as the ClinopsHighLatencyP99 alert judges a serving process
+P99_LATENCY_S = ('max(histogram_quantile(0.99, sum by (stage, le) (rate(clinops_stage_latency_seconds_bucket{{'
+                 + SELECTOR + '}}[{window}]))))')
+REQUESTS = 'sum(increase(clinops_requests_total{{' + SELECTOR + '}}[{window}]))'
 
 
 class PrometheusError(RuntimeError):

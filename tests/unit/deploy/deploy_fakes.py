@@ -33,11 +33,13 @@ class FakeKServe:
             self._revise(existing)
             self.objects[(existing["metadata"]["namespace"], existing["metadata"]["name"])] = existing
 
-    def _revise(self, obj: dict) -> None:
+    def _revise(self, obj: dict, changed=("predictor", "transformer")) -> None:
+        """A new revision of each component whose spec changed; the others keep theirs."""
         self.revisions += 1
-        obj.setdefault("status", {})["components"] = {
-            c: {"latestCreatedRevision": f"{obj['metadata']['name']}-{c}-{self.revisions:05d}"}
-            for c in ("predictor", "transformer") if c in obj["spec"]}
+        components = obj.setdefault("status", {}).setdefault("components", {})
+        for c in ("predictor", "transformer"):
+            if c in obj["spec"] and c in changed:
+                components[c] = {"latestCreatedRevision": f"{obj['metadata']['name']}-{c}-{self.revisions:05d}"}
 
     def get(self, name, namespace=None, **_):
         self.calls.append(("get", name, namespace))
@@ -61,7 +63,8 @@ class FakeKServe:
         obj = merge(self.objects[(namespace, name)], inferenceservice)
         obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1  # every spec change
         if "storageUri" in json.dumps(inferenceservice):
-            self._revise(obj)
+            self._revise(obj, [c for c, spec in inferenceservice["spec"].items() if "STORAGE_URI" in json.dumps(spec)
+                               or "storageUri" in json.dumps(spec)])
         return copy.deepcopy(obj)
 
     def wait_isvc_ready(self, name, namespace=None, timeout_seconds=600, expected_generation=None, **_):

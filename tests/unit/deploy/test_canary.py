@@ -14,6 +14,7 @@ pytestmark = pytest.mark.unit
 
 NS, NAME = "clinical", "heart-disease"
 OLD, NEW = "s3://clinops/bundles/heart-disease/3", "s3://clinops/bundles/heart-disease/4"
+ERRORS = 'status=~"5.."'  # what the error-rate query alone selects
 
 
 def existing() -> dict:
@@ -53,7 +54,7 @@ def run(kserve, answers, settings=SETTINGS):
 
 def test_a_healthy_canary_is_patched_in_watched_for_the_period_and_promoted():
     kserve = FakeKServe(existing())
-    rollout, queries, elapsed = run(kserve, {"response_code_class=\"5xx\"": 0.01, "histogram_quantile": 0.25,
+    rollout, queries, elapsed = run(kserve, {ERRORS: 0.01, "histogram_quantile": 0.25,
                                              "increase(": 120})
     assert rollout.action == "promote" and rollout.previous_uri == OLD and rollout.storage_uri == NEW
     first, last = kserve.patches()
@@ -66,7 +67,7 @@ def test_a_healthy_canary_is_patched_in_watched_for_the_period_and_promoted():
     assert elapsed == 300 and len(rollout.samples) == 5  # every 60 s for the whole period
     # the canary's own revision (the transformer's newest), in this namespace, over the window
     assert rollout.revision == "heart-disease-transformer-00002"
-    assert all('namespace_name="clinical",revision_name="heart-disease-transformer-00002"' in q for q in queries)
+    assert all('namespace="clinical",revision="heart-disease-transformer-00002"' in q for q in queries)
     assert any("[1m]" in q for q in queries)
     stored = kserve.objects[(NS, NAME)]["spec"]
     assert stored["predictor"]["model"]["storageUri"] == NEW and stored["predictor"]["minReplicas"] == 1
@@ -75,12 +76,23 @@ def test_a_healthy_canary_is_patched_in_watched_for_the_period_and_promoted():
 
 def test_an_erroring_canary_is_rolled_back_at_the_first_bad_look():
     kserve = FakeKServe(existing())
-    rollout, queries, elapsed = run(kserve, {"response_code_class=\"5xx\"": 0.2, "histogram_quantile": 0.25,
+    rollout, queries, elapsed = run(kserve, {ERRORS: 0.2, "histogram_quantile": 0.25,
                                              "increase(": 120})
     assert rollout.action == "rollback" and "error rate 20.00% > 5.00%" in rollout.reasons[0]
     assert elapsed == 60 and len(rollout.samples) == 1
     assert kserve.patches()[-1] == {"spec": {"predictor": {"canaryTrafficPercent": 0},
                                              "transformer": {"canaryTrafficPercent": 0}}}
+
+
+def test_a_rollout_that_leaves_the_transformer_alone_judges_the_predictors_new_revision():
+    unpatched = existing()
+    unpatched["spec"]["transformer"]["containers"][0]["env"] = [{"name": "LOG_LEVEL", "value": "info"}]
+    kserve = FakeKServe(unpatched)
+    rollout, queries, _ = run(kserve, {ERRORS: 0.0, "histogram_quantile": 0.25, "increase(": 120})
+    assert kserve.patches()[0]["spec"] == {"predictor": {"model": {"storageUri": NEW}, "canaryTrafficPercent": 20}}
+    # the transformer's latest revision serves everyone: its numbers would judge the old bundle
+    assert rollout.action == "promote" and rollout.revision == "heart-disease-predictor-00002"
+    assert all('revision="heart-disease-predictor-00002"' in q for q in queries)
 
 
 def test_a_slow_canary_is_rolled_back():
@@ -96,7 +108,7 @@ def test_a_canary_that_never_gets_ready_takes_no_traffic():
 
 
 def test_unreadable_metrics_roll_back():
-    rollout, _, _ = run(FakeKServe(existing()), {"5xx": ("http", 400)})
+    rollout, _, _ = run(FakeKServe(existing()), {ERRORS: ("http", 400)})
     assert rollout.action == "rollback" and "Prometheus answered 400" in rollout.reasons[0]
     with pytest.raises(PrometheusError, match="could not be queried"):
         Prometheus("http://127.0.0.1:9", timeout_s=1).query("up")
@@ -145,7 +157,7 @@ def test_run_deploy_tags_the_version_with_the_cluster_outcome(monkeypatch):
     request = DeployRequest("heart-disease", mode="cluster", namespace=NS, canary_percent=20, period_s=120,
                             interval_s=60)
     clock = Clock()
-    with FakePrometheus({"5xx": 0.0, "histogram_quantile": 0.1, "increase(": 40}) as prometheus:
+    with FakePrometheus({ERRORS: 0.0, "histogram_quantile": 0.1, "increase(": 40}) as prometheus:
         outcome = run_deploy(request, {"model_name": "heart-disease", "model_version": "4", "promoted": True,
                                        "bundle_uri": NEW},
                              record=lambda *args: recorded.append(args), client=kserve,
