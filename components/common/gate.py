@@ -46,7 +46,8 @@ class GateDecision:
 
 
 # What a floor may name. ``<metric>.lower`` / ``.upper`` are the 95% interval's bounds; ``<name>.max=v`` is a
-# ceiling (for metrics where lower is better); ``subgroup.<metric>.min`` is the worst estimable subgroup.
+# ceiling (for metrics where lower is better); ``subgroup.<metric>.min`` is the worst estimable subgroup (the
+# decision names the subgroups too small to estimate, which no floor can judge).
 HEADLINE = ("roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "brier", "sensitivity", "specificity",
             "ppv", "npv", "val_roc_auc")
 INTERVAL = ("roc_auc", "sensitivity", "specificity", "ppv", "npv", "accuracy", "brier")
@@ -90,6 +91,27 @@ def _subgroup_values(candidate: dict[str, float], metric: str) -> dict[str, floa
             if k.startswith("subgroup.") and k.endswith(f".{inner}") and k.count(".") == inner.count(".") + 2}
 
 
+def unestimable_subgroups(candidate: dict[str, float], name: str) -> str | None:
+    """For a ``subgroup.`` floor, the reason naming the subgroups it passes over because they were too small
+    to estimate (counted, ``subgroup.<group>.n``, but without the metric); ``None`` when there are none."""
+    metric = ALIASES.get(name.removesuffix(CEILING), name.removesuffix(CEILING))
+    if not metric.startswith("subgroup."):
+        return None
+    inner = metric.removeprefix("subgroup.").removesuffix(".min")
+    counted = {k.removeprefix("subgroup.").removesuffix(".n"): v for k, v in candidate.items()
+               if k.startswith("subgroup.") and k.endswith(".n") and k.count(".") == 2}
+    skipped = {g: n for g, n in counted.items() if f"subgroup.{g}.{inner}" not in candidate}
+    if not skipped:
+        return None
+
+    def described(group: str, n: float) -> str:
+        positives = candidate.get(f"subgroup.{group}.positives")
+        return f"{group} (n {n:.0f})" if positives is None else f"{group} (n {n:.0f}, {positives:.0f} with the condition)"
+
+    return f"{name} passes over subgroups too small to estimate: " + ", ".join(
+        described(g, n) for g, n in sorted(skipped.items()))
+
+
 def check_floor(candidate: dict[str, float], name: str, bound: float) -> tuple[bool, str]:
     """Whether ``candidate`` clears one floor (or ceiling), and the reason in words."""
     ceiling = name.endswith(CEILING)
@@ -128,6 +150,8 @@ def decide(candidate: dict[str, float], floors: dict[str, float], primary: str,
         ok, reason = check_floor(candidate, name, floor)
         decision.promote &= ok
         decision.reasons.append(reason)
+        if skipped := unestimable_subgroups(candidate, name):  # said, not decided on: no estimate to compare
+            decision.reasons.append(skipped)
     if champion_version is None:
         decision.reasons.append("no current champion")
     elif comparison is not None:

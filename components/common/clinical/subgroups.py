@@ -60,9 +60,11 @@ def evaluate(attribute: str, labels, y, p, threshold: float, n_resamples: int, s
 
 def flat_metrics(groups: list[Subgroup]) -> dict[str, float]:
     """``subgroup.<attribute>:<group>.<metric>`` (and ``.lower``) for every estimable group: what the gate's
-    ``subgroup.<metric>.min`` floors read."""
+    ``subgroup.<metric>.min`` floors read; ``.n`` and ``.positives`` for every group, so that the gate can name
+    the groups too small to estimate that its subgroup floors pass over."""
     out = {}
     for g in groups:
+        out[f"subgroup.{g.key}.n"], out[f"subgroup.{g.key}.positives"] = g.n, g.positives
         for name, interval in g.intervals.items():
             out[f"subgroup.{g.key}.{name}"] = interval.value
             out[f"subgroup.{g.key}.{name}.lower"] = interval.lower

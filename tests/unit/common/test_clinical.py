@@ -134,7 +134,9 @@ def test_subgroups_too_small_to_estimate_get_no_numbers():
     assert out["a"].too_small is None and set(out["a"].intervals) == set(subgroups.METRICS)
     assert out["a"].n == 100 and out["a"].prevalence == pytest.approx(y[:100].mean())
     flat = subgroups.flat_metrics(list(out.values()))
-    assert set(flat) == {f"subgroup.site:a.{m}{b}" for m in subgroups.METRICS for b in ("", ".lower")}
+    assert set(flat) == {f"subgroup.site:a.{m}{b}" for m in subgroups.METRICS for b in ("", ".lower")} | {
+        "subgroup.site:a.n", "subgroup.site:a.positives", "subgroup.site:b.n", "subgroup.site:b.positives"}
+    assert (flat["subgroup.site:b.n"], flat["subgroup.site:b.positives"]) == (20, 3)  # counted, not estimated
 
 
 def test_the_paired_comparison_never_promotes_an_identical_challenger():

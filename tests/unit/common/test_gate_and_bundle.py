@@ -253,6 +253,30 @@ def test_a_subgroup_below_its_floor_blocks_promotion_and_is_named():
     assert gate.decide(without, floors, "roc_auc", None, None).promote
 
 
+def test_subgroups_too_small_to_estimate_are_named_and_the_estimable_ones_decide():
+    # as flat_metrics gives them: every group counted, only estimable ones with numbers (VA: 11 of 12 positive)
+    counted = {**CANDIDATE, "subgroup.sex:female.roc_auc.lower": 0.78, "subgroup.sex:male.roc_auc.lower": 0.85,
+               "subgroup.site:Switzerland.roc_auc.lower": 0.62, "subgroup.sex:female.n": 80,
+               "subgroup.sex:male.n": 100, "subgroup.site:Switzerland.n": 40, "subgroup.site:VA_Long_Beach.n": 12,
+               "subgroup.site:VA_Long_Beach.positives": 11}
+    skipped = "site:VA_Long_Beach (n 12, 11 with the condition)"
+    passing = gate.decide(counted, gate.parse_floors("subgroup.roc_auc.min=0.70"), "roc_auc", None, None)
+    assert passing.promote
+    assert passing.reasons[:2] == ["subgroup.roc_auc.min 0.7100 over 3 subgroups clears 0.7",
+                                   f"subgroup.roc_auc.min passes over subgroups too small to estimate: {skipped}"]
+    blocked = gate.decide(counted, gate.parse_floors("subgroup.roc_auc.lower.min=0.70"), "roc_auc", None, None)
+    assert not blocked.promote
+    assert blocked.reasons[:2] == ["subgroup site:Switzerland roc_auc.lower 0.6200 is below the floor 0.7",
+                                   f"subgroup.roc_auc.lower.min passes over subgroups too small to estimate: {skipped}"]
+    only_small = {"roc_auc": 0.9, "subgroup.site:VA_Long_Beach.n": 12, "subgroup.site:VA_Long_Beach.positives": 11}
+    nothing = gate.decide(only_small, {"subgroup.roc_auc.min": 0.8}, "roc_auc", None, None)
+    assert not nothing.promote and nothing.reasons[:2] == [
+        "subgroup.roc_auc.min: no subgroup was large enough to measure (floor 0.8)",
+        f"subgroup.roc_auc.min passes over subgroups too small to estimate: {skipped}"]
+    assert gate.decide(counted, {"roc_auc": 0.85}, "roc_auc", None, None).reasons == [
+        "roc_auc 0.9100 clears the floor 0.85", "no current champion"]  # only subgroup floors speak of them
+
+
 def test_ceilings_and_interval_floors_block_on_their_own():
     assert not gate.decide(CANDIDATE, {"ece.max": 0.04}, "roc_auc", None, None).promote
     assert not gate.decide(CANDIDATE, {"roc_auc.lower": 0.87}, "roc_auc", None, None).promote

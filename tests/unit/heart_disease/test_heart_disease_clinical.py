@@ -59,6 +59,9 @@ def test_a_subgroup_floor_on_the_real_assessment_blocks_promotion(assessed):
     assert gate.decide(m, gate.parse_floors(f"subgroup.roc_auc.min={worst - 0.01:.4f}"), "roc_auc", None, None).promote
     blocked = gate.decide(m, gate.parse_floors(f"subgroup.roc_auc.min={worst + 0.01:.4f}"), "roc_auc", None, None)
     assert not blocked.promote and any(r.startswith("subgroup ") and "below the floor" in r for r in blocked.reasons)
+    # every Swiss test patient has the disease: no estimate, but the decision says it was passed over
+    swiss = "site:Switzerland (n 27, 27 with the condition)"
+    assert any(r.startswith("subgroup.roc_auc.min passes over") and swiss in r for r in blocked.reasons)
 
 
 def test_serving_returns_the_recalibrated_probability_and_thresholds_it(assessed, tmp_path):
