@@ -4,6 +4,7 @@ package index). No Docker engine here: `make images` says so and fails. The GPU 
 every distribution the RayJob's training entry point imports."""
 
 import ast
+import inspect
 import json
 import os
 import re
@@ -12,8 +13,10 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
+import yaml
 from packaging.requirements import Requirement
 
 from components.common import image
@@ -262,3 +265,45 @@ def test_a_login_shell_in_the_project_images_finds_the_virtualenv(tmp_path):
     assert done.stdout.strip() == "/opt/venv/bin:/usr/bin:/bin"
     for target in ("clinops", "train-gpu"):  # both images descend from that stage
         assert target in stages(ROOT / "Dockerfile") and "/opt/venv" in build_text(ROOT / "Dockerfile", target)
+
+
+def mlflow_server() -> dict:
+    """The MLflow server's container, as manifests/mlflow renders."""
+    from pipelines import manifests
+
+    objects = [o for o in yaml.safe_load_all(manifests.render(ROOT / "manifests" / "mlflow")) if o]
+    deployment = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "mlflow")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+BUNDLED_LIBPQ = {"psycopg": "psycopg-binary", "psycopg2": "psycopg2-binary"}
+
+
+def test_the_mlflow_server_image_holds_the_drivers_of_its_store_uris():
+    """``postgresql://`` is SQLAlchemy's psycopg dialect and ``s3://`` MLflow's boto3 artifact repository:
+    the image the Deployment runs must install both, or the server fails at its first store access."""
+    from mlflow.store.artifact.artifact_repository_registry import _artifact_repository_registry
+    from sqlalchemy.engine import make_url
+
+    container = mlflow_server()
+    args = container["command"] + container["args"]
+    assert args[:2] == ["mlflow", "server"]
+    backend = args[args.index("--backend-store-uri") + 1]
+    artifacts = args[args.index("--artifacts-destination") + 1]
+    assert backend.startswith("postgresql://") and artifacts.startswith("s3://")
+    name = container["image"].rsplit("/", 1)[-1].split(":")[0]
+    installed = closure(requirement_lines(REQUIREMENTS / IMAGE_REQUIREMENTS[name][0]))
+    owners = metadata.packages_distributions()
+
+    dialect = make_url(re.sub(r"\$\((\w+)\)", "x", backend)).get_dialect()  # $(VAR): set from the Secret
+    driver = dialect.import_dbapi().__name__  # SQLAlchemy 2.1 picks psycopg (3) for postgresql://
+    assert {canonical(d) for d in owners.get(driver, [])} & installed, \
+        f"{name} ({IMAGE_REQUIREMENTS[name][0]}) has no {driver} for {backend.split(':')[0]}://"
+    # the slim base has no libpq: the driver must bring its own
+    assert BUNDLED_LIBPQ[driver] in installed, f"{name}: {driver} without {BUNDLED_LIBPQ[driver]} finds no libpq"
+
+    repository = _artifact_repository_registry._registry[urlparse(artifacts).scheme]
+    source = Path(inspect.getsourcefile(repository)).read_text()
+    assert "import boto3" in source  # what MLflow's S3 artifact repository needs
+    assert "boto3" in installed, f"{name} ({IMAGE_REQUIREMENTS[name][0]}) has no boto3 for s3:// artifacts"
