@@ -68,17 +68,33 @@ def test_a_calibrated_model_has_ece_near_zero_and_a_miscalibrated_one_is_detecte
     assert calibration.summary(y, underestimating)["calibration_intercept"] == pytest.approx(1.0, abs=0.1)
 
 
-@pytest.mark.parametrize("distort", [lambda z: z, lambda z: 2.5 * z, lambda z: 0.4 * z, lambda z: z + 1.2,
-                                     lambda z: np.sign(z) * z ** 2])
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_recalibration_never_worsens_brier_on_the_held_out_part(distort, seed):
-    rng = np.random.default_rng(seed)
-    y, p = calibrated(rng, 300)
-    scores = special.expit(distort(special.logit(p)))
-    chosen = calibration.choose(y, scores, seed=seed)
-    after = brier_score_loss(y, chosen.apply(scores))
-    assert after <= brier_score_loss(y, scores) + 1e-12
-    assert chosen.brier_after == pytest.approx(after) and chosen.n == 300
+DISTORTIONS = {"calibrated": lambda z: z, "overconfident": lambda z: 2.5 * z, "underconfident": lambda z: 0.4 * z,
+               "risk too high": lambda z: z + 1.2, "S-shaped": lambda z: np.sign(z) * z ** 2}
+MISCALIBRATED_BY_A_SIGMOID = ("overconfident", "underconfident", "risk too high")  # what Platt undoes exactly
+# Chosen on 300 held-out scores, a map can be worse on new patients than leaving the scores alone: with a model
+# that is already calibrated (or S-shaped), noise in 300 scores picks Platt or isotonic now and then, and it
+# cost up to 0.013 Brier in 60 seeds (mean 0.001). 0.015 bounds that: under a tenth of these scores' Brier (~0.17).
+NEW_PATIENT_TOLERANCE = 0.015
+
+
+def test_recalibration_does_not_worsen_brier_on_new_patients_beyond_a_small_tolerance():
+    gain = {name: [] for name in DISTORTIONS}  # Brier on new patients: uncalibrated minus recalibrated
+    for name, distort in DISTORTIONS.items():
+        for seed in range(20):
+            rng = np.random.default_rng(seed)
+            y, p = calibrated(rng, 300)  # the held-out part the map is fitted on
+            scores = special.expit(distort(special.logit(p)))
+            chosen = calibration.choose(y, scores, seed=seed)
+            assert chosen.n == 300 and chosen.brier_after == pytest.approx(brier_score_loss(y, chosen.apply(scores)))
+            assert chosen.brier_after <= chosen.brier_before + 1e-12  # where it was fitted: kept only if better
+            y_new, p_new = calibrated(rng, 5000)  # new patients from the same distribution
+            new = special.expit(distort(special.logit(p_new)))
+            gain[name].append(brier_score_loss(y_new, new) - brier_score_loss(y_new, chosen.apply(new)))
+    worst = {name: min(g) for name, g in gain.items()}
+    assert all(w >= -NEW_PATIENT_TOLERANCE for w in worst.values()), worst
+    assert all(np.mean(g) >= -0.003 for g in gain.values()), {k: np.mean(g) for k, g in gain.items()}
+    # and where the model is miscalibrated the map helps new patients on every seed, not only on average
+    assert all(min(gain[name]) > 0 and np.mean(gain[name]) > 0.01 for name in MISCALIBRATED_BY_A_SIGMOID), worst
 
 
 def test_recalibration_never_reverses_the_ranking_of_a_model_worse_than_chance():
