@@ -130,6 +130,7 @@ def evaluate(model: Input[Model], splits: Input[Dataset], metrics: Output[Metric
     import json
     from pathlib import Path
 
+    from bundle.calibration import Calibration
     from components.common import metrics as metrics_lib
     from components.common import plots as plots_lib
     from components.common.clinical.thresholds import decision_curve
@@ -150,7 +151,8 @@ def evaluate(model: Input[Model], splits: Input[Dataset], metrics: Output[Metric
     headline = {k: values[k] for k in ("roc_auc", "sensitivity", "specificity", "threshold", "ece", "val_roc_auc")}
     Path(plots.path).write_text(plots_lib.html_page("Pneumonia: test evaluation", pngs, headline,
                                                     result["card_html"]))
-    Path(gradcam.path).write_text(evaluation_lib.gradcam_html(net, Path(splits.path), threshold))
+    Path(gradcam.path).write_text(evaluation_lib.gradcam_html(net, Path(splits.path), threshold,
+                                                              Calibration.from_dict(result["calibration"])))
     Path(evaluation.path).mkdir(parents=True, exist_ok=True)
     plots_lib.save_pngs(pngs, Path(evaluation.path) / "plots")
     (Path(evaluation.path) / "gradcam.html").write_text(Path(gradcam.path).read_text())

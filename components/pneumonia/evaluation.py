@@ -1,6 +1,8 @@
 """Evaluate a trained model exactly as serving will run it: normalise with the contract, forward,
-softmax. The decision threshold is chosen on validation (Youden's J) and reported; test metrics use
-it. Grad-CAM overlays on a few test images explain where the model looks.
+softmax, then the recalibration fitted on validation (Platt or isotonic when it lowers the Brier score
+there, else none; the bundle's ``calibration.json``). The served threshold is the highest that reaches the
+target sensitivity on validation's recalibrated scores; test metrics, and the verdicts on the Grad-CAM
+overlays of a few test images (where the model looks), use that probability and that threshold.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bundle.calibration import Calibration
 from components.common import metrics as metrics_lib
 from components.pneumonia import model as model_lib
 from components.pneumonia import preprocess, split, train_loop
@@ -111,7 +114,9 @@ def _pick(y: np.ndarray, p: np.ndarray, threshold: float, n: int) -> list[int]:
     return picked[:n]
 
 
-def gradcam_html(net, splits_dir: Path, threshold: float, n: int = 6) -> str:
+def gradcam_html(net, splits_dir: Path, threshold: float, calibration: Calibration, n: int = 6) -> str:
+    """Grad-CAM overlays of a few test images, each labelled as serving labels it: the model's probability
+    through ``calibration`` (the bundle's map), against ``threshold``, which is on that served scale."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,7 +124,8 @@ def gradcam_html(net, splits_dir: Path, threshold: float, n: int = 6) -> str:
 
     contract = split.load_contract(splits_dir)
     test = split.load(splits_dir, "test")
-    p = predict(net, test.x, contract)[0][:, 1]
+    p_model = predict(net, test.x, contract)[0][:, 1]
+    p = np.array([calibration.apply_one(float(v)) for v in p_model])
     chosen = _pick(test.y, p, threshold, n)
     cams = grad_cam(net, torch.from_numpy(preprocess.normalise(test.x[chosen], contract)))
     figures = []
@@ -131,15 +137,18 @@ def gradcam_html(net, splits_dir: Path, threshold: float, n: int = 6) -> str:
         axes[1].imshow(cam, cmap="jet", alpha=0.45)
         for ax in axes:
             ax.axis("off")
-        verdict = CLASSES[int(p[i] >= threshold)]
-        fig.suptitle(f"test #{i}: actual {CLASSES[test.y[i]]}, predicted {verdict} (P={p[i]:.2f})", fontsize=8)
+        actual, verdict = CLASSES[test.y[i]], CLASSES[int(p[i] >= threshold)]
+        fig.suptitle(f"test #{i}: actual {actual}, predicted {verdict} (P={p[i]:.2f})", fontsize=8)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
         plt.close(fig)
         figures.append(f'<figure><img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
-                       f"<figcaption>{html.escape(CLASSES[test.y[i]])} · P(pneumonia) {p[i]:.3f}</figcaption></figure>")
+                       f"<figcaption>actual {html.escape(actual)} · predicted {html.escape(verdict)} · "
+                       f"P(pneumonia) {p[i]:.3f} (model {p_model[i]:.3f})</figcaption></figure>")
     return ("<!doctype html><html><head><meta charset='utf-8'><title>Grad-CAM</title><style>body{font-family:"
             "sans-serif;margin:1.5em}figure{display:inline-block;margin:.5em}</style></head><body>"
             f"<h1>Grad-CAM ({CLASSES[1]} class), threshold {threshold:.3f}</h1>"
-            "<p>Warm colours: regions that raise P(pneumonia) most, from the last convolutional block.</p>"
+            "<p>Warm colours: regions that raise P(pneumonia) most, from the last convolutional block. "
+            f"P(pneumonia) is the served probability (recalibration: {html.escape(calibration.method)}), the "
+            "scale the threshold is on; the model's own softmax is in brackets.</p>"
             + "".join(figures) + "</body></html>")

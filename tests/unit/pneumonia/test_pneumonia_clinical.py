@@ -2,6 +2,7 @@
 reaching the transformer through the bundle."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -61,3 +62,20 @@ def test_the_transformer_serves_the_bundles_calibrated_probability(evaluated, tm
     expected = 1 / (1 + np.exp(-(2.0 * np.log(softmax[:, 1] / softmax[:, 0]) - 0.3)))
     np.testing.assert_allclose(out["probability"], expected, rtol=1e-5)
     assert [codec.classes[i] for i in index] == ["PNEUMONIA" if e >= 0.42 else "NORMAL" for e in expected]
+
+
+def test_gradcam_labels_each_image_on_the_served_probability(evaluated):
+    net, splits_dir, _ = evaluated
+    raw = evaluation.predict(net, split.load(splits_dir, "test").x, split.load_contract(splits_dir))[0][:, 1]
+    recalibrated = Calibration("platt", a=1.0, b=8.0)  # serves every probability far above the model's own
+    threshold = 0.9  # on the served scale, as calibration.json's operating point is
+    assert raw.max() < threshold  # compared with the raw softmax, every image would read NORMAL
+    page = evaluation.gradcam_html(net, splits_dir, threshold, recalibrated, n=4)
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)
+    assert len(captions) == 4 and all(" · predicted PNEUMONIA · " in c for c in captions), captions
+    shown = re.findall(r"P\(pneumonia\) ([0-9.]+) \(model ([0-9.]+)\)", page)
+    assert len(shown) == 4
+    for served, model in shown:
+        assert float(served) == pytest.approx(recalibrated.apply_one(float(model)), abs=2e-3)
+        assert float(served) >= threshold > float(model)
+    assert "recalibration: platt" in page
