@@ -122,11 +122,11 @@ def train(splits: Input[Dataset], variant: str, weights_path: str, epochs: int, 
 
 @dsl.component(base_image=CLINOPS_IMAGE, install_kfp_package=False)
 def evaluate(model: Input[Model], splits: Input[Dataset], metrics: Output[Metrics],
-             classification: Output[ClassificationMetrics], plots: Output[HTML], gradcam: Output[HTML],
-             evaluation: Output[Artifact], target_sensitivity: float = 0.9, bootstrap_resamples: int = 1000,
-             seed: int = 0):
+             classification: Output[ClassificationMetrics], plots: Output[HTML], model_card: Output[Markdown],
+             gradcam: Output[HTML], evaluation: Output[Artifact], target_sensitivity: float = 0.9,
+             bootstrap_resamples: int = 1000, seed: int = 0):
     """Recalibration and the threshold for a target sensitivity on val; test metrics with intervals, calibration,
-    operating points and decision curve; ROC/confusion for the KFP UI, plots and Grad-CAM overlays."""
+    operating points and decision curve; ROC/confusion for the KFP UI, plots, the model card and Grad-CAM overlays."""
     import json
     from pathlib import Path
 
@@ -151,13 +151,16 @@ def evaluate(model: Input[Model], splits: Input[Dataset], metrics: Output[Metric
     headline = {k: values[k] for k in ("roc_auc", "sensitivity", "specificity", "threshold", "ece", "val_roc_auc")}
     Path(plots.path).write_text(plots_lib.html_page("Pneumonia: test evaluation", pngs, headline,
                                                     result["card_html"]))
+    card = evaluation_lib.model_card(result, json.loads((Path(model.path) / "train_config.json").read_text()),
+                                     json.loads((Path(splits.path) / split_lib.SUMMARY_FILE).read_text()))
+    Path(model_card.path).write_text(card)
     Path(gradcam.path).write_text(evaluation_lib.gradcam_html(net, Path(splits.path), threshold,
                                                               Calibration.from_dict(result["calibration"])))
     Path(evaluation.path).mkdir(parents=True, exist_ok=True)
     plots_lib.save_pngs(pngs, Path(evaluation.path) / "plots")
     (Path(evaluation.path) / "gradcam.html").write_text(Path(gradcam.path).read_text())
     (Path(evaluation.path) / "evaluation.json").write_text(json.dumps(result))
-    (Path(evaluation.path) / "plots" / "model_card.md").write_text(result["card_markdown"])  # logged to MLflow
+    (Path(evaluation.path) / "plots" / "model_card.md").write_text(card)  # logged to MLflow
     print(f"evaluate: threshold {threshold:.3f} (target sensitivity on val) · " +
           " · ".join(f"{k} {values[k]:.4f}" for k in ("roc_auc", "accuracy", "sensitivity", "specificity")))
 

@@ -81,6 +81,45 @@ def evaluate(net, splits_dir: Path, target_sensitivity: float = TARGET_SENSITIVI
             "card_html": card.html_sections(result)}
 
 
+CARD_TRAINING_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "dropout", "schedule")
+
+
+def model_card(result: dict, train_config: dict, summary: dict) -> str:
+    """The model card (Markdown: the KFP UI's and MLflow's): intended use, model, data, then the clinical
+    sections of :func:`evaluate`'s ``result`` (intervals, calibration, operating points, decision curve,
+    subgroups) and the limitations. ``train_config``: the run's ``train_config.json``; ``summary``: the
+    splits' ``summary.json``."""
+    contract, m = summary["contract"], result["metrics"]
+    params = {k: train_config[k] for k in CARD_TRAINING_KEYS if k in train_config}
+    rows = "\n".join(f"| {name} | {c['n']} | {c['positives']} |" for name, c in summary["counts"].items())
+    return f"""# Model card — pneumonia on chest X-rays
+
+## Intended use
+Estimates the probability that a frontal chest X-ray shows pneumonia, to help order a reading list:
+it supports a radiologist's read and never replaces it. The reference data are paediatric
+(Kermany/Kaggle, MedMNIST); the model is not validated on adults or on other views.
+
+## Model
+- torchvision **{train_config.get("variant", "?")}** on {contract["channels"]}-channel \
+{contract["height"]}×{contract["width"]} images normalised with the training split's mean and std \
+(the bundle's input schema); training settings: `{params}`
+- Optuna compared Ray Train trials on validation ROC-AUC; this model's: **{m["val_roc_auc"]:.4f}**.
+
+## Data
+{summary.get("format", "unknown")} layout; images per split after corrupt and leaked images were dropped:
+
+| split | images | with pneumonia |
+|---|---|---|
+{rows}
+
+{result["card_markdown"]}
+## Limitations
+Validation chose both the recalibration and the threshold, so its figures are optimistic; the test
+split's, with their intervals, are the estimate. One source per run: no subgroup by hospital or device
+can be formed, and performance on another population is unknown. Monitor drift in production.
+"""
+
+
 def grad_cam(net, x: torch.Tensor, target: int = 1) -> np.ndarray:
     """Grad-CAM of class ``target`` on the last feature block: (N, H, W) in [0, 1]."""
     net = model_lib.unwrap(net).eval()

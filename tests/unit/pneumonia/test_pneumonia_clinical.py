@@ -3,6 +3,7 @@ reaching the transformer through the bundle."""
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,3 +80,52 @@ def test_gradcam_labels_each_image_on_the_served_probability(evaluated):
         assert float(served) == pytest.approx(recalibrated.apply_one(float(model)), abs=2e-3)
         assert float(served) >= threshold > float(model)
     assert "recalibration: platt" in page
+
+
+class Art:
+    """A KFP artifact as a component body sees it: a path, metadata, and the metric calls it records."""
+
+    def __init__(self, path):
+        self.path, self.metadata, self.logged = str(path), {}, {}
+
+    def log_metric(self, name, value):
+        self.logged[name] = value
+
+    def log_roc_curve(self, fpr, tpr, threshold):
+        self.logged["roc"] = (fpr, tpr, threshold)
+
+    def log_confusion_matrix(self, categories, matrix):
+        self.logged["confusion"] = (categories, matrix)
+
+
+@pytest.fixture(scope="module")
+def component_outputs(evaluated, tmp_path_factory):
+    """The evaluate component's body run on the fixture's model, its outputs by name."""
+    from components.pneumonia import component, train_loop
+
+    net, splits_dir, _ = evaluated
+    out = tmp_path_factory.mktemp("evaluate")
+    model_dir = out / "model"
+    model_dir.mkdir()
+    torch.save(net.state_dict(), model_dir / train_loop.BEST)
+    (model_dir / train_loop.CONFIG).write_text(json.dumps({"variant": "efficientnet_b0", "dropout": 0.0, "epochs": 3,
+                                                           "lr": 0.001}))
+    arts = {name: Art(out / name) for name in ("metrics", "classification", "plots", "model_card", "gradcam",
+                                               "evaluation")}
+    component.evaluate.python_func(model=Art(model_dir), splits=Art(splits_dir), **arts, target_sensitivity=0.9,
+                                   bootstrap_resamples=150, seed=3)
+    return arts
+
+
+def test_the_evaluate_step_writes_a_markdown_model_card_for_the_kfp_ui(component_outputs):
+    card = Path(component_outputs["model_card"].path).read_text()
+    evaluation_dir = Path(component_outputs["evaluation"].path)
+    result = json.loads((evaluation_dir / "evaluation.json").read_text())
+    assert card.startswith("# Model card — pneumonia on chest X-rays\n")
+    assert "torchvision **efficientnet_b0** on 1-channel 32×32 images" in card and "'epochs': 3" in card
+    assert f"this model's: **{result['metrics']['val_roc_auc']:.4f}**" in card
+    assert f"Served threshold {result['threshold']:.3f}" in card and "## Calibration" in card
+    assert "| test | 40 |" in card and "## Subgroups" in card and "## Limitations" in card
+    assert result["card_markdown"] in card  # the clinical sections, whole
+    assert (evaluation_dir / "plots" / "model_card.md").read_text() == card  # MLflow's copy
+    assert "150 resamples" in card  # the step's setting, not the default
