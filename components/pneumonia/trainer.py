@@ -31,6 +31,15 @@ class TrainOutcome:
         return Path(self.checkpoint_dir) / train_loop.BEST
 
 
+def failure_config():
+    """No retries: a failed training loop fails the run, and so does a worker group that cannot start
+    (Ray Train 2.60 retries a controller failure, such as a worker group start-up timeout, forever by
+    default: a run that never ends and never says why). Resources are checked before ``fit`` instead."""
+    from ray.train import FailureConfig
+
+    return FailureConfig(max_failures=0, controller_failure_limit=0)
+
+
 @contextlib.contextmanager
 def local_ray(num_cpus: int | None = None, num_gpus: int | None = None):
     """A Ray for this block: joins one that is already running (a RayJob's cluster, a test's),
@@ -108,7 +117,7 @@ def fit(config: dict, num_workers: int, use_gpu: bool, storage_path: str, name: 
     ``resource_wait_s`` (default 300 s) for its worker pods to join."""
     import os
 
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     if resource_wait_s is None:
@@ -135,7 +144,7 @@ def fit(config: dict, num_workers: int, use_gpu: bool, storage_path: str, name: 
             storage_filesystem=storage.filesystem,
             # every checkpoint carries the best weights so far; the last one is all we need
             checkpoint_config=CheckpointConfig(num_to_keep=1),
-            failure_config=FailureConfig(max_failures=0),
+            failure_config=failure_config(),
         ),
     )
     result = trainer.fit()

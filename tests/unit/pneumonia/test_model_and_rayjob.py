@@ -238,3 +238,11 @@ def test_resource_shortfall_is_named_before_ray_train_starts(workers, gpu, cpus,
 
     found = shortfall(workers, gpu, cpus, total)
     assert found is None if expected is None else expected in found
+
+
+def test_ray_train_retries_nothing_not_even_a_worker_group_that_cannot_start():
+    from components.pneumonia.trainer import failure_config
+
+    config = failure_config()
+    # -1 (Ray's default for controller failures) retries a worker group start-up timeout forever
+    assert (config.max_failures, config.controller_failure_limit) == (0, 0)
