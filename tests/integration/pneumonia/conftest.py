@@ -22,5 +22,5 @@ def ray_cluster(temp_leftovers):
     import ray
 
     assert not ray.is_initialized(), "a Ray started elsewhere would hand its own TMPDIR to the workers"
-    with trainer.local_ray(num_cpus=2):
+    with trainer.local_ray(num_cpus=2, num_gpus=0):  # CPU-only on a GPU machine too: the tests count GPUs
         yield

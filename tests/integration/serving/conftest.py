@@ -31,7 +31,9 @@ def stack(bundles, tmp_path_factory):
                     log_dir=tmp_path_factory.mktemp("logs"), drift_dir=tmp_path_factory.mktemp("drift"),
                     ready_timeout_s=120,
                     extra_args={"heart-disease/transformer": small_limits,
-                                "pneumonia/transformer": small_limits}) as running:
+                                "pneumonia/transformer": small_limits,
+                                # values are compared with CPU fp32 to 1e-5: on a GPU machine too
+                                "pneumonia/predictor": ["--device", "cpu"]}) as running:
         yield running
 
 
