@@ -3,9 +3,12 @@
 An event is acknowledged only after its line is written to the segment file (``write`` reached the
 kernel: a ``kill -9`` loses nothing; ``fsync`` also survives a power cut, at a cost per event). A line
 cut short by a crash is cut off at the next start. Retention removes whole segments, oldest first, once
-they are older than ``max_age_s`` or the log is over ``max_bytes``, but never a segment that holds
-observations the detector has not yet used: when that is what fills the log, :meth:`append` raises
-:class:`StoreFull` and the sender is told to retry (HTTP 503), nothing is dropped.
+they are older than ``max_age_s`` (since their last write) or the log is over ``max_bytes``, but never a
+segment that holds observations the detector has not yet used: when that is what fills the log,
+:meth:`append` raises :class:`StoreFull` and the sender is told to retry (HTTP 503), nothing is dropped.
+A segment is closed after ``segment_bytes`` or after ``max_age_s / 8``, so that at low traffic no row
+outlives ``max_age_s`` by more than an eighth (a 4 MB segment holds some 20,000 heart-disease events: weeks
+of a quiet clinic's traffic); the segment being written goes too once it has aged, all of it tested.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ class ObservationStore:
         for path in (self.log_dir, self.folder):
             os.chmod(path, DIR_MODE)
         self.max_bytes, self.max_age_s, self.segment_bytes, self.fsync = max_bytes, max_age_s, segment_bytes, fsync
+        self.segment_age_s = max_age_s / 8
+        self._started = 0.0  # time of the first record of the segment being written
         self.protected_from = 0  # segments holding seq >= this are still needed (set by the service)
         self._fd: int | None = None
         self._size = 0
@@ -68,8 +73,10 @@ class ObservationStore:
         record = Record(self.next_seq, now if now is not None else time.time(), record_id, kind,
                         tuple(tuple(float(v) for v in row) for row in rows))
         line = record.to_line().encode()
-        if self._fd is None or self._size + len(line) > self.segment_bytes:
+        if (self._fd is None or self._size + len(line) > self.segment_bytes
+                or record.t - self._started >= self.segment_age_s):
             self._open_segment(record.seq)
+            self._started = record.t
         written = os.write(self._fd, line)
         if written != len(line):  # a full disk: take the partial line back so the log stays readable
             os.ftruncate(self._fd, self._size)
@@ -96,13 +103,16 @@ class ObservationStore:
     def enforce_retention(self, now: float | None = None) -> None:
         now = now if now is not None else time.time()
         files = segments(self.log_dir)
-        for i, path in enumerate(files[:-1]):  # never the segment being written
-            next_first = int(files[i + 1].name.split(".")[0])
+        for i, path in enumerate(files):
+            last = i == len(files) - 1
+            next_first = self.next_seq if last else int(files[i + 1].name.split(".")[0])
             if next_first > self.protected_from:
                 break  # this segment still holds observations the detector needs
             too_old = now - path.stat().st_mtime > self.max_age_s
             if not too_old and self._bytes < self.max_bytes:
                 break
+            if last:
+                self.close()  # the segment being written: the next record opens a new one
             self._bytes -= path.stat().st_size
             path.unlink()
 

@@ -96,9 +96,36 @@ def test_retention_removes_old_segments_only_below_protected_from(tmp_path):
     store.enforce_retention(NOW)
     assert [p.name for p in observations.segments(tmp_path)] == [observations.segment_name(s) for s in (3, 5)]
     assert store.bytes == 4 * LINE
-    store.protected_from = 100  # everything tested: the segment being written stays all the same
+    store.protected_from = 7  # all tested, and no write for longer than max_age: the segment being written goes too
     store.enforce_retention(NOW)
-    assert [p.name for p in observations.segments(tmp_path)] == [observations.segment_name(5)]
+    assert observations.segments(tmp_path) == [] and store.bytes == 0
+    assert fill(store, 7, 1) == [7]  # the next record opens a new segment
+    assert [p.name for p in observations.segments(tmp_path)] == [observations.segment_name(7)]
+    store.close()
+
+
+def test_the_segment_being_written_stays_while_it_holds_untested_rows_or_is_young(tmp_path):
+    store = open_store(tmp_path, max_age_s=100.0)
+    fill(store, 1, 3)
+    age(observations.segments(tmp_path)[0], 1000)
+    store.protected_from = 3  # seq 3 not yet tested
+    store.enforce_retention(NOW)
+    assert len(observations.segments(tmp_path)) == 1
+    store.protected_from = 4
+    store.enforce_retention(NOW - 1000 + 50)  # all tested, but written 50 s ago
+    assert len(observations.segments(tmp_path)) == 1
+    store.close()
+
+
+def test_at_low_traffic_a_segment_is_closed_after_an_eighth_of_max_age_so_no_row_outlives_it_by_more(tmp_path):
+    store = open_store(tmp_path, max_age_s=800.0)  # segments close after 100 s, however few bytes they hold
+    seqs = [store.append(f"e-{k}", "request", ROW, NOW + 30 * k).seq for k in range(10)]  # one event per 30 s
+    assert [p.name for p in observations.segments(tmp_path)] == [observations.segment_name(s) for s in (1, 5, 9)]
+    for path, last_write in zip(observations.segments(tmp_path), (NOW + 90, NOW + 210, NOW + 270), strict=True):
+        os.utime(path, (last_write, last_write))
+    store.protected_from = seqs[-1] + 1
+    store.enforce_retention(NOW + 90 + 800 + 1)  # the first segment's last row is past max_age: it goes
+    assert [p.name for p in observations.segments(tmp_path)] == [observations.segment_name(s) for s in (5, 9)]
     store.close()
 
 
