@@ -46,7 +46,11 @@ USER 1000
 ENTRYPOINT ["python", "-m", "components.pneumonia.entrypoint"]
 
 FROM python AS clinops
-ENV CLINOPS_HOME=/var/lib/clinops
+# where `make images` pushes the images: the deploy step names the serving images by them when it creates an
+# InferenceService (components/deploy/bootstrap.py, through the settings' image_registry and image_tag)
+ARG IMAGE_REGISTRY=docker.io/clinops
+ARG IMAGE_TAG=0.1.0
+ENV CLINOPS_HOME=/var/lib/clinops CLINOPS_IMAGE_REGISTRY=${IMAGE_REGISTRY} CLINOPS_IMAGE_TAG=${IMAGE_TAG}
 COPY --from=clinops-env /opt/venv /opt/venv
 COPY --from=clinops-env /opt/clinops /opt/clinops
 RUN useradd --uid 1000 --create-home clinops && mkdir -p /var/lib/clinops && chown clinops /var/lib/clinops

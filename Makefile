@@ -92,7 +92,8 @@ images:  ## build every image (needs a Docker engine): make images [IMAGE_REGIST
 	@docker info >/dev/null 2>&1 || { echo "make images: no Docker engine here (\`docker info\` fails): build the images where one runs" >&2; exit 1; }
 	@set -e; for image in $(IMAGES); do name=$${image%%=*}; rest=$${image#*=}; \
 	  echo ">> $(IMAGE_REGISTRY)/$$name:$(IMAGE_TAG)"; \
-	  docker build -f $${rest%%:*} --target $${rest#*:} -t $(IMAGE_REGISTRY)/$$name:$(IMAGE_TAG) .; done
+	  docker build -f $${rest%%:*} --target $${rest#*:} -t $(IMAGE_REGISTRY)/$$name:$(IMAGE_TAG) \
+	    --build-arg IMAGE_REGISTRY=$(IMAGE_REGISTRY) --build-arg IMAGE_TAG=$(IMAGE_TAG) .; done
 
 serve: $(STAMP) $(DRIFT_STAMP)  ## start predictors + transformers on localhost for every exported bundle
 	$(BIN)/clinops serve

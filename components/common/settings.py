@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bundle.storage import S3Config
+from components.common.image import DEFAULT_REGISTRY, DEFAULT_TAG
 
 
 class Settings(BaseSettings):
@@ -47,6 +48,12 @@ class Settings(BaseSettings):
     )
     registry_lock_timeout: float = Field(600.0, description="Seconds to wait for the registry lock.")
     lease_namespace: str | None = Field(None, description="Namespace of the lock Lease; default: the pod's own.")
+    image_registry: str = Field(
+        DEFAULT_REGISTRY,
+        description="Registry path of the project's images (what `make images IMAGE_REGISTRY=` pushed to; the "
+        "component image carries it): the images of an InferenceService the deploy step creates.",
+    )
+    image_tag: str = Field(DEFAULT_TAG, description="Tag of the project's images (`make images IMAGE_TAG=`).")
     kubernetes_service_host: str | None = Field(
         None, validation_alias="KUBERNETES_SERVICE_HOST", description="Set by Kubernetes in every pod."
     )

@@ -1,6 +1,6 @@
 """The InferenceService a champion is rolled out to, and the patches of a canary rollout, as pure functions
 of the object the cluster holds. The InferenceService normally comes from kustomize (``manifests/``);
-:func:`build` is the bootstrap for a namespace that has none yet.
+:mod:`components.deploy.bootstrap` builds the same object for a namespace that has none yet.
 
 Patches are JSON merge patches (what ``KServeClient.patch`` sends), so a list is replaced whole: the
 transformer's containers are sent back complete, with only their ``STORAGE_URI`` changed."""
@@ -9,42 +9,9 @@ from __future__ import annotations
 
 import copy
 
-from kserve import (
-    V1beta1InferenceService,
-    V1beta1InferenceServiceSpec,
-    V1beta1ModelFormat,
-    V1beta1ModelSpec,
-    V1beta1PredictorSpec,
-    V1beta1TransformerSpec,
-    constants,
-)
-from kubernetes.client import V1Container, V1EnvVar, V1ObjectMeta
-
 STORAGE_URI_ENV = "STORAGE_URI"  # KServe's storage initializer fetches it into /mnt/models of a custom container
 MODEL_DIR = "/mnt/models"
 MODEL_FORMATS = {"heart-disease": "sklearn", "pneumonia": "pytorch"}
-
-
-def build(name: str, namespace: str, workload: str, storage_uri: str, transformer_image: str,
-          runtime: str = "", service_account: str = "") -> V1beta1InferenceService:
-    """A V2 InferenceService for ``workload``: the predictor's runtime reads the bundle from ``storage_uri``,
-    the transformer gets the same bundle through KServe's storage initializer. No canary: the first
-    revision takes all traffic."""
-    if workload not in MODEL_FORMATS:
-        raise ValueError(f"unknown workload {workload!r}; known: {', '.join(MODEL_FORMATS)}")
-    model = V1beta1ModelSpec(model_format=V1beta1ModelFormat(name=MODEL_FORMATS[workload]),
-                             runtime=runtime or None, storage_uri=storage_uri, protocol_version="v2")
-    transformer = V1Container(name="kserve-container", image=transformer_image,
-                              args=["--workload", workload, "--model_dir", MODEL_DIR, "--model_name", workload],
-                              env=[V1EnvVar(name=STORAGE_URI_ENV, value=storage_uri)])
-    return V1beta1InferenceService(
-        api_version=constants.KSERVE_V1BETA1, kind=constants.KSERVE_KIND_INFERENCESERVICE,
-        metadata=V1ObjectMeta(name=name, namespace=namespace, labels={"app.kubernetes.io/part-of": "clinops",
-                                                                      "clinops/workload": workload}),
-        spec=V1beta1InferenceServiceSpec(
-            predictor=V1beta1PredictorSpec(model=model, service_account_name=service_account or None),
-            transformer=V1beta1TransformerSpec(containers=[transformer],
-                                               service_account_name=service_account or None)))
 
 
 def storage_uri(current: dict) -> str | None:

@@ -34,7 +34,8 @@ class DeployRequest:
     interval_s: float = 60.0
     prometheus_url: str = DEFAULT_PROMETHEUS_URL
     policy: CanaryPolicy = field(default_factory=CanaryPolicy)
-    transformer_image: str = ""
+    image_registry: str = ""  # "" = the settings' (CLINOPS_IMAGE_REGISTRY, baked into the component image)
+    image_tag: str = ""  # "" = the settings' (CLINOPS_IMAGE_TAG)
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -71,8 +72,8 @@ def pod_namespace() -> str:
 
 
 def deploy_cluster(request: DeployRequest, bundle_uri: str, client=None, prometheus=None, **kwargs) -> dict:
-    from components.common.image import image_ref
-    from components.deploy import canary, isvc
+    from components.common.settings import get_settings
+    from components.deploy import bootstrap, canary
     from components.deploy.prometheus import Prometheus
 
     if client is None:
@@ -84,9 +85,10 @@ def deploy_cluster(request: DeployRequest, bundle_uri: str, client=None, prometh
     name = request.isvc_name or request.workload
     settings = canary.RolloutSettings(namespace, name, request.canary_percent, request.period_s,
                                       request.interval_s, policy=request.policy)
-    image = request.transformer_image or image_ref("transformer")
+    registry = request.image_registry or get_settings().image_registry
+    tag = request.image_tag or get_settings().image_tag
     rollout = canary.roll_out(client, prometheus, bundle_uri,
-                              lambda: isvc.build(name, namespace, request.workload, bundle_uri, image),
+                              lambda: bootstrap.build(name, namespace, request.workload, bundle_uri, registry, tag),
                               settings, **kwargs)
     return rollout.record() | {"target": f"{namespace}/{name}", "canary_percent": request.canary_percent}
 

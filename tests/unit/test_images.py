@@ -307,3 +307,24 @@ def test_the_mlflow_server_image_holds_the_drivers_of_its_store_uris():
     source = Path(inspect.getsourcefile(repository)).read_text()
     assert "import boto3" in source  # what MLflow's S3 artifact repository needs
     assert "boto3" in installed, f"{name} ({IMAGE_REQUIREMENTS[name][0]}) has no boto3 for s3:// artifacts"
+
+
+def test_the_component_image_carries_where_the_images_were_pushed(monkeypatch):
+    """``make images`` passes its registry and tag as build arguments; the clinops image turns them into the
+    settings the deploy step names serving images by, with the same defaults as components/common/image.py."""
+    from components.common.settings import Settings
+
+    body = build_text(ROOT / "Dockerfile", "clinops")
+    args = dict(re.findall(r"^ARG (IMAGE_REGISTRY|IMAGE_TAG)=(\S+)$", body, flags=re.MULTILINE))
+    assert args == {"IMAGE_REGISTRY": image.DEFAULT_REGISTRY, "IMAGE_TAG": image.DEFAULT_TAG}
+    env = re.search(r"^ENV (.*)$", stages(ROOT / "Dockerfile")["clinops"][1], flags=re.MULTILINE).group(1)
+    assert {"CLINOPS_IMAGE_REGISTRY=${IMAGE_REGISTRY}", "CLINOPS_IMAGE_TAG=${IMAGE_TAG}"} <= set(env.split())
+    done = subprocess.run(["make", "-n", "--no-print-directory", "images", "IMAGE_REGISTRY=registry.example/ml",
+                           "IMAGE_TAG=1.2.3"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert "--build-arg IMAGE_REGISTRY=registry.example/ml --build-arg IMAGE_TAG=1.2.3" in done.stdout
+    monkeypatch.setenv("CLINOPS_IMAGE_REGISTRY", "registry.example/ml")
+    monkeypatch.setenv("CLINOPS_IMAGE_TAG", "1.2.3")
+    assert (Settings().image_registry, Settings().image_tag) == ("registry.example/ml", "1.2.3")
+    monkeypatch.delenv("CLINOPS_IMAGE_REGISTRY")
+    monkeypatch.delenv("CLINOPS_IMAGE_TAG")
+    assert (Settings().image_registry, Settings().image_tag) == (image.DEFAULT_REGISTRY, image.DEFAULT_TAG)

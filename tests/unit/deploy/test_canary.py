@@ -4,7 +4,7 @@ deploy, the patches of a canary rollout, and the verdict both ways."""
 import pytest
 from deploy_fakes import FakeKServe, FakePrometheus
 
-from components.deploy import isvc
+from components.deploy import bootstrap, isvc
 from components.deploy.canary import RolloutSettings, roll_out
 from components.deploy.decision import CanaryPolicy
 from components.deploy.prometheus import Prometheus, PrometheusError
@@ -126,22 +126,57 @@ def test_the_same_bundle_is_left_alone():
 def test_a_first_deploy_creates_the_inference_service_with_all_traffic():
     kserve = FakeKServe()
     clock = Clock()
-    built = lambda: isvc.build(NAME, NS, "heart-disease", NEW, "reg.example/clinops/transformer:2.0.0")  # noqa: E731
-    rollout = roll_out(kserve, None, NEW, built, SETTINGS, sleep=clock.sleep, clock=clock)
+    uri = "s3://models/bundles/heart-disease/4"
+    built = lambda: bootstrap.build(NAME, NS, "heart-disease", uri, "reg.example/clinops", "2.0.0")  # noqa: E731
+    rollout = roll_out(kserve, None, uri, built, SETTINGS, sleep=clock.sleep, clock=clock)
     assert rollout.action == "created"
     _, body, namespace = next(c for c in kserve.calls if c[0] == "create")
-    assert namespace == NS
+    assert namespace == NS and body["metadata"]["namespace"] == NS
     assert body["apiVersion"] == "serving.kserve.io/v1beta1" and body["kind"] == "InferenceService"
-    model = body["spec"]["predictor"]["model"]
-    assert model["modelFormat"] == {"name": "sklearn"} and model["storageUri"] == NEW
-    assert model["protocolVersion"] == "v2"
-    assert "canaryTrafficPercent" not in body["spec"]["predictor"]
-    container = body["spec"]["transformer"]["containers"][0]
+    assert body["metadata"]["labels"] == {"app.kubernetes.io/part-of": "clinops", "clinops.io/workload": "heart-disease"}
+    predictor, transformer = body["spec"]["predictor"], body["spec"]["transformer"]
+    model = predictor["model"]
+    assert model["modelFormat"] == {"name": "sklearn", "version": "1"} and model["storageUri"] == uri
+    assert (model["protocolVersion"], model["runtime"]) == ("v2", "clinops-sklearn")
+    assert "canaryTrafficPercent" not in predictor and "canaryTrafficPercent" not in transformer
+    for part, component in ((predictor, "predictor"), (transformer, "transformer")):
+        assert part["serviceAccountName"] == "clinops-serving"  # KServe's S3 settings and credentials
+        assert part["labels"] == {"clinops.io/workload": "heart-disease", "clinops.io/component": component}
+    container = transformer["containers"][0]
     assert container["image"] == "reg.example/clinops/transformer:2.0.0"
-    assert {"name": "STORAGE_URI", "value": NEW} in container["env"]
-    assert container["args"][:2] == ["--workload", "heart-disease"]
+    assert {"name": "STORAGE_URI", "value": uri} in container["env"]
+    assert "--workload=heart-disease" in container["args"]
+    drift, = predictor["containers"]
+    assert drift["image"] == "reg.example/clinops/drift:2.0.0"
+    assert "--bundle_store=s3://models/bundles" in drift["args"]
+    assert predictor["logger"] == {"mode": "all", "url": "http://localhost:8083/"}
     with pytest.raises(ValueError, match="unknown workload 'x'"):
-        isvc.build(NAME, NS, "x", NEW, "img")
+        bootstrap.build(NAME, NS, "x", uri)
+    with pytest.raises(ValueError, match="not a heart-disease bundle in a store"):
+        bootstrap.build(NAME, NS, "heart-disease", "s3://models/pneumonia/4")
+
+
+def test_a_first_deploy_names_the_images_by_the_settings(monkeypatch):
+    from components.common.settings import reload_settings
+
+    monkeypatch.setenv("CLINOPS_IMAGE_REGISTRY", "registry.example:5000/ml")
+    monkeypatch.setenv("CLINOPS_IMAGE_TAG", "3.1.4")
+    reload_settings()
+    try:
+        kserve = FakeKServe()
+        request = DeployRequest("pneumonia", mode="cluster", namespace=NS)
+        outcome = run_deploy(request, {"model_name": "pneumonia", "model_version": "2", "promoted": True,
+                                       "bundle_uri": "s3://models/bundles/pneumonia/2"},
+                             record=lambda *args: None, client=kserve, prometheus=object())
+    finally:  # no cached settings keep this registry for the tests after
+        monkeypatch.delenv("CLINOPS_IMAGE_REGISTRY")
+        monkeypatch.delenv("CLINOPS_IMAGE_TAG")
+        reload_settings()
+    assert outcome["action"] == "created" and outcome["target"] == f"{NS}/pneumonia"
+    _, body, _ = next(c for c in kserve.calls if c[0] == "create")
+    images = {c["name"]: c["image"] for part in body["spec"].values() for c in part.get("containers", [])}
+    assert images == {"kserve-container": "registry.example:5000/ml/transformer:3.1.4",
+                      "drift": "registry.example:5000/ml/drift:3.1.4"}
 
 
 def test_settings_and_patches_refuse_what_kserve_would_not_do():
