@@ -10,6 +10,7 @@ import time
 import urllib.request
 import uuid
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from bundle import Bundle, observations
@@ -46,6 +47,8 @@ class DriftService:
         self.metrics.window_size.labels(self.workload).set(self.window.size)
         log_dir = settings.log_path
         self.verdicts = VerdictLog(log_dir, fsync=settings.fsync)
+        # one sender, in order; each alert tries 3 times with 5 s timeouts, which the detector must not wait for
+        self._alerts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drift-alert")
         self.store = ObservationStore(log_dir, settings.max_log_bytes, settings.max_log_age_s, fsync=settings.fsync)
         self.windower = Windower(self.window, detector.needs, settings.pair_timeout_s, settings.min_rows,
                                  settings.max_pending)
@@ -163,8 +166,8 @@ class DriftService:
                 self.metrics.record_verdict(verdict)
                 self.windows_tested += 1
                 self._gauges()
-            if verdict["is_drift"] and self.settings.alert_url:
-                self._alert(verdict)
+            if verdict["is_drift"] and self.settings.alert_url:  # on its own thread: detection never waits
+                self._alerts.submit(self._alert, verdict)
             done += 1
 
     def _verdict(self, window: ClosedWindow, error: str | None = None) -> dict:
@@ -230,5 +233,6 @@ class DriftService:
                 "windows_tested": self.verdicts.count, "verdicts": latest}
 
     def close(self) -> None:
+        self._alerts.shutdown(wait=True, cancel_futures=False)  # alerts already decided are still sent
         self.store.close()
         self.verdicts.close()

@@ -279,3 +279,60 @@ def test_a_drifted_window_sets_the_gauges(tmp_path, heart_bundle):
     assert registry.get_sample_value("clinops_drift_windows_total", {"workload": W, "drift": "true"}) == 1
     assert registry.get_sample_value("clinops_drift_p_value", {"workload": W, "feature": "x0"}) == 0.5
     service.close()
+
+
+class AlertReceiver:
+    """A retraining trigger on localhost: records each CloudEvent; answers after ``delay_s``."""
+
+    def __init__(self, delay_s: float = 0.0):
+        import http.server
+        import threading
+
+        received, self.delay_s = [], delay_s
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                import time
+
+                body = self.rfile.read(int(self.headers["content-length"]))
+                time.sleep(owner.delay_s)
+                received.append((dict(self.headers), body))
+                self.send_response(202)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.received = received
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_drifted_window_is_announced_as_a_cloudevent_without_holding_up_detection(tmp_path, heart_bundle):
+    import time
+
+    from inference.drift.service import ALERT_TYPE
+
+    receiver = AlertReceiver(delay_s=1.5)  # a slow trigger
+    service = make(tmp_path, heart_bundle, FakeDetector(drift_above=100.0), window_size=2, alert_url=receiver.url)
+    send(service, 4, rows_of=lambda i: 1)  # two windows, both drifted
+    started = time.perf_counter()
+    assert service.test_queued() == 2
+    assert time.perf_counter() - started < 1.0  # the detector went on while the first alert was in flight
+    service.close()  # waits for the alerts already decided
+    receiver.close()
+    assert len(receiver.received) == 2
+    headers, body = receiver.received[0]
+    envelope = json.loads(body)
+    assert headers["Content-Type"].startswith("application/cloudevents+json")
+    assert (envelope["type"], envelope["source"]) == (ALERT_TYPE, f"/clinops/drift/{W}")
+    assert envelope["data"]["is_drift"] is True and envelope["data"]["workload"] == W
+    assert envelope["data"]["window"]["rows"] == 2 and envelope["data"]["features"][0]["name"] == "x0"
+    assert str(MARKER) not in body.decode()  # p-values and counts, never a payload
+    assert counter(service, "clinops_drift_alerts_sent", outcome="delivered") == 2
