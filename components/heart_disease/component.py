@@ -108,6 +108,7 @@ def evaluate(model: Input[Model], train: Input[Dataset], test: Input[Dataset], t
 
     from components.common import metrics as metric_lib
     from components.common import plots as plot_lib
+    from components.common.clinical import assessment as assessment_lib
     from components.common.clinical import calibration as calibration_lib
     from components.common.clinical import card as card_lib
     from components.heart_disease import evaluation as ev
@@ -139,6 +140,7 @@ def evaluate(model: Input[Model], train: Input[Dataset], test: Input[Dataset], t
         f.write(card)
     calibration_lib.to_contract(assessed.recalibration, target_sensitivity, threshold,
                                 "out-of-fold scores of the training split").write(Path(evaluation.path))
+    assessment_lib.write_settings(Path(evaluation.path), bootstrap_resamples, seed)  # for the gate's comparison
     pd.DataFrame({"y_true": y, "p_disease": assessed.p_model, "p_served": p}).to_csv(
         os.path.join(evaluation.path, "predictions.csv"), index=False)
     print("evaluate: " + ", ".join(f"{k}={v:.4f}" for k, v in headline.items()))
@@ -209,17 +211,19 @@ def gate(model_name: str, version: str, test: Input[Dataset], evaluation: Input[
 
     from components.common import gate as gate_lib
     from components.common import registry
-    from components.common.clinical import paired
+    from components.common.clinical import assessment, paired
     from components.heart_disease.evaluation import TEST_METRIC_PREFIX, predict
 
     registry.configure("heart-disease")
     frame = pd.read_csv(test.path)
     candidate = pd.read_csv(os.path.join(evaluation.path, "predictions.csv"))
+    bootstrap = assessment.read_settings(evaluation.path)  # as many resamples as evaluate's intervals
 
     def compare_with_champion(uri: str) -> paired.PairedComparison:
         with tempfile.TemporaryDirectory() as download:  # MLflow's own default folder is never removed
             champion = predict(mlflow.sklearn.load_model(uri, dst_path=download), frame)
-        return paired.compare_roc_auc(candidate["y_true"], candidate["p_disease"], champion)
+        return paired.compare_roc_auc(candidate["y_true"], candidate["p_disease"], champion,
+                                      n_resamples=bootstrap["bootstrap_resamples"], seed=bootstrap["seed"])
 
     decision = gate_lib.run_gate(model_name, version, json.loads(metrics_json), gate_lib.parse_floors(floors),
                                  compare_with_champion, logged_metric=f"{TEST_METRIC_PREFIX}roc_auc")

@@ -133,6 +133,7 @@ def evaluate(model: Input[Model], splits: Input[Dataset], metrics: Output[Metric
     from bundle.calibration import Calibration
     from components.common import metrics as metrics_lib
     from components.common import plots as plots_lib
+    from components.common.clinical import assessment
     from components.common.clinical.thresholds import decision_curve
     from components.pneumonia import evaluation as evaluation_lib
     from components.pneumonia import split as split_lib
@@ -160,6 +161,7 @@ def evaluate(model: Input[Model], splits: Input[Dataset], metrics: Output[Metric
     plots_lib.save_pngs(pngs, Path(evaluation.path) / "plots")
     (Path(evaluation.path) / "gradcam.html").write_text(Path(gradcam.path).read_text())
     (Path(evaluation.path) / "evaluation.json").write_text(json.dumps(result))
+    assessment.write_settings(Path(evaluation.path), bootstrap_resamples, seed)  # for the gate's comparison
     (Path(evaluation.path) / "plots" / "model_card.md").write_text(card)  # logged to MLflow
     print(f"evaluate: threshold {threshold:.3f} (target sensitivity on val) · " +
           " · ".join(f"{k} {values[k]:.4f}" for k in ("roc_auc", "accuracy", "sensitivity", "specificity")))
@@ -204,10 +206,13 @@ def gate(version: str, splits: Input[Dataset], evaluation: Input[Artifact], floo
     from collections import namedtuple
     from pathlib import Path
 
+    from components.common.clinical import assessment
     from components.pneumonia import register as register_lib
 
     result = json.loads((Path(evaluation.path) / "evaluation.json").read_text())
-    decision = register_lib.gate_model(version, Path(splits.path), result["metrics"], floors, result["p_test_model"])
+    bootstrap = assessment.read_settings(Path(evaluation.path))  # as many resamples as evaluate's intervals
+    decision = register_lib.gate_model(version, Path(splits.path), result["metrics"], floors, result["p_test_model"],
+                                       n_resamples=bootstrap["bootstrap_resamples"], seed=bootstrap["seed"])
     return namedtuple("Gate", ["promoted", "reasons"])(decision.promote, "; ".join(decision.reasons))
 
 

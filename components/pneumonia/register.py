@@ -11,6 +11,7 @@ import torch
 
 from components.common import gate, registry
 from components.common import metrics as metrics_lib
+from components.common.clinical.bootstrap import DEFAULT_RESAMPLES
 from components.pneumonia import preprocess, split
 from components.pneumonia.labels import MODEL_NAME, WORKLOAD
 
@@ -71,9 +72,11 @@ def register_model(net: torch.nn.Module, splits_dir: Path, test_metrics: dict[st
 
 
 def gate_model(version: str, splits_dir: Path, test_metrics: dict[str, float], floors: str | dict,
-               candidate_p: list[float] | None = None) -> gate.GateDecision:
+               candidate_p: list[float] | None = None, n_resamples: int = DEFAULT_RESAMPLES,
+               seed: int = 0) -> gate.GateDecision:
     """The shared gate; the current champion is re-scored on this run's test split, and with the candidate's own
-    test probabilities (``candidate_p``) compared with it image by image (paired bootstrap)."""
+    test probabilities (``candidate_p``) compared with it image by image (paired bootstrap of ``n_resamples``
+    resamples drawn with ``seed``: the evaluate step's settings)."""
     import mlflow.pytorch
 
     from components.common.clinical import paired
@@ -87,7 +90,8 @@ def gate_model(version: str, splits_dir: Path, test_metrics: dict[str, float], f
             champion = mlflow.pytorch.load_model(model_uri, dst_path=download, map_location="cpu")
         if candidate_p is None:
             return score_logits_model(champion, test.x, test.y, contract)
-        return paired.compare_roc_auc(test.y, candidate_p, logits_model_probabilities(champion, test.x, contract))
+        return paired.compare_roc_auc(test.y, candidate_p, logits_model_probabilities(champion, test.x, contract),
+                                      n_resamples=n_resamples, seed=seed)
 
     return gate.run_gate(MODEL_NAME, version, test_metrics, gate.parse_floors(floors), score_champion,
                          primary="roc_auc")

@@ -7,7 +7,9 @@ the flat form MLflow, KFP ``Metrics`` and the gate's floors read.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -15,6 +17,7 @@ from components.common.clinical import bootstrap, calibration, subgroups, thresh
 from components.common.metrics import binary_metrics
 
 DEFAULT_TARGET_SENSITIVITY = 0.90
+SETTINGS_FILE = "assessment.json"  # in the evaluation artifact: the bootstrap settings the gate reuses
 
 
 @dataclass
@@ -78,3 +81,17 @@ def assess(y, p_model, y_heldout, p_heldout, target_sensitivity: float = DEFAULT
         calibration_model=calibration.summary(y, p_model), calibration_served=calibration.summary(y, p),
         operating_points=points, decision_curve=thresholds.decision_curve(y, p), subgroups=by_attribute,
         no_subgroups=dict(no_subgroups or {}), n_resamples=n_resamples)
+
+
+def write_settings(folder: Path, n_resamples: int, seed: int) -> Path:
+    """Record the evaluate step's bootstrap settings in its evaluation artifact (``folder``), so that the gate's
+    paired comparison with the champion draws as many resamples, with the same seed, as the intervals did."""
+    path = Path(folder) / SETTINGS_FILE
+    path.write_text(json.dumps({"bootstrap_resamples": int(n_resamples), "seed": int(seed)}))
+    return path
+
+
+def read_settings(folder: Path) -> dict[str, int]:
+    """``{"bootstrap_resamples": ..., "seed": ...}`` as :func:`write_settings` recorded them in ``folder``."""
+    settings = json.loads((Path(folder) / SETTINGS_FILE).read_text())
+    return {"bootstrap_resamples": int(settings["bootstrap_resamples"]), "seed": int(settings["seed"])}

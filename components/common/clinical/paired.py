@@ -25,6 +25,7 @@ class PairedComparison:
     champion: float
     difference: bootstrap.Interval  # challenger - champion
     margin: float
+    n_resamples: int = bootstrap.DEFAULT_RESAMPLES
 
     @property
     def challenger_wins(self) -> bool:
@@ -33,7 +34,8 @@ class PairedComparison:
     def reason(self, champion_version: str) -> str:
         d = self.difference
         where = (f"{self.metric} {self.challenger:.4f} vs champion v{champion_version} {self.champion:.4f} on the same "
-                 f"patients: difference {d.value:+.4f} (95% CI {d.lower:+.4f} to {d.upper:+.4f}, margin {self.margin})")
+                 f"patients: difference {d.value:+.4f} (95% CI {d.lower:+.4f} to {d.upper:+.4f}, paired bootstrap of "
+                 f"{self.n_resamples} resamples, margin {self.margin})")
         if self.challenger_wins:
             return f"{where}: better, and not worse beyond noise"
         if d.value == 0 and d.lower == 0 and d.upper == 0:
@@ -45,6 +47,8 @@ class PairedComparison:
 
 def compare_roc_auc(y, p_challenger, p_champion, n_resamples: int = bootstrap.DEFAULT_RESAMPLES, seed: int = 0,
                     margin: float = DEFAULT_MARGIN) -> PairedComparison:
+    """The gates pass the evaluate step's ``n_resamples`` and ``seed`` (its ``bootstrap_resamples`` setting,
+    :func:`components.common.clinical.assessment.read_settings`), so the comparison is as fine as the intervals."""
     y = np.asarray(y).astype(int)
     p_new = np.asarray(p_challenger, dtype=float)
     p_old = np.asarray(p_champion, dtype=float)
@@ -57,4 +61,4 @@ def compare_roc_auc(y, p_challenger, p_champion, n_resamples: int = bootstrap.DE
     old_value = float(auc(p_old[y == 1][None], p_old[y == 0][None], 0.5)[0])
     resampled = auc(p_new[pos_idx], p_new[neg_idx], 0.5) - auc(p_old[pos_idx], p_old[neg_idx], 0.5)
     return PairedComparison("roc_auc", new_value, old_value,
-                            bootstrap.percentile_interval(new_value - old_value, resampled), margin)
+                            bootstrap.percentile_interval(new_value - old_value, resampled), margin, n_resamples)

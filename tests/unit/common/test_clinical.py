@@ -167,3 +167,22 @@ def test_the_paired_comparison_never_promotes_an_identical_challenger():
     assert not worse.challenger_wins and worse.difference.value < 0
     with pytest.raises(ValueError, match="same 180 patients"):
         paired.compare_roc_auc(y, s[:10], s)
+
+
+def test_the_paired_comparison_draws_the_resamples_it_is_given_and_says_so():
+    rng = np.random.default_rng(9)
+    y, s = binormal(rng, 60, 60)
+    challenger = s + rng.normal(0, 0.7, len(s))
+    few, many = (paired.compare_roc_auc(y, challenger, s, n_resamples=n, seed=2) for n in (50, 2000))
+    assert (few.n_resamples, many.n_resamples) == (50, 2000)
+    assert "paired bootstrap of 2000 resamples" in many.reason("3") and "of 50 resamples" in few.reason("3")
+    assert few.difference.value == many.difference.value and few.difference != many.difference
+    assert many == paired.compare_roc_auc(y, challenger, s, n_resamples=2000, seed=2)
+    assert many != paired.compare_roc_auc(y, challenger, s, n_resamples=2000, seed=3)
+
+
+def test_the_evaluate_steps_bootstrap_settings_round_trip(tmp_path):
+    from components.common.clinical import assessment
+
+    assessment.write_settings(tmp_path, 2000, 7)
+    assert assessment.read_settings(tmp_path) == {"bootstrap_resamples": 2000, "seed": 7}

@@ -129,3 +129,27 @@ def test_the_evaluate_step_writes_a_markdown_model_card_for_the_kfp_ui(component
     assert result["card_markdown"] in card  # the clinical sections, whole
     assert (evaluation_dir / "plots" / "model_card.md").read_text() == card  # MLflow's copy
     assert "150 resamples" in card  # the step's setting, not the default
+
+
+def test_the_gate_compares_with_the_champion_on_the_evaluate_steps_resamples(evaluated, component_outputs,
+                                                                              clinops_home, monkeypatch):
+    import mlflow
+    import mlflow.pytorch  # the module itself, not its lazy stand-in, so that monkeypatch reaches the gate
+
+    from components.common import registry
+    from components.pneumonia import component
+    from components.pneumonia.labels import MODEL_NAME, WORKLOAD
+
+    net, splits_dir, _ = evaluated
+    registry.configure(WORKLOAD)
+    client = mlflow.MlflowClient()
+    client.create_registered_model(MODEL_NAME)
+    v1, v2 = (str(client.create_model_version(MODEL_NAME, source=str(clinops_home), run_id=None).version)
+              for _ in range(2))
+    client.set_registered_model_alias(MODEL_NAME, registry.CHAMPION, v1)
+    monkeypatch.setattr(mlflow.pytorch, "load_model", lambda uri, dst_path=None, map_location=None: net)  # v1: this model
+    out = component.gate.python_func(version=v2, splits=Art(splits_dir), evaluation=component_outputs["evaluation"],
+                                     floors="")
+    assert out.promoted is False and "champion kept" in out.reasons  # the same model cannot be better
+    assert "paired bootstrap of 150 resamples" in out.reasons  # evaluate's setting, not the default 1000
+    assert registry.alias_version(MODEL_NAME, registry.CHAMPION) == v1
