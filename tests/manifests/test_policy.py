@@ -31,6 +31,18 @@ def test_the_rayjob_template_complies(rendered):
     assert policy.hardening(objects) == [] and policy.images(objects) == []
 
 
+def test_the_rayjob_template_runs_the_gpu_training_image(rendered, overlays):
+    from components.common.image import TRAIN_GPU_IMAGE
+
+    job = find(rendered["manifests/rayjob"], "RayJob", "pneumonia-train")
+    images = {where: c["image"] for where, c, _pod in policy.containers(job)}
+    assert images == {"rayClusterSpec.head.containers[ray-head]": TRAIN_GPU_IMAGE,
+                      "rayClusterSpec.gpu-workers.containers[ray-worker]": TRAIN_GPU_IMAGE}
+    assert TRAIN_GPU_IMAGE == "docker.io/clinops/clinops-train-gpu:0.1.0"  # what make images builds and tags
+    # no overlay renders it (the train step creates RayJobs from the file), so no kustomize images: pins it
+    assert [o for objects in overlays.values() for o in objects if o["kind"] == "RayJob"] == []
+
+
 def test_the_rayjob_pods_are_let_through_by_the_overlays_policies(rendered, overlays):
     job = find(rendered["manifests/rayjob"], "RayJob", "pneumonia-train")
     for overlay in OVERLAYS:
