@@ -17,13 +17,26 @@ from inference.drift.verdicts import MAX_LATEST
 
 
 def build_app(service: DriftService) -> Starlette:
+    async def read_capped(request: Request) -> bytes | None:
+        """The body, or None once it passes the limit: a chunked body declares no length, so it is counted
+        as it arrives instead of being read whole first."""
+        limit, parts, size = service.settings.max_body_bytes, [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return None
+            parts.append(chunk)
+        return b"".join(parts)
+
     async def receive(request: Request) -> Response:
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > service.settings.max_body_bytes:
-            answer = service._reject(413, "body_too_large", f"the event body is {declared} bytes; the limit is "
-                                                            f"{service.settings.max_body_bytes}")
+        limit = service.settings.max_body_bytes
+        body = None if declared and declared.isdigit() and int(declared) > limit else await read_capped(request)
+        if body is None:
+            size = f"{declared} bytes" if declared else "longer than that (sent in chunks)"
+            answer = service._reject(413, "body_too_large", f"the limit is {limit} bytes; the event body is {size}")
         else:
-            answer = service.accept(dict(request.headers), await request.body())
+            answer = service.accept(dict(request.headers), body)
         headers = {"Retry-After": str(answer.retry_after)} if answer.retry_after else None
         return JSONResponse(answer.body, status_code=answer.status, headers=headers)
 

@@ -49,6 +49,7 @@ class DriftMetrics:
         self.alerts = Counter("clinops_drift_alerts_sent", "Drift CloudEvents delivered to the alert URL, by outcome.",
                               ["workload", "outcome"], registry=r)
         self.labels = labels
+        self._p_names: set[str] = set()  # features whose p-value gauge the last verdict set
 
     def record_verdict(self, verdict: dict) -> None:
         w = self.labels["workload"]
@@ -66,5 +67,9 @@ class DriftMetrics:
             share = sum(t["p_val"] < threshold for t in verdict["features"]) / len(verdict["features"])
             self.drifted_share.labels(w).set(share)
         if len(verdict["features"]) <= FEATURE_GAUGE_LIMIT:
+            names = {t["name"] for t in tests}
+            for stale in self._p_names - names:  # an embedding reports its lowest dimensions: others change
+                self.p_value.remove(w, stale)
             for t in tests:
                 self.p_value.labels(w, t["name"]).set(t["p_val"])
+            self._p_names = names

@@ -336,3 +336,39 @@ def test_a_drifted_window_is_announced_as_a_cloudevent_without_holding_up_detect
     assert envelope["data"]["window"]["rows"] == 2 and envelope["data"]["features"][0]["name"] == "x0"
     assert str(MARKER) not in body.decode()  # p-values and counts, never a payload
     assert counter(service, "clinops_drift_alerts_sent", outcome="delivered") == 2
+
+
+def test_p_value_gauges_hold_only_the_dimensions_the_last_verdict_reported():
+    """An embedding detector reports its lowest dimensions, a different set each window: the gauges of
+    the others must go, or /metrics shows stale p-values and its label set grows towards every dimension."""
+    from inference.drift.metrics import DriftMetrics
+
+    metrics = DriftMetrics(workload="pneumonia")
+
+    def verdict(dims):
+        return {"is_drift": False, "detector_seconds": 0.01, "score": None, "threshold": {"features": 0.01},
+                "dims": 1280, "drifted_dims": 0, "features": [{"name": d, "p_val": 0.3} for d in dims]}
+
+    metrics.record_verdict(verdict(["dim_3", "dim_7"]))
+    metrics.record_verdict(verdict(["dim_7", "dim_9"]))
+    shown = {s.labels["feature"] for m in metrics.registry.collect() if m.name == "clinops_drift_p_value"
+             for s in m.samples}
+    assert shown == {"dim_7", "dim_9"}
+
+
+def test_a_chunked_body_over_the_limit_is_a_413_before_it_is_read_whole(tmp_path, heart_bundle):
+    from starlette.testclient import TestClient
+
+    from inference.drift.app import build_app
+
+    service = make(tmp_path, heart_bundle, max_body_bytes=4096)
+    def chunks():  # no Content-Length: the body arrives in pieces, 1 MiB in all
+        for _ in range(256):
+            yield b"x" * 4096
+
+    headers, small = event("ok", [[1.0, 2.0]])
+    with TestClient(build_app(service)) as client:
+        answer = client.post("/", content=chunks(), headers=headers)
+        assert answer.status_code == 413 and "the limit is 4096 bytes" in answer.json()["error"]
+        assert client.post("/", content=small, headers=headers).status_code == 200  # and it goes on serving
+    assert rejected(service, "body_too_large") == 1 and [r.id for r in log_lines(service)] == ["ok"]
