@@ -95,6 +95,8 @@ def test_pneumonia_champion_serves_what_was_registered(clinops_home):
         logits = net(torch.from_numpy(preprocess.normalise(images, contract)))
         logits = logits[0] if isinstance(logits, tuple) else logits
         expected = torch.softmax(logits.float(), 1)[:, 1].numpy()
+    if served.calibration is not None:  # the served probability is the recalibrated one
+        expected = np.array([served.calibration.apply_one(float(v)) for v in expected])
 
     def png(pixels: np.ndarray) -> str:  # at the bundle's size: the transformer's resize leaves it as is
         buffer = io.BytesIO()
@@ -102,8 +104,8 @@ def test_pneumonia_champion_serves_what_was_registered(clinops_home):
         return base64.b64encode(buffer.getvalue()).decode()
 
     probability = []
-    with LocalStack({"pneumonia": record["bundle_uri"]}, ports="ephemeral",
-                    log_dir=clinops_home / "e2e-logs") as stack:
+    with LocalStack({"pneumonia": record["bundle_uri"]}, ports="ephemeral", log_dir=clinops_home / "e2e-logs",
+                    extra_args={"pneumonia/predictor": ["--device", "cpu"]}) as stack:  # CPU fp32, as compared
         for start in range(0, len(images), 32):
             chunk = [png(x) for x in images[start:start + 32]]
             out = _infer(stack.endpoints["pneumonia"].infer_url,
