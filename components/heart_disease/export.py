@@ -36,6 +36,14 @@ def out_of_fold_scores(estimator, train: pd.DataFrame, folds: int = OOF_FOLDS, s
     return cross_val_predict(clone(estimator), train[FEATURES], y, cv=cv, method="predict_proba")[:, 1]
 
 
+def drift_settings() -> TabularDriftSettings:
+    """What the sidecar tests a window with: KS on numeric features, chi-square on categorical ones (NaN,
+    missing, kept as information), FDR over the 13, and Cramér-von Mises on P(disease)."""
+    return TabularDriftSettings(
+        tuple(FEATURES), tuple(CATEGORICAL), p_val=FEATURES_P_VAL, correction="fdr", window=Window(size=DRIFT_WINDOW),
+        score=ScoreDrift(SCORE_OUTPUT, column=1, p_val=SCORE_P_VAL))
+
+
 def build_bundle(folder: Path, model_path: Path, train: pd.DataFrame, model_name: str, version: str,
                  threshold: float, metrics: dict | None = None, run_id: str | None = None, promoted: bool = False,
                  seed: int = 0, calibration: Calibration | None = None) -> Manifest:
@@ -55,8 +63,5 @@ def build_bundle(folder: Path, model_path: Path, train: pd.DataFrame, model_name
     scores = out_of_fold_scores(joblib.load(model_path), sample, seed=seed)
     np.savez_compressed(writer.drift_reference_path, x=sample[FEATURES].to_numpy(dtype=float),
                         score=scores.reshape(-1, 1))
-    # KS on numeric features, chi-square on categorical ones; NaN (missing) is kept as information
-    writer.write_drift(TabularDriftSettings(
-        tuple(FEATURES), tuple(CATEGORICAL), p_val=FEATURES_P_VAL, correction="fdr", window=Window(size=DRIFT_WINDOW),
-        score=ScoreDrift(SCORE_OUTPUT, column=1, p_val=SCORE_P_VAL)))
+    writer.write_drift(drift_settings())
     return writer.finish(metrics=metrics, mlflow_run_id=run_id, promoted=promoted)

@@ -102,8 +102,12 @@ class TabularDetector:
         return rows[:, [s.column]]
 
     def verdict(self, window: ClosedWindow) -> dict:
+        return self.judge(window.present("inputs"), window.present("outputs"))
+
+    def judge(self, x: np.ndarray, scores: np.ndarray) -> dict:
+        """The verdict on a window's feature rows ``x`` and scores ``[n, 1]`` (either may be empty): what the
+        sidecar says of a closed window, and what ``make eval-drift`` asks of windows it draws itself."""
         start = time.perf_counter()
-        x = window.present("inputs")
         tests, thresholds, flags = [], {}, []
         if len(x) >= MIN_TEST_ROWS:
             result = self.features.predict(encode_missing(x, self.categorical), drift_type="batch",
@@ -114,7 +118,6 @@ class TabularDetector:
             thresholds["features"] = strictest(result["threshold"])
             flags.append(bool(result["is_drift"]))
         score = None
-        scores = window.present("outputs")
         scores = scores[np.isfinite(scores[:, 0])] if len(scores) else scores
         if self.score is not None and len(scores) >= MIN_TEST_ROWS:
             result = self.score.predict(scores, return_p_val=True, return_distance=True)["data"]
@@ -152,8 +155,11 @@ class EmbeddingDetector:
         return rows
 
     def verdict(self, window: ClosedWindow) -> dict:
+        return self.judge(window.present("outputs"))
+
+    def judge(self, y: np.ndarray) -> dict:
+        """The verdict on a window's embeddings ``[n, dim]``."""
         start = time.perf_counter()
-        y = window.present("outputs")
         if len(y) < MIN_TEST_ROWS:
             return {"is_drift": False, "tested": False, "features": [], "score": None, "threshold": {},
                     "rows_tested": {"outputs": len(y)}, "detector_seconds": 0.0}

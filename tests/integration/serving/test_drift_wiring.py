@@ -133,3 +133,57 @@ def test_a_sidecar_killed_mid_stream_loses_nothing_the_transformer_sent(stack, h
     assert seen == start_rows + 120  # every row sent, once, across the restart
     transformer = _get(f"{endpoint.rest_url}/metrics")
     assert _metric(transformer, "clinops_request_log_dropped_total", model="heart-disease") == 0
+
+
+def test_make_eval_drift_judges_a_window_as_the_live_sidecar_does(stack, bundles, heart_schema, tmp_path):
+    """``make eval-drift`` judges windows it draws itself, in the drift environment, with the sidecar's
+    detector (tests/bench/drift_judge.py); the live sidecar must give the same verdicts for the same rows,
+    or the measured rates would describe something that does not run."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    import joblib
+
+    from bundle import open_bundle
+
+    endpoint = stack.endpoints["heart-disease"]
+    names = list(heart_schema.feature_order)
+    before = close_open_window(endpoint, names, heart_schema)
+    clean = sample_bundles.heart_rows(heart_schema, 2 * HEART_WINDOW, seed=41)
+    shifted = sample_bundles.heart_rows(heart_schema, HEART_WINDOW, seed=42)
+    shifted[:, names.index("age")] = np.clip(shifted[:, names.index("age")] + 12, 1, 110)
+    windows = [clean[:HEART_WINDOW], clean[HEART_WINDOW:], shifted]
+    for rows in windows:
+        _post(endpoint.infer_url, heart_body(rows, names))
+    status = wait_windows(endpoint.drift_url, before + len(windows))
+    live = status["verdicts"][-len(windows):]
+    assert status["windows_tested"] == before + len(windows)
+    assert [v["window"]["rows"] for v in live] == [HEART_WINDOW] * len(windows)
+
+    bundle = open_bundle(bundles["heart-disease"], "heart-disease")
+    with np.load(bundle.drift_reference_path) as reference:
+        x_ref, score_ref = reference["x"], reference["score"][:, 0]
+    model = joblib.load(bundle.model_path)
+    x = np.concatenate([x_ref, *windows])
+    problem = {"kind": np.array("tabular"), "settings": np.array(json.dumps(bundle.drift.to_dict())), "x": x,
+               "ref_rows": np.arange(len(x_ref))[None], "ref_scores": score_ref[None],
+               "scores": model.predict_proba(x)[:, 1][None],
+               "win_split": np.zeros(len(windows), int), "win_len": np.full(len(windows), HEART_WINDOW),
+               "win_scenario": np.array(["none", "none", "age"]),
+               "win_rows": len(x_ref) + np.arange(len(windows) * HEART_WINDOW)}
+    np.savez(tmp_path / "problem.npz", **problem)
+    root = Path(__file__).resolve().parents[3]
+    subprocess.run([os.environ.get("CLINOPS_DRIFT_PYTHON", str(root / ".venv-drift/bin/python")),
+                    str(root / "tests/bench/drift_judge.py"), str(tmp_path / "problem.npz"),
+                    str(tmp_path / "result.npz")], check=True, timeout=120, env={**os.environ, "PYTHONPATH": str(root)})
+    with np.load(tmp_path / "result.npz") as result:
+        offline, lowest = result["ours"].tolist(), result["lowest_p"]
+
+    def live_lowest(verdict):
+        p = [t["p_val"] for t in verdict["features"]] + ([verdict["score"]["p_val"]] if verdict.get("score") else [])
+        return min(p)
+
+    assert offline == [v["is_drift"] for v in live]
+    assert offline[-1] is True  # the check means something: one of the windows is flagged, by both
+    np.testing.assert_allclose(lowest, [live_lowest(v) for v in live], rtol=1e-3)
