@@ -1,8 +1,9 @@
 """A canary rollout of a new champion to its InferenceService, through the KServe client: create the service
-if the namespace has none (all traffic to the first revision), else patch it to the new bundle with a
-canary share, wait for Ready, sample the canary's metrics in Prometheus for the observation period, and
-promote (all traffic) or roll back (all traffic to the previous revision) on :func:`decision.decide`'s
-verdict. The client and Prometheus are parameters: tests pass fakes of both."""
+if the namespace has none (all traffic to the first revision); point a RawDeployment one (no revisions to
+split traffic between) at the new bundle and wait for Ready; else patch it to the new bundle with a canary
+share, wait for Ready, sample the canary's metrics in Prometheus for the observation period, and promote
+(all traffic) or roll back (all traffic to the previous revision) on :func:`decision.decide`'s verdict.
+The client and Prometheus are parameters: tests pass fakes of both."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from components.deploy.prometheus import CanaryQueries, PrometheusError
 
 CREATED = "created"
 UNCHANGED = "unchanged"
+REPLACED = "replaced"  # RawDeployment: the new bundle took all traffic at once (no revisions, no canary)
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class RolloutSettings:
 
 @dataclass
 class Rollout:
-    action: str  # created | unchanged | promote | rollback
+    action: str  # created | unchanged | replaced | promote | rollback
     reasons: list[str]
     storage_uri: str
     previous_uri: str | None = None
@@ -73,6 +75,22 @@ def _generation(obj) -> int | None:
     return obj.get("metadata", {}).get("generation") if isinstance(obj, dict) else None
 
 
+def _replace(client, current: dict, storage_uri: str, previous: str | None, settings: RolloutSettings) -> Rollout:
+    """A service of plain Deployments: point it at the new bundle (Kubernetes replaces the pods, the old ones
+    serving until the new are ready) and, if it does not become Ready, point it back."""
+    name, namespace, mode = settings.name, settings.namespace, isvc.deployment_mode(current)
+    patched = client.patch(name, isvc.rollout_patch(current, storage_uri, None), namespace=namespace)
+    try:
+        client.wait_isvc_ready(name, namespace=namespace, timeout_seconds=settings.ready_timeout_s,
+                               expected_generation=_generation(patched))
+    except RuntimeError as err:
+        client.patch(name, isvc.rollout_patch(current, previous, None), namespace=namespace)
+        return Rollout(ROLLBACK, [f"{mode}: the new bundle was not Ready within {settings.ready_timeout_s} s ({err}); "
+                                  f"pointed back at {previous}"], storage_uri, previous)
+    return Rollout(REPLACED, [f"{mode} has no revisions to split traffic between, so no canary: the new bundle "
+                              "serves all traffic since it became Ready"], storage_uri, previous)
+
+
 def roll_out(client, prometheus, storage_uri: str, build: Callable[[], object], settings: RolloutSettings,
              sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> Rollout:
     """Deploy ``storage_uri``; ``build`` makes the InferenceService when there is none."""
@@ -87,6 +105,9 @@ def roll_out(client, prometheus, storage_uri: str, build: Callable[[], object], 
     previous = isvc.storage_uri(current)
     if previous == storage_uri:
         return Rollout(UNCHANGED, [f"{namespace}/{name} already serves {storage_uri}"], storage_uri, previous)
+
+    if isvc.is_raw(current):
+        return _replace(client, current, storage_uri, previous, settings)
 
     patch = isvc.rollout_patch(current, storage_uri, settings.canary_percent)
     patched = client.patch(name, patch, namespace=namespace)

@@ -12,6 +12,8 @@ import copy
 STORAGE_URI_ENV = "STORAGE_URI"  # KServe's storage initializer fetches it into /mnt/models of a custom container
 MODEL_DIR = "/mnt/models"
 MODEL_FORMATS = {"heart-disease": "sklearn", "pneumonia": "pytorch"}
+DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+RAW_MODES = {"RawDeployment", "Standard"}
 
 
 def storage_uri(current: dict) -> str | None:
@@ -28,20 +30,33 @@ def _with_storage_uri(containers: list[dict], uri: str) -> list[dict]:
     return containers
 
 
-def rollout_patch(current: dict, uri: str, canary_percent: int) -> dict:
+def deployment_mode(current: dict) -> str | None:
+    """How KServe runs the service: the mode its status reports, else the one its annotation asks for."""
+    return (current.get("status", {}).get("deploymentMode")
+            or (current.get("metadata", {}).get("annotations") or {}).get(DEPLOYMENT_MODE_ANNOTATION))
+
+
+def is_raw(current: dict) -> bool:
+    """Served by plain Deployments (KServe's RawDeployment, called Standard from 0.15 on): a spec change
+    replaces the pods in place, with no revisions to split traffic between, so no canary."""
+    return deployment_mode(current) in RAW_MODES
+
+
+def rollout_patch(current: dict, uri: str, canary_percent: int | None) -> dict:
     """Serve ``uri`` from a new revision of each component that reads the bundle, taking ``canary_percent``
-    of the traffic; the previous revision keeps the rest."""
-    if not 0 < canary_percent <= 100:
+    of the traffic; the previous revision keeps the rest. ``None``: no traffic split (RawDeployment), the
+    components simply serve ``uri``."""
+    if canary_percent is not None and not 0 < canary_percent <= 100:
         raise ValueError(f"canary percent {canary_percent}: between 1 and 100")
     spec = current.get("spec", {})
     if "model" not in spec.get("predictor", {}):
         raise ValueError(f"InferenceService {current.get('metadata', {}).get('name')!r} has no predictor.model "
                          "to point at the new bundle")
-    patch = {"spec": {"predictor": {"model": {"storageUri": uri}, "canaryTrafficPercent": canary_percent}}}
+    split = {} if canary_percent is None else {"canaryTrafficPercent": canary_percent}
+    patch = {"spec": {"predictor": {"model": {"storageUri": uri}, **split}}}
     containers = spec.get("transformer", {}).get("containers")
     if containers and any(e.get("name") == STORAGE_URI_ENV for c in containers for e in c.get("env", [])):
-        patch["spec"]["transformer"] = {"containers": _with_storage_uri(containers, uri),
-                                        "canaryTrafficPercent": canary_percent}
+        patch["spec"]["transformer"] = {"containers": _with_storage_uri(containers, uri), **split}
     return patch
 
 

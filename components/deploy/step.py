@@ -1,8 +1,8 @@
 """The deploy step behind the KFP component (``run_deploy``, like ``gate.run_gate`` behind ``gate``): which
 way to deploy, and the decision recorded in MLflow tags on the version.
 
-Tags on the model version (history, like the gate's): ``deploy`` (created, unchanged, promote, rollback,
-restarted, skipped, failed), ``deploy_reasons``, ``deploy_target`` (``namespace/name`` or ``local``),
+Tags on the model version (history, like the gate's): ``deploy`` (created, unchanged, replaced, promote,
+rollback, restarted, skipped, failed), ``deploy_reasons``, ``deploy_target`` (``namespace/name`` or ``local``),
 ``deploy_at`` (ISO time, UTC), ``deploy_bundle`` and, for a canary, ``deploy_canary_percent``."""
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def tags(outcome: dict) -> dict[str, str]:
              "deploy_target": outcome.get("target", ""), "deploy_bundle": outcome.get("bundle_uri")
              or outcome.get("storage_uri", ""),
              "deploy_at": datetime.now(UTC).isoformat(timespec="seconds")}
-    if outcome["action"] not in ("created", "unchanged", "restarted", SKIPPED, "failed"):
+    if outcome["action"] not in ("created", "unchanged", "replaced", "restarted", SKIPPED, "failed"):
         found["deploy_canary_percent"] = str(outcome.get("canary_percent", ""))
     return found
 

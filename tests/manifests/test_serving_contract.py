@@ -121,3 +121,38 @@ def test_canary_only_where_knative_serves(overlays):
             assert ("canaryTrafficPercent" in isvc["spec"]["predictor"]) == (not raw)
             if not raw:
                 assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 10
+
+
+# KServe's webhook (validateAutoScalingCompExtension): plain Deployments scale with an HPA on cpu or memory
+# (cpu: a utilisation percentage), Knative revisions with its autoscaler on concurrency or rps
+RAW_METRICS, KNATIVE_METRICS = {"cpu", "memory"}, {"concurrency", "rps"}
+
+
+def scaling_problems(isvc: dict) -> list[str]:
+    raw = isvc["metadata"].get("annotations", {}).get("serving.kserve.io/deploymentMode") in ("RawDeployment", "Standard")
+    found = []
+    for component in ("predictor", "transformer"):
+        spec = isvc["spec"].get(component, {})
+        metric, target = spec.get("scaleMetric", "cpu" if raw else "concurrency"), spec.get("scaleTarget")
+        if metric not in (RAW_METRICS if raw else KNATIVE_METRICS):
+            found.append(f"{isvc['metadata']['name']} {component}: scaleMetric {metric} in "
+                         f"{'RawDeployment' if raw else 'Serverless'} mode")
+        elif raw and metric == "cpu" and target is not None and not 1 <= target <= 100:
+            found.append(f"{isvc['metadata']['name']} {component}: cpu scaleTarget {target} is not a percentage")
+    return found
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_autoscaling_uses_the_metrics_of_the_deployment_mode(overlays, overlay):
+    services = [o for o in overlays[overlay] if o["kind"] == "InferenceService"]
+    assert len(services) == 2 and [p for isvc in services for p in scaling_problems(isvc)] == []
+
+
+def test_the_scaling_check_refuses_concurrency_on_a_raw_deployment(overlays):
+    import copy
+
+    isvc = copy.deepcopy(find(overlays["local"], "InferenceService", "heart-disease"))
+    isvc["spec"]["predictor"]["scaleMetric"] = "concurrency"
+    isvc["spec"]["transformer"]["scaleTarget"] = 160
+    assert scaling_problems(isvc) == ["heart-disease predictor: scaleMetric concurrency in RawDeployment mode",
+                                      "heart-disease transformer: cpu scaleTarget 160 is not a percentage"]

@@ -95,6 +95,53 @@ def test_a_rollout_that_leaves_the_transformer_alone_judges_the_predictors_new_r
     assert all('revision="heart-disease-predictor-00002"' in q for q in queries)
 
 
+def raw(mode: str, where: str) -> dict:
+    """The existing service as KServe runs it with plain Deployments: asked for by annotation, or reported in
+    its status (a cluster whose default mode is raw)."""
+    obj = existing()
+    if where == "annotation":
+        obj["metadata"]["annotations"] = {"serving.kserve.io/deploymentMode": mode}
+    else:
+        obj["status"] = {"deploymentMode": mode}
+    return obj
+
+
+@pytest.mark.parametrize("mode, where", [("RawDeployment", "annotation"), ("Standard", "status")])
+def test_a_raw_deployment_takes_the_new_bundle_whole_and_says_so(mode, where):
+    kserve = FakeKServe(raw(mode, where))
+    clock = Clock()
+    rollout = roll_out(kserve, None, NEW, lambda: pytest.fail("must not create"), SETTINGS, sleep=clock.sleep,
+                       clock=clock)  # no Prometheus: nothing to judge without a canary revision
+    assert rollout.action == "replaced" and (rollout.previous_uri, rollout.storage_uri) == (OLD, NEW)
+    assert f"{mode} has no revisions to split traffic between" in rollout.reasons[0]
+    (patch,) = kserve.patches()
+    assert "canaryTrafficPercent" not in str(patch)
+    stored = kserve.objects[(NS, NAME)]["spec"]
+    assert stored["predictor"]["model"]["storageUri"] == NEW
+    assert {"name": "STORAGE_URI", "value": NEW} in stored["transformer"]["containers"][0]["env"]
+    assert [c[0] for c in kserve.calls].count("wait") == 1 and clock.now == 0
+
+
+def test_a_raw_deployment_that_never_gets_ready_is_pointed_back():
+    kserve = FakeKServe(raw("RawDeployment", "annotation"), ready=False)
+    rollout = roll_out(kserve, None, NEW, lambda: None, SETTINGS)
+    assert rollout.action == "rollback" and f"pointed back at {OLD}" in rollout.reasons[0]
+    stored = kserve.objects[(NS, NAME)]["spec"]
+    assert stored["predictor"]["model"]["storageUri"] == OLD and "canaryTrafficPercent" not in stored["predictor"]
+    assert {"name": "STORAGE_URI", "value": OLD} in stored["transformer"]["containers"][0]["env"]
+
+
+def test_run_deploy_tags_a_raw_replacement_without_a_canary_share():
+    recorded = []
+    outcome = run_deploy(DeployRequest("heart-disease", mode="cluster", namespace=NS, canary_percent=20),
+                         {"model_name": "heart-disease", "model_version": "4", "promoted": True, "bundle_uri": NEW},
+                         record=lambda *args: recorded.append(args),
+                         client=FakeKServe(raw("RawDeployment", "annotation")), prometheus=object())
+    assert outcome["action"] == "replaced"
+    tags = recorded[0][2]
+    assert tags["deploy"] == "replaced" and "deploy_canary_percent" not in tags and tags["deploy_bundle"] == NEW
+
+
 def test_a_slow_canary_is_rolled_back():
     rollout, _, _ = run(FakeKServe(existing()), {"histogram_quantile": 2.5, "increase(": 500})
     assert rollout.action == "rollback" and "p99 latency 2.500 s > 1.000 s" in rollout.reasons[0]
