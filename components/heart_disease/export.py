@@ -17,10 +17,12 @@ WORKLOAD = "heart-disease"
 REFERENCE_ROWS = 500
 DRIFT_WINDOW = 50  # patients per verdict
 SCORE_OUTPUT = "predict_proba"  # the sklearn predictor's output; column 1 is P(disease)
-# False-positive budget of a window (measured by ``make eval-drift``): features at 0.02 (FDR over the 13),
-# the model's P(disease) at 0.03 (Cramér-von Mises); a window drifts when either flags it.
-FEATURES_P_VAL = 0.02
-SCORE_P_VAL = 0.03
+# False-positive budget of a window (measured by ``make eval-drift``): features at 0.015 (FDR over the 13),
+# the model's P(disease) at 0.02 (Cramér-von Mises); a window drifts when either flags it. Measured on 100
+# Cleveland-reference splits: about 4% of held-out Cleveland windows flagged at 20, 50 and 100 patients
+# (0.02 / 0.03 gave 5.5-6%), 86% of 80%-prevalence windows of 50, every other-site window from 20 up.
+FEATURES_P_VAL = 0.015
+SCORE_P_VAL = 0.02
 OOF_FOLDS = 5
 
 
