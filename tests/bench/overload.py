@@ -62,6 +62,7 @@ FACTOR = float(os.environ.get("BENCH_OVERLOAD_FACTOR", "10"))
 # wrk's window must hold many answers: a pneumonia batch on a CPU takes a second or more
 CAPACITY_SECONDS = {"heart-disease": int(os.environ.get("BENCH_OVERLOAD_CAPACITY_SECONDS", "10")),
                     "pneumonia": int(os.environ.get("BENCH_OVERLOAD_IMAGE_CAPACITY_SECONDS", "30"))}
+WARMUP_S = {"heart-disease": 0, "pneumonia": 10}
 # pneumonia: twice the transformer's batch (64), so that one full batch computes while the next fills
 CONNECTIONS = {"heart-disease": int(os.environ.get("BENCH_OVERLOAD_CONNECTIONS", "8")),
                "pneumonia": int(os.environ.get("BENCH_OVERLOAD_IMAGE_CONNECTIONS", "128"))}
@@ -260,7 +261,7 @@ async def send(config: dict) -> None:
     tasks: set = set()
     sent, end = 0, t0 + seconds
     while (now := time.monotonic()) < end:  # bounded by the clock
-        due = min(int((now - t0) * rate), int(seconds * rate))
+        due = min(int((now - t0) * rate) + 1, int(seconds * rate))  # requests 0 … due-1 are scheduled by now
         while sent < due:
             task = asyncio.create_task(one(t0 + sent / rate))
             tasks.add(task)
@@ -472,10 +473,14 @@ def stack_args(workload: str) -> dict[str, list[str]]:
     return {f"{workload}/transformer": [flag, value], f"{workload}/predictor": [flag, value]}
 
 
-def unloaded(url: str, body: dict, workload: str) -> dict:
+def unloaded(url: str, body: dict, workload: str, seconds: int | None = None) -> dict:
+    """wrk's req/s and latency at the workload's connections; pneumonia warms up first for WARMUP_S (its
+    first batches at a new size are slow, and wrk's own 2 s warm-up holds barely one)."""
     from serve_throughput import wrk
 
-    return wrk(url, body, seconds=CAPACITY_SECONDS[workload], connections=CONNECTIONS[workload])
+    if WARMUP_S[workload]:
+        wrk(url, body, seconds=WARMUP_S[workload], connections=CONNECTIONS[workload])
+    return wrk(url, body, seconds=seconds or CAPACITY_SECONDS[workload], connections=CONNECTIONS[workload])
 
 
 # -- one workload ---------------------------------------------------------------------------------------------
