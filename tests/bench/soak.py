@@ -1,0 +1,209 @@
+"""Soak benchmark (``make bench-soak``; not a test). One run on this machine, loopback only.
+
+One local stack (transformer, predictor, drift sidecar per workload) on ephemeral loopback ports. Each
+workload's capacity is measured alone with ``wrk`` (as in ``make bench-overload``), then a steady rate is
+offered for ``BENCH_SOAK_SECONDS``: ``BENCH_SOAK_SHARE`` (half) of heart-disease's capacity and, at the
+same time, ``BENCH_SOAK_PNEUMONIA_SHARE`` (a fifth) of pneumonia's. The rate comes from the open-loop
+sender of ``overload.py`` (one process per workload; wrk cannot hold a rate). Every
+``BENCH_SOAK_INTERVAL`` seconds the RSS and open file descriptors of every stack process are read from
+``/proc``, and each sender reports the requests completed in that interval: answers, errors, latency p50/p99.
+
+Verdict, last interval against the first: RSS within 10% or 16 MiB (whichever is more) and open descriptors
+within 2 for every process; p99 within 1.5x (or 5 ms) for each workload; and no error in the whole run
+(any status but 200, 503 included, connection errors, timeouts). A missed one is printed as MISS; the run
+still exits 0.
+
+Settings: ``BENCH_SOAK_SECONDS`` (600), ``BENCH_SOAK_INTERVAL`` (30), ``BENCH_SOAK_SHARE`` (0.5),
+``BENCH_SOAK_PNEUMONIA_SHARE`` (0.2; 0 soaks heart-disease alone), ``BENCH_SOAK_CAPACITY_SECONDS`` (10) and
+``BENCH_SOAK_IMAGE_CAPACITY_SECONDS`` (30: the wrk runs that measure capacity); wrk connections and the
+sender's limits are ``make bench-overload``'s settings. Writes ``$CLINOPS_HOME/bench/soak.json``; logs in
+``$CLINOPS_HOME/bench/logs/soak``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).parent)]
+
+import overload  # noqa: E402
+
+SECONDS = int(os.environ.get("BENCH_SOAK_SECONDS", "600"))
+INTERVAL_S = float(os.environ.get("BENCH_SOAK_INTERVAL", "30"))
+SHARES = {"heart-disease": float(os.environ.get("BENCH_SOAK_SHARE", "0.5")),
+          "pneumonia": float(os.environ.get("BENCH_SOAK_PNEUMONIA_SHARE", "0.2"))}
+CAPACITY_SECONDS = {"heart-disease": int(os.environ.get("BENCH_SOAK_CAPACITY_SECONDS", "10")),
+                    "pneumonia": int(os.environ.get("BENCH_SOAK_IMAGE_CAPACITY_SECONDS", "30"))}
+RSS_TOLERANCE = (0.10, 16.0)  # relative, MiB: whichever allows more
+FD_TOLERANCE = 2
+P99_TOLERANCE = (1.5, 5.0)  # ratio, ms: whichever allows more
+ERROR_KEYS = ("shed", "bad_200", "other_5xx", "other_status", "connect_errors", "read_errors", "timeouts", "unsent")
+
+
+def errors(row: dict) -> int:
+    return sum(row[k] for k in ERROR_KEYS)
+
+
+def within_rss(first: float, last: float) -> bool:
+    return last - first <= max(RSS_TOLERANCE[0] * first, RSS_TOLERANCE[1])
+
+
+def within_p99(first: float | None, last: float | None) -> bool:
+    if first is None or last is None:
+        return False
+    return last <= max(P99_TOLERANCE[0] * first, first + P99_TOLERANCE[1])
+
+
+def soak(bundles: dict, workdir: Path, logs: Path) -> dict:
+    from pipelines.local_stack import LocalStack
+
+    bodies = {w: overload.request_body(w, folder) for w, (folder, _) in bundles.items()}
+    with LocalStack({w: str(folder) for w, (folder, _) in bundles.items()}, ports="ephemeral", log_dir=logs) as stack:
+        urls = {w: stack.endpoints[w].infer_url for w in bundles}
+        capacity = {}
+        for w in bundles:  # each alone, before the soak
+            capacity[w] = overload.unloaded(urls[w], bodies[w], w, seconds=CAPACITY_SECONDS[w])
+            print(f"{w}: capacity {capacity[w]['rps']:.0f} req/s, p99 {capacity[w]['p99_ms']:.1f} ms "
+                  f"(wrk -c{overload.CONNECTIONS[w]}, {CAPACITY_SECONDS[w]} s, load {capacity[w]['load1']:.2f})",
+                  flush=True)
+        rates = {w: SHARES[w] * capacity[w]["rps"] for w in bundles}
+        print("soaking: " + ", ".join(f"{w} at {r:.1f} req/s" for w, r in rates.items())
+              + f" for {SECONDS} s, a sample every {INTERVAL_S:g} s", flush=True)
+        t0 = time.monotonic() + 1.0
+        samples = [{"t_s": 0.0, "load1": overload.load1(), "usage": overload.stack_usage(stack)}]
+        senders = {w: overload.Sender(urls[w], bodies[w], rates[w], SECONDS, INTERVAL_S, t0, workdir) for w in bundles}
+        for k in range(1, int(SECONDS // INTERVAL_S) + 1):  # bounded: one sample per interval
+            time.sleep(max(0.0, t0 + k * INTERVAL_S - time.monotonic()))
+            sample = {"t_s": k * INTERVAL_S, "load1": overload.load1(), "usage": overload.stack_usage(stack)}
+            samples.append(sample)
+            print(f"  {sample['t_s']:>6.0f} s  load {sample['load1']:.2f}  "
+                  + "  ".join(f"{name.split('/')[0][:5]}/{name.split('/', 1)[1]} {u['rss_mib'] or 0:.0f} MiB "
+                              f"{u['fds'] or 0} fds" for name, u in sample["usage"].items()), flush=True)
+        results = {w: s.result() for w, s in senders.items()}
+        alive = stack.alive()
+    return {"capacity": capacity, "rates": rates, "samples": samples, "senders": results, "alive_after": alive}
+
+
+def judge(run: dict) -> dict:
+    samples = run["samples"][1:]  # the ends of the intervals
+    first, last = samples[0]["usage"], samples[-1]["usage"]
+    rss = {name: {"first_mib": first[name]["rss_mib"], "last_mib": last.get(name, {}).get("rss_mib"),
+                  "flat": bool(last.get(name, {}).get("rss_mib"))
+                  and within_rss(first[name]["rss_mib"], last[name]["rss_mib"])}
+           for name in first if first[name].get("rss_mib")}
+    fds = {name: {"first": first[name]["fds"], "last": last.get(name, {}).get("fds"),
+                  "flat": last.get(name, {}).get("fds") is not None
+                  and last[name]["fds"] - first[name]["fds"] <= FD_TOLERANCE}
+           for name in first if first[name].get("fds") is not None}
+    latency, error_count = {}, {}
+    for w, result in run["senders"].items():
+        series = [row for row in result["series"] if row["end_s"] <= SECONDS + 1e-6]
+        latency[w] = {"first_p99_ms": series[0]["ok_p99_ms"] if series else None,
+                      "last_p99_ms": series[-1]["ok_p99_ms"] if series else None}
+        latency[w]["flat"] = within_p99(latency[w]["first_p99_ms"], latency[w]["last_p99_ms"])
+        error_count[w] = errors(result)  # the whole run, the drain after the last interval included
+    return {"rss": rss, "fds": fds, "latency": latency, "errors": error_count,
+            "verdicts": {"rss_flat": all(v["flat"] for v in rss.values()),
+                         "fds_flat": all(v["flat"] for v in fds.values()),
+                         "latency_flat": all(v["flat"] for v in latency.values()),
+                         "no_errors": all(v == 0 for v in error_count.values()),
+                         "all_processes_alive": all(run["alive_after"].values())}}
+
+
+def report(run: dict, judged: dict) -> None:
+    ms = overload.ms
+    workloads = list(run["senders"])
+    print("\nrequests per interval (completed in it)")
+    print(f"  {'end':>7}" + "".join(f" | {w[:13]:>13} {'ok/s':>7} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} "
+                                     f"{'lag p99':>7}" for w in workloads))
+    series = {w: {round(row["end_s"], 3): row for row in run["senders"][w]["series"]} for w in workloads}
+    for sample in run["samples"][1:]:
+        line = f"  {sample['t_s']:>6.0f}s"
+        for w in workloads:
+            row = series[w].get(round(sample["t_s"], 3))
+            if row is None:
+                line += f" | {'-':>13} {'-':>7} {'-':>6} {'-':>8} {'-':>8} {'-':>7}"
+                continue
+            line += (f" | {'':>13} {row['ok'] / INTERVAL_S:>7.1f} {errors(row):>6} {ms(row['ok_p50_ms']):>8} "
+                     f"{ms(row['ok_p99_ms']):>8} {ms(row['send_lag_p99_ms']):>7}")
+        print(line)
+    names = list(run["samples"][0]["usage"])
+    print("\nRSS MiB / open descriptors of every stack process (sampled at the end of each interval; 0 s: before)")
+    print(f"  {'end':>7}" + "".join(f" {n:>26}" for n in names) + f" {'load':>6}")
+    for sample in run["samples"]:
+        print(f"  {sample['t_s']:>6.0f}s" + "".join(
+            f" {ms(sample['usage'].get(n, {}).get('rss_mib')):>17} / {sample['usage'].get(n, {}).get('fds') or '-':>6}"
+            for n in names) + f" {sample['load1']:>6.2f}")
+    v = judged["verdicts"]
+    print("\nverdict (last interval against the first)")
+    for name, r in judged["rss"].items():
+        print(f"  RSS {name:<40} {ms(r['first_mib'])} → {ms(r['last_mib'])} MiB "
+              f"(tolerance {RSS_TOLERANCE[0]:.0%} or {RSS_TOLERANCE[1]:g} MiB) {overload.verdict(r['flat'])}")
+    for name, r in judged["fds"].items():
+        print(f"  fds {name:<40} {r['first']} → {r['last']} (tolerance {FD_TOLERANCE}) {overload.verdict(r['flat'])}")
+    for w, r in judged["latency"].items():
+        s = run["senders"][w]
+        print(f"  p99 {w:<40} {ms(r['first_p99_ms'])} → {ms(r['last_p99_ms'])} ms (tolerance {P99_TOLERANCE[0]:g}x "
+              f"or +{P99_TOLERANCE[1]:g} ms) {overload.verdict(r['flat'])}; whole run: {s['ok']} answered of "
+              f"{s['sent']} sent, p50 {ms(s['ok_p50_ms'])} ms, p99 {ms(s['ok_p99_ms'])} ms")
+    for w, n in judged["errors"].items():
+        s = run["senders"][w]
+        print(f"  errors {w:<37} {n} (statuses {s['statuses']}, connect {s['connect_errors']}, read "
+              f"{s['read_errors']}, timeouts {s['timeouts']}, unsent {s['unsent']}) {overload.verdict(n == 0)}")
+    flat = v["rss_flat"] and v["fds_flat"] and v["latency_flat"] and v["no_errors"] and v["all_processes_alive"]
+    print(f"  every process alive after: {overload.verdict(v['all_processes_alive'])}")
+    print(f"  soak: {'FLAT' if flat else 'NOT FLAT'} "
+          f"({', '.join(k for k, ok in v.items() if not ok) or 'every check passed'})")
+
+
+def main() -> int:
+    from serve_throughput import ensure_wrk
+
+    from components.common.settings import get_settings
+
+    ensure_wrk()
+    home = get_settings().home / "bench"
+    logs = home / "logs" / "soak"
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
+    workloads = [w for w, share in SHARES.items() if share > 0]
+    print(f"soak benchmark: {SECONDS} s, a sample every {INTERVAL_S:g} s; shares of capacity "
+          f"{ {w: SHARES[w] for w in workloads} }; open-loop sender (overload.py, one process per workload); capacity "
+          f"from wrk ({ {w: CAPACITY_SECONDS[w] for w in workloads} } s, { {w: overload.CONNECTIONS[w] for w in workloads} } "
+          f"connections); loopback only; {os.cpu_count()} CPUs, load "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; logs in {logs}", flush=True)
+    if SECONDS < 2 * INTERVAL_S:
+        print(f"BENCH_SOAK_SECONDS ({SECONDS}) must hold at least two intervals of {INTERVAL_S:g} s")
+        return 0
+    with tempfile.TemporaryDirectory(prefix="clinops-soak-") as scratch:
+        workdir = Path(scratch)
+        bundles = overload.bundles(workdir, workloads)
+        for w, (_, source) in bundles.items():
+            print(f"{w} model: {source}", flush=True)
+        run = soak(bundles, workdir, logs)
+    judged = judge(run)
+    report(run, judged)
+    out = home / "soak.json"
+    out.write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                           "load": os.getloadavg()},
+                               "settings": {"seconds": SECONDS, "interval_s": INTERVAL_S, "shares": SHARES,
+                                            "capacity_seconds": CAPACITY_SECONDS,
+                                            "capacity_connections": overload.CONNECTIONS,
+                                            "generator": "open-loop asyncio/uvloop sender (overload.py), a process "
+                                                         "per workload"},
+                               "tolerances": {"rss": RSS_TOLERANCE, "fds": FD_TOLERANCE, "p99": P99_TOLERANCE},
+                               "models": {w: source for w, (_, source) in bundles.items()},
+                               **run, "judged": judged, "finished_at": time.time()}, indent=2))
+    print(f"\nwritten to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
