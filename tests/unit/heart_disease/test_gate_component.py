@@ -9,6 +9,7 @@ import mlflow
 import mlflow.sklearn  # the module itself, not its lazy stand-in, so that monkeypatch reaches the component
 import pandas as pd
 import pytest
+from support.kfp_artifacts import Art
 
 from components.common import registry
 from components.common.clinical import assessment
@@ -22,22 +23,6 @@ from components.heart_disease.validation import validate
 pytestmark = pytest.mark.unit
 
 MODEL = "heart-disease"
-
-
-class Art:
-    """A KFP artifact as a component body sees it: a path, metadata, and the metric calls it records."""
-
-    def __init__(self, path):
-        self.path, self.metadata, self.logged = str(path), {}, {}
-
-    def log_metric(self, name, value):
-        self.logged[name] = value
-
-    def log_roc_curve(self, fpr, tpr, threshold):
-        self.logged["roc"] = (fpr, tpr, threshold)
-
-    def log_confusion_matrix(self, categories, matrix):
-        self.logged["confusion"] = (categories, matrix)
 
 
 @pytest.fixture

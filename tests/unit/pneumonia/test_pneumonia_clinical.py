@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from support.kfp_artifacts import Art
 
 from bundle import open_bundle
 from bundle.calibration import Calibration
@@ -80,22 +81,6 @@ def test_gradcam_labels_each_image_on_the_served_probability(evaluated):
         assert float(served) == pytest.approx(recalibrated.apply_one(float(model)), abs=2e-3)
         assert float(served) >= threshold > float(model)
     assert "recalibration: platt" in page
-
-
-class Art:
-    """A KFP artifact as a component body sees it: a path, metadata, and the metric calls it records."""
-
-    def __init__(self, path):
-        self.path, self.metadata, self.logged = str(path), {}, {}
-
-    def log_metric(self, name, value):
-        self.logged[name] = value
-
-    def log_roc_curve(self, fpr, tpr, threshold):
-        self.logged["roc"] = (fpr, tpr, threshold)
-
-    def log_confusion_matrix(self, categories, matrix):
-        self.logged["confusion"] = (categories, matrix)
 
 
 @pytest.fixture(scope="module")
