@@ -603,16 +603,23 @@ def report(results: dict) -> None:
               f"after: {verdict(t['all_processes_alive'])}; load {r['load1_before']:.2f} → {r['load1_after']:.2f}")
 
 
-def main() -> int:
+def bench_home(name: str) -> tuple[Path, Path]:
+    """Where a load benchmark writes: ``$CLINOPS_HOME/bench`` for its JSON, and its own logs folder under
+    it, emptied first (wrk is installed here when it is missing)."""
     from serve_throughput import ensure_wrk
 
     from components.common.settings import get_settings
 
     ensure_wrk()
     home = get_settings().home / "bench"
-    logs = home / "logs" / "overload"
+    logs = home / "logs" / name
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True)
+    return home, logs
+
+
+def main() -> int:
+    home, logs = bench_home("overload")
     print(f"overload benchmark: workloads {','.join(WORKLOADS)}; {FACTOR:g}x the unloaded capacity for {SECONDS} s; "
           f"open-loop sender (asyncio/uvloop, its own process, up to {MAX_CONNECTIONS} connections, {TIMEOUT_S:g} s "
           f"timeout); capacity from wrk for {CAPACITY_SECONDS} s with {CONNECTIONS} connections; admission: "

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -178,15 +177,7 @@ def report(run: dict, judged: dict) -> None:
 
 
 def main() -> int:
-    from serve_throughput import ensure_wrk
-
-    from components.common.settings import get_settings
-
-    ensure_wrk()
-    home = get_settings().home / "bench"
-    logs = home / "logs" / "soak"
-    shutil.rmtree(logs, ignore_errors=True)
-    logs.mkdir(parents=True)
+    home, logs = overload.bench_home("soak")
     workloads = [w for w, share in SHARES.items() if share > 0]
     print(f"soak benchmark: {SECONDS} s, a sample every {INTERVAL_S:g} s; shares of capacity "
           f"{ {w: SHARES[w] for w in workloads} }; open-loop sender (overload.py, one process per workload); capacity "
