@@ -28,10 +28,16 @@ class NumericFeature:
     max: float | None = None
     unit: str | None = None
     nullable: bool = False  # may be missing (sent as null); the model imputes it
+    title: str | None = None  # the clinical name shown to people ("ST depression"); the name if none
     kind: str = field(default=NUMERIC, init=False)
 
     def to_dict(self) -> dict:
-        return {"kind": NUMERIC, "min": self.min, "max": self.max, "unit": self.unit, "nullable": self.nullable}
+        return _titled({"kind": NUMERIC, "min": self.min, "max": self.max, "unit": self.unit,
+                        "nullable": self.nullable}, self.title)
+
+    @property
+    def display_name(self) -> str:
+        return self.title or self.name
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class CategoricalFeature:
     codes: dict[int, str]  # model code -> canonical label
     labels: dict[str, int] = field(default_factory=dict)  # accepted lower-case text (synonyms) -> code
     nullable: bool = False
+    title: str | None = None  # the clinical name shown to people ("chest pain type"); the name if none
     kind: str = field(default=CATEGORICAL, init=False)
 
     def __post_init__(self):
@@ -51,8 +58,16 @@ class CategoricalFeature:
         object.__setattr__(self, "labels", accepted)
 
     def to_dict(self) -> dict:
-        return {"kind": CATEGORICAL, "codes": {str(c): label for c, label in self.codes.items()},
-                "labels": dict(self.labels), "nullable": self.nullable}
+        return _titled({"kind": CATEGORICAL, "codes": {str(c): label for c, label in self.codes.items()},
+                        "labels": dict(self.labels), "nullable": self.nullable}, self.title)
+
+    @property
+    def display_name(self) -> str:
+        return self.title or self.name
+
+
+def _titled(spec: dict, title: str | None) -> dict:
+    return spec | {"title": title} if title else spec  # written only when set: older readers see no new key
 
 
 Feature = NumericFeature | CategoricalFeature
@@ -108,11 +123,12 @@ class TabularSchema:
             where = f"features.{name}."
             kind = f.text(spec, "kind", where, choices=(NUMERIC, CATEGORICAL))
             nullable = f.boolean(spec, "nullable", where)
+            title = f.text(spec, "title", where, None)
             if kind == NUMERIC:
                 low, high = f.number(spec, "min", where, None), f.number(spec, "max", where, None)
                 if low is not None and high is not None and low > high:
                     raise f.FieldError(f"{where}min {low} is above max {high}")
-                features.append(NumericFeature(name, low, high, f.text(spec, "unit", where, None), nullable))
+                features.append(NumericFeature(name, low, high, f.text(spec, "unit", where, None), nullable, title))
                 continue
             raw_codes = f.obj(spec, "codes", where)
             if not raw_codes:
@@ -126,7 +142,7 @@ class TabularSchema:
             bad = [text for text, code in labels.items() if code not in codes]
             if bad:
                 raise f.FieldError(f"{where}labels.{bad[0]}: maps to {labels[bad[0]]!r}, which is not a code")
-            features.append(CategoricalFeature(name, codes, dict(labels), nullable))
+            features.append(CategoricalFeature(name, codes, dict(labels), nullable, title))
         model_input = f.obj(data, "model_input")
         risk = f.obj(data, "risk_levels")
         try:

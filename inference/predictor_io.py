@@ -42,7 +42,7 @@ def single_tensor(request: InferRequest, model: str, shape_tail: tuple[int, ...]
 
 
 DATATYPES = {np.dtype("float32"): "FP32", np.dtype("float64"): "FP64", np.dtype("int32"): "INT32",
-             np.dtype("int64"): "INT64"}
+             np.dtype("int64"): "INT64", np.dtype(object): "BYTES"}
 
 
 def response(request: InferRequest, model: str, outputs: dict[str, np.ndarray],

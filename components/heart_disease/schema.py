@@ -39,6 +39,12 @@ RANGES: dict[str, tuple[float, float]] = {
     "thalach": (40, 240),
     "oldpeak": (-4, 8),
 }
+# The clinical names a reader of an explanation sees.
+TITLES = {"age": "Age", "sex": "Sex", "cp": "Chest pain type", "trestbps": "Resting blood pressure",
+          "chol": "Serum cholesterol", "fbs": "Fasting blood sugar > 120 mg/dl", "restecg": "Resting ECG",
+          "thalach": "Maximum heart rate", "exang": "Exercise-induced angina", "oldpeak": "ST depression",
+          "slope": "Slope of the peak exercise ST segment", "ca": "Major vessels coloured by fluoroscopy",
+          "thal": "Thallium stress test"}
 UNITS = {"age": "years", "trestbps": "mm Hg", "chol": "mg/dl", "thalach": "beats/min", "oldpeak": "mm"}
 
 # Always present in the data and required at serving time; the rest may be missing (imputed).
@@ -66,10 +72,10 @@ def serving_schema(threshold: float = 0.5, risk_medium: float = 0.3, risk_high: 
         nullable = name not in REQUIRED
         if name in CATEGORIES:
             features.append(CategoricalFeature(name, {c: labels[0] for c, labels in CATEGORIES[name].items()},
-                                               label_to_code(name), nullable))
+                                               label_to_code(name), nullable, TITLES[name]))
         else:
             low, high = RANGES[name]
-            features.append(NumericFeature(name, low, high, UNITS[name], nullable))
+            features.append(NumericFeature(name, low, high, UNITS[name], nullable, TITLES[name]))
     return TabularSchema("heart-disease", tuple(features), classes=("no disease", "disease"),
                          positive_class="disease", threshold=threshold, risk_medium=risk_medium,
                          risk_high=risk_high)

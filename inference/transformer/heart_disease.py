@@ -17,6 +17,7 @@ from inference.envelope import BadRequest
 from inference.reasons import Reason
 from inference.transformer import tensors
 from inference.transformer.calibration import served_probability
+from inference.transformer.tabular_explanation import explain_rows
 
 MATRIX_INPUT = "features"
 RISK_LABELS = ("Low", "Medium", "High")
@@ -29,6 +30,8 @@ class HeartDiseaseCodec:
     predictor_output = "predict_proba"
     heavy = False  # parsing is cheap: no thread hop
     dispatch = "eager"  # the model answers in about a millisecond: overlap its calls with request handling
+    # a client output computed only when requested -> the predictor outputs it is made of
+    explain_outputs = {"explanation": ("attributions", "base_value", "attribution_space")}
 
     def parse(self, inputs) -> np.ndarray:
         return self.encode(inputs)
@@ -60,7 +63,8 @@ class HeartDiseaseCodec:
     def output_types(self) -> list[dict]:
         return [{"name": "probability", "datatype": "FP32", "shape": [-1]},
                 {"name": "prediction", "datatype": "INT32", "shape": [-1]},
-                {"name": "risk_level", "datatype": "BYTES", "shape": [-1]}]
+                {"name": "risk_level", "datatype": "BYTES", "shape": [-1]},
+                {"name": "explanation", "datatype": "BYTES", "shape": [-1]}]  # on request: JSON per row
 
     # -- request -> model tensor --------------------------------------------------------------------
     def encode(self, inputs) -> np.ndarray:
@@ -199,3 +203,8 @@ class HeartDiseaseCodec:
         prediction = (p >= self.threshold).astype(np.int32)
         risk = (p >= self.risk_medium).astype(np.intp) + (p >= self.risk_high)  # medium <= high, checked at load
         return {"probability": p.astype(np.float32), "prediction": prediction, "risk_level": _RISK[risk]}, prediction
+
+    def explain(self, rows: np.ndarray, outputs: dict[str, np.ndarray], served: dict[str, np.ndarray]) -> dict:
+        """The ``explanation`` output from the predictor's attributions (:mod:`.tabular_explanation`)."""
+        return {"explanation": explain_rows(self.schema, rows, outputs["attributions"], outputs["base_value"],
+                                            outputs["attribution_space"], served["probability"])}

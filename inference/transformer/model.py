@@ -12,7 +12,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
+from kserve.model import InferenceVerb
+from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
 
 from bundle import workloads
 from bundle.schema import IMAGE, TABULAR, Schema
@@ -24,6 +25,7 @@ from inference.errors import PredictorUnavailable, RejectedInput
 from inference.reasons import Reason
 from inference.request_logger import RequestLogger
 from inference.responses import JsonInferResponse
+from inference.transformer import v1_explain
 from inference.transformer.heart_disease import HeartDiseaseCodec
 from inference.transformer.pneumonia import PneumoniaCodec
 from inference.transformer.predictor_client import PredictorClient
@@ -33,6 +35,9 @@ log = logging.getLogger(__name__)
 WIRE_TYPES = {np.dtype("float32"): "FP32", np.dtype("float64"): "FP64", np.dtype("uint8"): "UINT8"}
 # the client's request, kept for postprocess (each request runs in its own task, hence its own context)
 _CLIENT_REQUEST: contextvars.ContextVar[InferRequest] = contextvars.ContextVar("clinops_client_request")
+# the client outputs of this request that the codec computes only on request (explanations), and its rows
+_EXPLAIN: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("clinops_explain", default=())
+_ROWS: contextvars.ContextVar[np.ndarray] = contextvars.ContextVar("clinops_rows")
 
 
 CODECS = {TABULAR: HeartDiseaseCodec, IMAGE: PneumoniaCodec}  # by schema kind
@@ -75,6 +80,16 @@ class Transformer(CountedModel):
                                       dispatch=self.settings.predictor_dispatch or self.codec.dispatch,
                                       max_in_flight_units=(self.settings.max_in_flight_pixels if self.codec.heavy
                                                            else self.settings.max_in_flight_rows))
+        self._explain_names = tuple(dict.fromkeys(name for parts in self.codec.explain_outputs.values()
+                                                  for name in parts))
+        self.explain_batcher = None
+        if self._explain_names:  # a batch of their own: a plain request never waits for an explanation
+            self.explain_batcher = DynamicBatcher(self._call_predictor_explaining, self.name,
+                                                  self.settings.batch_max_size, 0.0,
+                                                  max_in_flight=self.settings.predictor_max_in_flight,
+                                                  max_in_flight_units=(self.settings.max_in_flight_pixels
+                                                                       if self.codec.heavy
+                                                                       else self.settings.max_in_flight_rows))
         if self.settings.drift_url and self.request_logger is None:
             mode = self.settings.drift_log_mode or LOG_MODES[served.schema.kind]
             self.request_logger = RequestLogger(self.settings.drift_url, self.name, mode,
@@ -86,8 +101,9 @@ class Transformer(CountedModel):
         return self.ready
 
     def stop(self):
-        if getattr(self, "batcher", None) is not None:
-            self.batcher.close()
+        for batcher in (getattr(self, "batcher", None), getattr(self, "explain_batcher", None)):
+            if batcher is not None:
+                batcher.close()
         if self._decode_pool is not None:
             self._decode_pool.shutdown(wait=False, cancel_futures=True)
         if self.request_logger is not None:
@@ -99,6 +115,25 @@ class Transformer(CountedModel):
 
     def get_output_types(self) -> list[dict]:
         return self.codec.output_types()
+
+    async def __call__(self, body, headers=None, verb: InferenceVerb = InferenceVerb.PREDICT):
+        if verb != InferenceVerb.EXPLAIN:
+            return await super().__call__(body, headers, verb)
+        # V1 :explain is the V2 infer request that asks for every output: the same checks, the same 400s
+        explained = list(self.codec.explain_outputs)
+        if not explained:
+            raise RejectedInput(self.name, Reason.UNKNOWN_OUTPUT, f"{self.name} has no explanation to give")
+        if not hasattr(self.codec, "features"):
+            raise RejectedInput(self.name, Reason.PROTOCOL, f"{self.name} explains over V2 only: request the "
+                                                            f"outputs {', '.join(explained)}")
+        try:
+            request = v1_explain.tabular_request(body, self.codec.order,
+                                                 [output["name"] for output in self.codec.output_types()])
+        except BadRequest as err:
+            raise RejectedInput(self.name, err.kind, err.message) from None
+        request.model_name = self.name
+        response, response_headers = await super().__call__(request, headers, InferenceVerb.PREDICT)
+        return v1_explain.answer(response, explained), response_headers
 
     def validate(self, payload):
         return payload  # preprocess has checked the request against the schema; this is the model tensor
@@ -114,6 +149,7 @@ class Transformer(CountedModel):
             if unknown:
                 raise RejectedInput(self.name, Reason.UNKNOWN_OUTPUT, f"unknown output '{unknown[0]}' requested; "
                                                                       f"outputs are {', '.join(sorted(known))}")
+        _EXPLAIN.set(tuple(r.name for r in payload.request_outputs or () if r.name in self.codec.explain_outputs))
         try:
             parsed = self.codec.parse(payload.inputs)
             if self.codec.heavy:
@@ -125,29 +161,48 @@ class Transformer(CountedModel):
         self.metrics.preprocess.observe(time.perf_counter() - start)
         return array
 
-    async def _call_predictor(self, rows: np.ndarray) -> list[np.ndarray]:
-        """One predictor call for the merged rows of concurrent requests; outputs in ``_output_names`` order."""
+    async def _call_predictor(self, rows: np.ndarray, extra_outputs: tuple[str, ...] = ()) -> list[np.ndarray]:
+        """One predictor call for the merged rows of concurrent requests: its main output, then
+        ``extra_outputs`` (requested from the predictor by name)."""
         tensor = InferInput(name=self._predictor_input, shape=list(rows.shape), datatype=WIRE_TYPES[rows.dtype])
         tensor.set_data_from_numpy(np.ascontiguousarray(rows), binary_data=True)
-        request = InferRequest(model_name=self.name, infer_inputs=[tensor], parameters={"binary_data_output": True})
+        requested = ([RequestedOutput(name) for name in (self.codec.predictor_output, *extra_outputs)]
+                     if extra_outputs else None)
+        request = InferRequest(model_name=self.name, infer_inputs=[tensor], parameters={"binary_data_output": True},
+                               request_outputs=requested)
         response = await self.client.infer(request)
         outputs = {out.name: out.as_numpy() for out in response.outputs}
         if self.codec.predictor_output not in outputs:
             raise PredictorUnavailable(self.name, f"the predictor answered without '{self.codec.predictor_output}'")
         if self.request_logger is not None:  # what KServe's logger in front of the predictor would send
-            self.request_logger.log({self._predictor_input: rows}, outputs)
-        return [outputs[self.codec.predictor_output]]
+            self.request_logger.log({self._predictor_input: rows},
+                                    {name: outputs[name] for name in outputs if name not in extra_outputs})
+        missing = [name for name in extra_outputs if name not in outputs]
+        if missing:
+            raise PredictorUnavailable(self.name, f"the predictor answered without '{missing[0]}'")
+        return [outputs[name] for name in (self.codec.predictor_output, *extra_outputs)]
+
+    async def _call_predictor_explaining(self, rows: np.ndarray) -> list[np.ndarray]:
+        return await self._call_predictor(rows, self._explain_names)
 
     async def predict(self, payload: np.ndarray, headers=None, response_headers=None) -> dict[str, np.ndarray]:
         start = time.perf_counter()
-        (output,) = await self.batcher.submit(payload)
+        if _EXPLAIN.get():
+            _ROWS.set(payload)
+            outputs = await self.explain_batcher.submit(payload)
+            result = dict(zip((self.codec.predictor_output, *self._explain_names), outputs, strict=True))
+        else:
+            (output,) = await self.batcher.submit(payload)
+            result = {self.codec.predictor_output: output}
         self.metrics.predict.observe(time.perf_counter() - start)
-        return {self.codec.predictor_output: output}
+        return result
 
     async def postprocess(self, result: dict[str, np.ndarray], headers=None, response_headers=None) -> InferResponse:
         start = time.perf_counter()
         request = _CLIENT_REQUEST.get()
         tensors, class_index = self.codec.decode(result)
+        if _EXPLAIN.get():
+            tensors |= self.codec.explain(_ROWS.get(), result, tensors)
         self.metrics.count_classes(self.codec.class_labels, class_index)
         binary = request.use_binary_outputs
         infer_outputs = []

@@ -32,6 +32,7 @@ class PneumoniaCodec:
     model_input = "input"  # the predictor's input tensor
     heavy = True  # decoding images runs in a worker thread
     dispatch = "full"  # a forward pass is expensive: a further call only with a full batch
+    explain_outputs: dict[str, tuple[str, ...]] = {}  # outputs computed only on request
 
     def parse(self, inputs) -> list[bytes]:
         return self.files(inputs)
