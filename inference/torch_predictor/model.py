@@ -6,7 +6,10 @@ V2 input ``input`` ``[N, C, H, W]``, either
   (``x / 255``, ``- mean``, ``/ std`` in float32: the same values as the transformer's numpy step), or
 - FP32 (other numeric types are cast to FP32) already normalised: passed to the model as is.
 UINT8 and FP32 requests are batched separately (never mixed in one forward pass) on one worker thread.
-V2 outputs: ``logits`` FP32 ``[N, 2]`` and ``embedding`` FP32 ``[N, D]`` (what the drift sidecar needs).
+V2 outputs: ``logits`` FP32 ``[N, 2]`` and ``embedding`` FP32 ``[N, D]`` (what the drift sidecar needs);
+on request (the V2 request's ``outputs``) ``cam`` FP32 ``[N, H, W]``, the Grad-CAM map of the positive
+class in [0, 1] (:mod:`inference.torch_predictor.gradcam`; fp32, in batches of its own), computed only
+when asked for.
 
 Precision policy: the decision threshold and the drift reference were computed in fp32, so fp32 is
 served by default (on a GPU with TF32 matmuls and convolutions, ``allow_tf32``). bf16 or fp16 autocast
@@ -42,6 +45,7 @@ from inference.batching import DynamicBatcher
 from inference.errors import RejectedInput
 from inference.predictor_io import response, single_tensor
 from inference.reasons import Reason
+from inference.torch_predictor import gradcam
 from inference.torch_predictor.settings import TorchPredictorSettings
 from inference.torch_predictor.staging import PinnedStaging
 
@@ -125,6 +129,8 @@ class TorchPredictor(CountedModel):
         self.precision_served = "fp32"
         self.precision_check: dict | None = None
         self._mean = self._std = None
+        self.cam_batchers: dict[bool, DynamicBatcher] = {}  # by "pixels" (UINT8 input); empty: no cam output
+        self.no_cam = ""  # why there is no cam output
 
     def load(self) -> bool:
         import torch
@@ -157,6 +163,7 @@ class TorchPredictor(CountedModel):
         self.pixel_batcher = DynamicBatcher(self._forward_pixels, self.name, self.settings.max_batch_size,
                                             self.settings.max_wait_ms, executor=self.batcher._executor,
                                             max_in_flight_units=self.settings.max_in_flight_pixels)
+        self._load_cam(served)
         self.amp_dtype = None
         requested = autocast_dtype(self.device, self.settings.precision, self.settings.autocast_on_cpu)
         if requested is not None:
@@ -167,6 +174,24 @@ class TorchPredictor(CountedModel):
                  manifest.model_version, served.folder, self.device, self.precision_served, self.channels_last,
                  self.num_threads or "-")
         return self.ready
+
+    def _load_cam(self, served) -> None:
+        import torch
+
+        example = torch.zeros((2, *self.input_shape), device=self.device)
+        self.no_cam = gradcam.check(self.module, example)
+        if self.no_cam:
+            log.warning("%s: no cam output (%s)", self.name, self.no_cam)
+            return
+        self._positive = list(served.schema.classes).index(served.schema.positive_class)
+        for pixels in (False, True):
+            self.cam_batchers[pixels] = DynamicBatcher(functools.partial(self._cam, pixels=pixels), self.name,
+                                                       self.settings.max_batch_size, 0.0,
+                                                       executor=self.batcher._executor,
+                                                       max_in_flight_units=self.settings.max_in_flight_pixels)
+
+    def _cam(self, batch: np.ndarray, pixels: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return gradcam.cam(self.module, self._input(batch, pixels), self._positive)
 
     def _on_serving_thread(self, fn, rows: np.ndarray):
         """``fn(rows)`` on the batchers' worker thread, the one that serves requests."""
@@ -212,28 +237,38 @@ class TorchPredictor(CountedModel):
 
         amp_dtype = self.amp_dtype if amp_dtype is TorchPredictor._SERVED else amp_dtype
         with torch.inference_mode():
-            if self.staging is not None:  # copied into a pinned buffer: read-only wire bytes are fine
-                x = self.staging.to_device(batch)
-            else:
-                if not batch.flags.writeable:  # one request's bytes straight from the wire (gRPC or binary REST)
-                    batch = batch.copy()
-                x = torch.from_numpy(batch).to(self.device)
-            if pixels:
-                x = normalise_pixels(x, self._mean, self._std)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = self._input(batch, pixels)
             with torch.autocast(device_type=self.device.type, dtype=amp_dtype or torch.bfloat16,
                                 enabled=amp_dtype is not None):
                 logits, embedding = self.module(x)
             return (logits.float().cpu().numpy(), embedding.float().cpu().numpy())
+
+    def _input(self, batch: np.ndarray, pixels: bool):
+        """The model's input tensor on its device: normalised, channels_last when served so."""
+        import torch
+
+        if self.staging is not None:  # copied into a pinned buffer: read-only wire bytes are fine
+            x = self.staging.to_device(batch)
+        else:
+            if not batch.flags.writeable:  # one request's bytes straight from the wire (gRPC or binary REST)
+                batch = batch.copy()
+            x = torch.from_numpy(batch).to(self.device)
+        if pixels:
+            x = normalise_pixels(x, self._mean, self._std)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
 
     def get_input_types(self) -> list[dict]:
         # metadata names one datatype per input; UINT8 pixels are accepted as well (see the module's docstring)
         return [{"name": "input", "datatype": "FP32", "shape": [-1, *self.input_shape]}]
 
     def get_output_types(self) -> list[dict]:
-        return [{"name": "logits", "datatype": "FP32", "shape": [-1, self.config.num_classes]},
-                {"name": "embedding", "datatype": "FP32", "shape": [-1, self.config.embedding_dim]}]
+        outputs = [{"name": "logits", "datatype": "FP32", "shape": [-1, self.config.num_classes]},
+                   {"name": "embedding", "datatype": "FP32", "shape": [-1, self.config.embedding_dim]}]
+        if self.cam_batchers:
+            outputs.append({"name": "cam", "datatype": "FP32", "shape": [-1, *self.input_shape[1:]]})
+        return outputs
 
     async def preprocess(self, payload: InferRequest, headers=None) -> InferRequest:
         start = time.perf_counter()
@@ -249,16 +284,23 @@ class TorchPredictor(CountedModel):
     async def predict(self, payload: InferRequest, headers=None, response_headers=None) -> InferResponse:
         start = time.perf_counter()
         rows, batcher = _ROWS.get()
-        logits, embedding = await batcher.submit(rows)
+        if any(output.name == "cam" for output in payload.request_outputs or ()):
+            if not self.cam_batchers:
+                raise RejectedInput(self.name, Reason.UNKNOWN_OUTPUT, f"this model gives no cam: {self.no_cam}")
+            logits, embedding, heat = await self.cam_batchers[batcher is self.pixel_batcher].submit(rows)
+            outputs = {"logits": logits, "embedding": embedding, "cam": heat}
+        else:
+            logits, embedding = await batcher.submit(rows)
+            outputs = {"logits": logits, "embedding": embedding}
         done = time.perf_counter()
         self.metrics.predict.observe(done - start)
         self.metrics.count_classes(self._class_labels, logits.argmax(axis=1))
-        result = response(payload, self.name, {"logits": logits, "embedding": embedding}, self.model_version)
+        result = response(payload, self.name, outputs, self.model_version)
         self.metrics.postprocess.observe(time.perf_counter() - done)
         return result
 
     def stop(self):
-        for batcher in (self.pixel_batcher, self.batcher):  # the FP32 one owns the shared worker thread
+        for batcher in (*self.cam_batchers.values(), self.pixel_batcher, self.batcher):  # the last owns the thread
             if batcher is not None:
                 batcher.close()
         super().stop()

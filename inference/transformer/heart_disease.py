@@ -204,7 +204,8 @@ class HeartDiseaseCodec:
         risk = (p >= self.risk_medium).astype(np.intp) + (p >= self.risk_high)  # medium <= high, checked at load
         return {"probability": p.astype(np.float32), "prediction": prediction, "risk_level": _RISK[risk]}, prediction
 
-    def explain(self, rows: np.ndarray, outputs: dict[str, np.ndarray], served: dict[str, np.ndarray]) -> dict:
+    def explain(self, rows: np.ndarray, outputs: dict[str, np.ndarray], served: dict[str, np.ndarray],
+                wanted: tuple[str, ...] = ("explanation",), text: bool = True) -> dict:
         """The ``explanation`` output from the predictor's attributions (:mod:`.tabular_explanation`)."""
         return {"explanation": explain_rows(self.schema, rows, outputs["attributions"], outputs["base_value"],
                                             outputs["attribution_space"], served["probability"])}

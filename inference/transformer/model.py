@@ -20,7 +20,7 @@ from bundle.schema import IMAGE, TABULAR, Schema
 from inference import bundle_source
 from inference.base_model import CountedModel
 from inference.batching import DynamicBatcher
-from inference.envelope import BadRequest
+from inference.envelope import BASE64_PARAMETER, BadRequest
 from inference.errors import PredictorUnavailable, RejectedInput
 from inference.reasons import Reason
 from inference.request_logger import RequestLogger
@@ -41,7 +41,8 @@ _ROWS: contextvars.ContextVar[np.ndarray] = contextvars.ContextVar("clinops_rows
 
 
 CODECS = {TABULAR: HeartDiseaseCodec, IMAGE: PneumoniaCodec}  # by schema kind
-LOG_MODES = {TABULAR: "all", IMAGE: "response"}  # what the drift detector of each kind reads
+LOG_MODES = {TABULAR: "all", IMAGE: "response"}
+BASE64_OUTPUTS = {"heatmap"}  # BYTES outputs that are not text: base64 in a JSON answer  # what the drift detector of each kind reads
 
 
 def make_codec(workload: str, schema: Schema, settings: TransformerSettings, calibration=None):
@@ -123,12 +124,10 @@ class Transformer(CountedModel):
         explained = list(self.codec.explain_outputs)
         if not explained:
             raise RejectedInput(self.name, Reason.UNKNOWN_OUTPUT, f"{self.name} has no explanation to give")
-        if not hasattr(self.codec, "features"):
-            raise RejectedInput(self.name, Reason.PROTOCOL, f"{self.name} explains over V2 only: request the "
-                                                            f"outputs {', '.join(explained)}")
+        names = [output["name"] for output in self.codec.output_types()]
         try:
-            request = v1_explain.tabular_request(body, self.codec.order,
-                                                 [output["name"] for output in self.codec.output_types()])
+            request = (v1_explain.tabular_request(body, self.codec.order, names) if hasattr(self.codec, "features")
+                       else v1_explain.image_request(body, self.codec.input_name, names))
         except BadRequest as err:
             raise RejectedInput(self.name, err.kind, err.message) from None
         request.model_name = self.name
@@ -201,15 +200,20 @@ class Transformer(CountedModel):
         start = time.perf_counter()
         request = _CLIENT_REQUEST.get()
         tensors, class_index = self.codec.decode(result)
-        if _EXPLAIN.get():
-            tensors |= self.codec.explain(_ROWS.get(), result, tensors)
-        self.metrics.count_classes(self.codec.class_labels, class_index)
         binary = request.use_binary_outputs
+        text = not (binary or getattr(request, "from_grpc", False))  # a JSON answer: image bytes as base64
+        if _EXPLAIN.get():
+            tensors |= self.codec.explain(_ROWS.get(), result, tensors, _EXPLAIN.get(), text)
+        self.metrics.count_classes(self.codec.class_labels, class_index)
         infer_outputs = []
         for name, array in tensors.items():
             datatype = "BYTES" if array.dtype == object else {"float32": "FP32", "int32": "INT32"}[array.dtype.name]
-            out = InferOutput(name=name, shape=list(array.shape), datatype=datatype)
-            out.set_data_from_numpy(array, binary_data=binary)
+            marked = {BASE64_PARAMETER: True} if text and name in BASE64_OUTPUTS else None
+            out = InferOutput(name=name, shape=list(array.shape), datatype=datatype, parameters=marked)
+            if name in BASE64_OUTPUTS and not text and not binary:  # gRPC: bytes_contents as they are
+                out.data = list(array)
+            else:
+                out.set_data_from_numpy(array, binary_data=binary)
             infer_outputs.append(out)
         requested = request.request_outputs  # each one known: checked in preprocess
         response = JsonInferResponse(response_id=request.id or "", model_name=self.name, model_version=self.model_version,

@@ -19,7 +19,7 @@ import numpy as np
 from bundle.schema import ImageSchema
 from inference.envelope import BadRequest
 from inference.reasons import Reason
-from inference.transformer import tensors
+from inference.transformer import heatmap, tensors
 from inference.transformer.calibration import served_probability
 
 FORMATS = {"JPEG", "PNG"}
@@ -32,7 +32,8 @@ class PneumoniaCodec:
     model_input = "input"  # the predictor's input tensor
     heavy = True  # decoding images runs in a worker thread
     dispatch = "full"  # a forward pass is expensive: a further call only with a full batch
-    explain_outputs: dict[str, tuple[str, ...]] = {}  # outputs computed only on request
+    # a client output computed only when requested -> the predictor outputs it is made of
+    explain_outputs = {"heatmap": ("cam",), "hot_region": ("cam",)}
 
     def parse(self, inputs) -> list[bytes]:
         return self.files(inputs)
@@ -69,7 +70,9 @@ class PneumoniaCodec:
 
     def output_types(self) -> list[dict]:
         return [{"name": "probability", "datatype": "FP32", "shape": [-1]},
-                {"name": "label", "datatype": "BYTES", "shape": [-1]}]
+                {"name": "label", "datatype": "BYTES", "shape": [-1]},
+                {"name": "heatmap", "datatype": "BYTES", "shape": [-1]},  # on request: Grad-CAM PNG
+                {"name": "hot_region", "datatype": "FP32", "shape": [-1, 4]}]  # on request: x0, y0, x1, y1
 
     def files(self, inputs) -> list[bytes]:
         """The image files of the request (cheap; decoding happens in :meth:`encode_files`)."""
@@ -166,3 +169,11 @@ class PneumoniaCodec:
         p = served_probability(proba[:, self.positive], self.calibration)
         index = np.where(p >= self.threshold, self.positive, 1 - self.positive)
         return {"probability": p.astype(np.float32), "label": self._labels[index]}, index
+
+    def explain(self, rows: np.ndarray, outputs: dict[str, np.ndarray], served: dict, wanted: tuple[str, ...],
+                text: bool) -> dict:
+        """The requested ``heatmap`` / ``hot_region`` outputs from the predictor's Grad-CAM map
+        (:mod:`.heatmap`); PNGs as base64 when ``text``."""
+        made = heatmap.outputs(rows, np.asarray(outputs["cam"], dtype=np.float32), self.mean, self.std, text,
+                               png="heatmap" in wanted)
+        return {name: made[name] for name in wanted}

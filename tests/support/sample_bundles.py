@@ -109,3 +109,41 @@ def write_pneumonia(folder: Path, height: int = 32, width: int = 32, channels: i
     writer.write_drift(KSDriftSettings("embedding", embedding_dim))
     writer.finish()
     return Path(folder)
+
+
+def opacity_net(channels: int = 1, embedding_dim: int = 4):
+    """A net shaped as export writes EfficientNet (``features`` → ``avgpool`` → ``classifier``, forward
+    ``(logits, embedding)``) whose P(PNEUMONIA) rises with bright areas: the maps are a 5×5 mean of the
+    normalised image less 1, kept where positive, so only a bright blob (normalised ~ +1.6) lights them up.
+    Its Grad-CAM map therefore peaks on the blob: what the heatmap tests plant."""
+    import torch
+    from torch import nn
+
+    class OpacityNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            conv = nn.Conv2d(channels, embedding_dim, 5, padding=2)
+            with torch.no_grad():
+                conv.weight.fill_(1.0 / (25 * channels))
+                conv.bias.fill_(-1.0)
+            self.features = nn.Sequential(conv, nn.ReLU())
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.classifier = nn.Linear(embedding_dim, 2)
+            with torch.no_grad():
+                self.classifier.weight.copy_(torch.tensor([[-10.0], [10.0]]).repeat(1, embedding_dim))
+                self.classifier.bias.copy_(torch.tensor([0.5, -0.5]))
+
+        def forward(self, x):
+            embedding = torch.flatten(self.avgpool(self.features(x)), 1)
+            return self.classifier(embedding), embedding
+
+    return OpacityNet().eval()
+
+
+def opacity_image(rng: np.random.Generator, height: int, width: int, radius: int = 4) -> tuple[np.ndarray, tuple]:
+    """A dark noisy uint8 image ``[H, W]`` with one bright disk, and the disk's (cx, cy, radius) in pixels."""
+    cy, cx = int(rng.integers(radius + 1, height - radius - 1)), int(rng.integers(radius + 1, width - radius - 1))
+    yy, xx = np.mgrid[:height, :width]
+    image = rng.normal(40, 8, (height, width))
+    image[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2] = 230
+    return np.clip(image, 0, 255).astype(np.uint8), (cx, cy, radius)

@@ -1,7 +1,10 @@
-"""Explanations from the real heart-disease stack: the V2 ``explanation`` output over REST and gRPC,
-KServe's V1 ``:explain`` verb, and bad input refused by explain with the same 400 as by infer."""
+"""Explanations from real stacks: heart-disease's ``explanation`` output and pneumonia's ``heatmap`` /
+``hot_region`` over V2 REST and gRPC, KServe's V1 ``:explain`` verb, and bad input refused by explain with
+the same 400 as by infer."""
 
 import asyncio
+import base64
+import io
 import json
 
 import joblib
@@ -9,8 +12,11 @@ import numpy as np
 import pytest
 from kserve import InferenceGRPCClient
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
+from PIL import Image
 from support import sample_bundles
 from support.v2_calls import post, rejections
+
+from pipelines.local_stack import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 ADDITIVITY_TOL = 1e-6  # |base_value + sum(contributions) - the model's log-odds| (float64 through JSON)
@@ -107,3 +113,82 @@ def test_explain_refuses_bad_input_with_the_same_400_as_infer(stack, heart_schem
 
     status, answer = post(f"{endpoint.rest_url}/v1/models/heart-disease:explain", {"instances": [{"age": 50}]})
     assert status == 400 and answer["error"].startswith("instance 0: missing feature 'sex'")
+
+
+@pytest.fixture(scope="module")
+def opacity_stack(tmp_path_factory):
+    """pneumonia served with a net that answers to a bright opacity (its Grad-CAM peaks on it)."""
+    folder = sample_bundles.write_pneumonia(tmp_path_factory.mktemp("opacity"), 32, 28, 1,
+                                            module=sample_bundles.opacity_net(1, 4), embedding_dim=4)
+    with LocalStack({"pneumonia": str(folder)}, ports="ephemeral", log_dir=tmp_path_factory.mktemp("logs"),
+                    drift_dir=tmp_path_factory.mktemp("drift"), ready_timeout_s=120,
+                    extra_args={"pneumonia/predictor": ["--device", "cpu"]}) as running:
+        yield running
+
+
+def png_file(pixels):
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def planted_files(n, seed):
+    rng = np.random.default_rng(seed)
+    images, disks = zip(*(sample_bundles.opacity_image(rng, 32, 28) for _ in range(n)), strict=True)
+    return [png_file(image) for image in images], disks
+
+
+def assert_boxes_hold_the_disks(regions, disks):
+    for (x0, y0, x1, y1), (cx, cy, _) in zip(regions, disks, strict=True):
+        assert x0 * 28 <= cx < x1 * 28 and y0 * 32 <= cy < y1 * 32
+        assert (x1 - x0) * 28 <= 14 and (y1 - y0) * 32 <= 14  # a region, not the whole image
+
+
+def test_heatmap_and_hot_region_over_rest_json_and_grpc(opacity_stack):
+    endpoint = opacity_stack.endpoints["pneumonia"]
+    files, disks = planted_files(3, seed=31)
+    body = {"inputs": [{"name": "image", "shape": [3], "datatype": "BYTES",
+                        "data": [base64.b64encode(f).decode() for f in files]}],
+            "outputs": [{"name": "probability"}, {"name": "heatmap"}, {"name": "hot_region"}]}
+    status, answer = post(f"{endpoint.rest_url}/v2/models/pneumonia/infer", body)
+    assert status == 200
+    outputs = {o["name"]: o for o in answer["outputs"]}
+    assert list(outputs) == ["probability", "heatmap", "hot_region"]
+    assert outputs["heatmap"]["parameters"] == {"clinops_base64": True}
+    pngs = [Image.open(io.BytesIO(base64.b64decode(text))) for text in outputs["heatmap"]["data"]]
+    assert [(p.format, p.size) for p in pngs] == [("PNG", (28, 32))] * 3
+    regions = np.asarray(outputs["hot_region"]["data"]).reshape(3, 4)
+    assert_boxes_hold_the_disks(regions, disks)
+    _, plain = post(f"{endpoint.rest_url}/v2/models/pneumonia/infer", {"inputs": body["inputs"]})
+    assert [o["name"] for o in plain["outputs"]] == ["probability", "label"]  # no heatmap unless asked for
+    np.testing.assert_allclose(outputs["probability"]["data"], plain["outputs"][0]["data"], rtol=1e-5)
+
+    async def grpc():
+        client = InferenceGRPCClient(endpoint.grpc_target, timeout=30)
+        try:
+            tensor = InferInput("image", [3], "BYTES", files)
+            return await client.infer(InferRequest("pneumonia", [tensor], request_outputs=[
+                RequestedOutput("heatmap"), RequestedOutput("hot_region")]))
+        finally:
+            await client.close()
+
+    out = {o.name: o.as_numpy() for o in asyncio.run(grpc()).outputs}
+    assert Image.open(io.BytesIO(bytes(out["heatmap"][0]))).format == "PNG"  # raw bytes over gRPC
+    np.testing.assert_allclose(out["hot_region"], regions, atol=1e-6)
+
+
+def test_v1_explain_of_images_and_its_400s(opacity_stack):
+    endpoint = opacity_stack.endpoints["pneumonia"]
+    files, disks = planted_files(2, seed=32)
+    status, answer = post(f"{endpoint.rest_url}/v1/models/pneumonia:explain",
+                          {"instances": [{"b64": base64.b64encode(f).decode()} for f in files]})
+    assert status == 200
+    assert [set(p) for p in answer["predictions"]] == [{"probability", "label"}] * 2
+    assert_boxes_hold_the_disks([e["hot_region"] for e in answer["explanations"]], disks)
+    assert Image.open(io.BytesIO(base64.b64decode(answer["explanations"][0]["heatmap"]))).size == (28, 32)
+
+    garbage = base64.b64encode(b"not an image").decode()
+    infer = post(f"{endpoint.rest_url}/v2/models/pneumonia/infer",
+                 {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [garbage]}]})
+    explain = post(f"{endpoint.rest_url}/v1/models/pneumonia:explain", {"instances": [{"b64": garbage}]})
+    assert infer == explain == (400, {"error": "input 'image' element 0: not a decodable JPEG or PNG image"})
