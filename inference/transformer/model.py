@@ -41,8 +41,8 @@ _ROWS: contextvars.ContextVar[np.ndarray] = contextvars.ContextVar("clinops_rows
 
 
 CODECS = {TABULAR: HeartDiseaseCodec, IMAGE: PneumoniaCodec}  # by schema kind
-LOG_MODES = {TABULAR: "all", IMAGE: "response"}
-BASE64_OUTPUTS = {"heatmap"}  # BYTES outputs that are not text: base64 in a JSON answer  # what the drift detector of each kind reads
+LOG_MODES = {TABULAR: "all", IMAGE: "response"}  # what the drift detector of each kind reads
+BASE64_OUTPUTS = {"heatmap"}  # BYTES outputs that are not text: base64 in a JSON answer
 
 
 def make_codec(workload: str, schema: Schema, settings: TransformerSettings, calibration=None):
