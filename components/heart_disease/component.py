@@ -111,6 +111,7 @@ def evaluate(model: Input[Model], train: Input[Dataset], test: Input[Dataset], t
     from components.common.clinical import assessment as assessment_lib
     from components.common.clinical import calibration as calibration_lib
     from components.common.clinical import card as card_lib
+    from components.heart_disease import attribution, schema
     from components.heart_disease import evaluation as ev
 
     info = json.loads(train_info)
@@ -123,9 +124,13 @@ def evaluate(model: Input[Model], train: Input[Dataset], test: Input[Dataset], t
     scalar = {k: v for k, v in values.items() if k != "n"}
     metric_lib.log_to_kfp(metrics, classification, y, p, threshold, ev.LABELS, scalar)
     outer = ev.outer_estimate(fold_aucs)
+    pipeline = joblib.load(model.path)
+    x_test, x_train = frame[schema.FEATURES].to_numpy(float), train_frame[schema.FEATURES].to_numpy(float)
     pngs = plot_lib.evaluation_plots(y, p, threshold, ev.LABELS) | {
         "reliability.png": plot_lib.reliability_png(y, assessed.p_model, p),
-        "decision_curve.png": plot_lib.decision_curve_png(assessed.decision_curve)}
+        "decision_curve.png": plot_lib.decision_curve_png(assessed.decision_curve),
+        "shap_summary.png": attribution.summary_png(attribution.shap_values(pipeline, x_train, x_test, seed), x_test,
+                                                    schema.TITLES)}
     headline = {k: values[k] for k in ("roc_auc", "sensitivity", "specificity", "threshold", "ece")}
     with open(plots.path, "w") as f:
         f.write(plot_lib.html_page("Heart-disease model — test split", pngs, headline,

@@ -91,3 +91,10 @@ def test_the_gate_compares_with_the_champion_on_the_evaluate_steps_resamples(eva
     assert "paired bootstrap of 250 resamples" in result.reasons  # evaluate's setting, not the default 1000
     assert "250 resamples" in (out / "model_card").read_text()  # the card's intervals used the same
     assert registry.alias_version(MODEL, registry.CHAMPION) == v1
+
+
+def test_the_evaluate_report_holds_the_shap_summary_of_the_test_split(evaluated):
+    _, out, arts, _ = evaluated
+    page = (out / "plots").read_text()
+    assert 'alt="shap_summary.png"' in page and "data:image/png;base64," in page
+    assert (out / "evaluation" / "plots" / "shap_summary.png").read_bytes()[:4] == b"\x89PNG"
