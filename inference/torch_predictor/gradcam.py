@@ -22,7 +22,9 @@ def _run(module, x):
 
     maps = module.features(x)
     embedding = torch.flatten(module.avgpool(maps), 1)
-    return maps, module.classifier(embedding), embedding
+    logits = module.classifier(embedding)
+    # a traced classifier may also return what it was given (the embedding is a second output of the trace)
+    return maps, logits[0] if isinstance(logits, tuple) else logits, embedding
 
 
 def check(module, example) -> str:
@@ -33,9 +35,12 @@ def check(module, example) -> str:
     missing = [part for part in PARTS if part not in children]
     if missing:
         return f"model.pt has no submodule '{missing[0]}' (Grad-CAM needs {', '.join(PARTS)})"
-    with torch.inference_mode():
-        maps, logits, _ = _run(module, example)
-        expected, _ = module(example)
+    try:
+        with torch.inference_mode():
+            maps, logits, _ = _run(module, example)
+            expected, _ = module(example)
+    except RuntimeError as err:  # e.g. parts that cannot be called on their own
+        return f"model.pt's parts cannot be run one by one: {err}"
     if maps.dim() != 4:
         return f"model.pt's features give shape {list(maps.shape)}, not [N, C, h, w] maps"
     if not torch.allclose(logits.float(), expected.float(), atol=LOGITS_ATOL):

@@ -117,3 +117,26 @@ def test_the_heatmap_png_is_the_image_at_the_model_size_coloured_where_the_map_i
     only_region = heatmap.outputs(image[None, None], heat[None], np.zeros((1, 1, 1)), np.ones((1, 1, 1)), text=True,
                                   png=False)
     assert set(only_region) == {"hot_region"}
+
+
+def test_grad_cam_works_on_the_module_export_writes():
+    """The traced EfficientNet of a real bundle: its traced classifier also returns its input."""
+    import torch
+
+    from components.pneumonia import export, preprocess
+    from components.pneumonia import model as model_lib
+    from inference.torch_predictor import gradcam
+
+    torch.manual_seed(0)
+    net = model_lib.build_model("efficientnet_b0", 1, 2).eval()
+    buffer = io.BytesIO()
+    torch.jit.save(export.script_model(net, preprocess.ImageContract(64, 64, 1, (0.5,), (0.25,))), buffer)
+    buffer.seek(0)
+    module = torch.jit.load(buffer).eval()  # as the predictor loads model.pt
+    x = torch.randn(2, 1, 64, 64)
+    assert gradcam.check(module, x) == ""
+    logits, embedding, heat = gradcam.cam(module, x, target=1)
+    expected_logits, expected_embedding = module(x)
+    np.testing.assert_allclose(logits, expected_logits.detach().numpy(), atol=1e-4)
+    np.testing.assert_allclose(embedding, expected_embedding.detach().numpy(), atol=1e-4)
+    assert heat.shape == (2, 64, 64) and heat.min() >= 0 and heat.max() <= 1
