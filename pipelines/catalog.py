@@ -29,17 +29,23 @@ def in_catalog_order(modules: dict[str, str], names: tuple[str, ...]) -> dict[st
 WORKLOADS: dict[str, str] = in_catalog_order(PIPELINE_MODULES, workloads.NAMES)
 
 
-# name → module exposing ``PIPELINE`` and ``PIPELINE_NAME``; compiled to pipelines/compiled/<name>.yaml
+# name → module (or ``module:attribute``) exposing ``PIPELINE`` and ``PIPELINE_NAME``; compiled to
+# pipelines/compiled/<name>.yaml
 SHARED_PIPELINES: dict[str, str] = {
     "monitoring": "pipelines.monitoring",
+    # batch scoring, one pipeline per workload, defined together
+    "heart-disease-batch": "pipelines.batch_scoring:HEART_DISEASE",
+    "pneumonia-batch": "pipelines.batch_scoring:PNEUMONIA",
 }
 COMPILED: tuple[str, ...] = (*WORKLOADS, *SHARED_PIPELINES)
 
 
-def load_pipeline(name: str) -> ModuleType:
+def load_pipeline(name: str) -> ModuleType | object:
     """A workload's training pipeline module or a shared pipeline's module, by its compiled name."""
     if name in SHARED_PIPELINES:
-        return importlib.import_module(SHARED_PIPELINES[name])
+        module, _, attribute = SHARED_PIPELINES[name].partition(":")
+        loaded = importlib.import_module(module)
+        return getattr(loaded, attribute) if attribute else loaded
     return load(name)
 
 
