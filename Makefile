@@ -20,7 +20,7 @@ export CLINOPS_DRIFT_PYTHON ?= $(CURDIR)/$(DRIFT_VENV)/bin/python
 TOOLS_VENV  ?= .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.stamp-$(shell cat requirements/tools.txt 2>/dev/null | sha256sum | cut -c1-16)
 
-.PHONY: help venv run test test-fast pipeline compile images serve lint bench bench-train bench-serve bench-drift bench-overload bench-soak eval-drift monitor manifests tools lock clean
+.PHONY: help venv run test test-fast pipeline compile images serve lint bench bench-train bench-serve bench-drift bench-overload bench-soak bench-batch score eval-drift monitor manifests tools lock clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -106,7 +106,7 @@ manifests: $(STAMP) tools  ## render and validate every kustomize entry point, t
 	$(BIN)/clinops manifests
 	$(BIN)/python -m pytest -q tests/manifests
 
-bench: bench-train bench-serve bench-drift bench-overload bench-soak  ## all benchmarks (not tests)
+bench: bench-train bench-serve bench-drift bench-overload bench-soak bench-batch  ## all benchmarks (not tests)
 
 bench-train: $(STAMP)  ## training throughput: plain PyTorch loop vs Ray Train
 	$(BIN)/python tests/bench/train_throughput.py
@@ -125,6 +125,12 @@ bench-overload: $(STAMP) $(DRIFT_STAMP)  ## 10x capacity offered open-loop per w
 
 bench-soak: $(STAMP) $(DRIFT_STAMP)  ## half capacity for BENCH_SOAK_SECONDS (600): RSS, descriptors, errors, latency per interval
 	$(BIN)/python tests/bench/soak.py
+
+bench-batch: $(STAMP)  ## batch scoring rows/s and images/s: Ray Data actors vs a plain single-process loop
+	$(BIN)/python tests/bench/batch_scoring.py
+
+score: $(STAMP)  ## batch-score with the champion: make score WORKLOAD=heart-disease [INPUT=csv|s3://...|folder] [OUTPUT=dir]
+	$(BIN)/clinops score $(WORKLOAD) $(if $(INPUT),--input $(INPUT)) $(if $(OUTPUT),--output $(OUTPUT))
 
 lock:  ## re-resolve requirements into requirements/constraints.txt
 	rm -rf /tmp/clinops-lock && $(PYTHON) -m venv /tmp/clinops-lock

@@ -115,6 +115,9 @@ def score(workload: str, source: str, out_dir: Path, bundle_uri: str | None = No
     extra: dict = {"engine": engine}
     with _writer(results) as write:
         def sink(table: pa.Table) -> None:
+            if not found.rows:
+                extra["first_result_s"] = round(time.perf_counter() - start, 3)
+                extra["first_result_rows"] = table.num_rows
             write(table)
             found.add(table)
             now = time.perf_counter()
