@@ -109,7 +109,7 @@ manifests: $(STAMP) tools  ## render and validate every kustomize entry point, t
 bench: bench-train bench-serve bench-drift bench-overload bench-soak bench-batch  ## all benchmarks (not tests)
 
 bench-train: $(STAMP)  ## training throughput: plain PyTorch loop vs Ray Train
-	$(BIN)/python tests/bench/train_throughput.py
+	$(BIN)/python tests/bench/train_throughput.py --plan make
 
 bench-serve: $(STAMP) $(DRIFT_STAMP)  ## serving throughput and latency vs MLServer and stock KServe
 	$(BIN)/python tests/bench/serve_throughput.py
