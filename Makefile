@@ -117,6 +117,9 @@ bench-serve: $(STAMP) $(DRIFT_STAMP)  ## serving throughput and latency vs MLSer
 eval-drift: $(STAMP) $(DRIFT_STAMP)  ## drift detection rates on real shift (UCI sites, prevalence; phantom X-rays) vs a naive test
 	$(BIN)/python tests/bench/drift_detection.py
 
+eval-gradcam: $(STAMP)  ## where the served Grad-CAM peaks on phantom X-rays with known opacities (needs a pneumonia champion)
+	$(BIN)/python tests/bench/gradcam_localisation.py
+
 bench-drift: $(STAMP) $(DRIFT_STAMP)  ## drift sidecar: events/s on one core, p99 the logger adds, nothing lost at 10x load
 	$(BIN)/python tests/bench/drift_sidecar.py
 

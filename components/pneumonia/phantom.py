@@ -38,6 +38,13 @@ def _ellipse(yy, xx, cy, cx, ry, rx):
 
 def render(rng: np.random.Generator, height: int, width: int, pneumonia: bool) -> np.ndarray:
     """One phantom as float32 in [0, 1], shape (height, width)."""
+    return render_with_opacities(rng, height, width, pneumonia)[0]
+
+
+def render_with_opacities(rng: np.random.Generator, height: int, width: int, pneumonia: bool
+                          ) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
+    """One phantom, and where its opacities are: ``(y, x, sigma)`` each, as fractions of the height (y,
+    sigma) and width (x); the same image :func:`render` draws from the same generator state."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     yy /= height
     xx /= width
@@ -59,6 +66,7 @@ def render(rng: np.random.Generator, height: int, width: int, pneumonia: bool) -
     phase = rng.uniform(0, 2 * np.pi)
     ribs = np.sin(2 * np.pi * (yy * 7.5 + 0.6 * (xx - 0.5) ** 2 * 4) + phase)
     img += 0.04 * np.clip(ribs, 0, 1)
+    opacities = []
     if pneumonia:
         for _ in range(int(rng.integers(1, 4))):
             cy, cx, ry, rx = lungs[int(rng.integers(0, 2))]
@@ -66,12 +74,13 @@ def render(rng: np.random.Generator, height: int, width: int, pneumonia: bool) -
             r, t = np.sqrt(rng.uniform(0, 0.7)), rng.uniform(0, 2 * np.pi)
             by, bx = cy + r * ry * np.sin(t), cx + r * rx * np.cos(t)
             sigma = rng.uniform(0.06, 0.1)
+            opacities.append((float(by), float(bx), float(sigma)))
             img += rng.uniform(0.3, 0.45) * np.exp(-(((yy - by) ** 2 + ((xx - bx) * width / height) ** 2)
                                                      / (2 * sigma ** 2)))
     # exposure, noise
     img = img * rng.uniform(0.85, 1.15) + rng.normal(0, 0.03)
     img += rng.normal(0, 0.025, img.shape).astype(np.float32)
-    return np.clip(img, 0, 1)
+    return np.clip(img, 0, 1), opacities
 
 
 def generate(root: Path, spec: PhantomSpec = PhantomSpec()) -> dict[str, dict[str, int]]:
