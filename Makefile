@@ -20,7 +20,7 @@ export CLINOPS_DRIFT_PYTHON ?= $(CURDIR)/$(DRIFT_VENV)/bin/python
 TOOLS_VENV  ?= .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.stamp-$(shell cat requirements/tools.txt 2>/dev/null | sha256sum | cut -c1-16)
 
-.PHONY: help venv run test test-fast pipeline compile images serve lint bench bench-train bench-serve bench-drift bench-overload bench-soak bench-batch score eval-drift monitor manifests tools lock clean
+.PHONY: help venv run test test-fast pipeline compile images serve lint bench bench-train bench-serve bench-drift bench-overload bench-soak bench-batch score eval-drift eval-gradcam monitor manifests tools lock clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
