@@ -137,9 +137,12 @@ def score(workload: str, source: str, out_dir: Path, bundle_uri: str | None = No
                 extra["ray"] = cluster | {"start_s": round(time.perf_counter() - start, 3)}
                 import ray.data
 
-                dataset = _dataset(workload, items, batch_size).map_batches(
+                block = max(1, min(batch_size, math.ceil(total / actors)))  # at least one block per actor
+                dataset = _dataset(workload, items, block).map_batches(
                     SCORERS[workload], fn_constructor_kwargs=kwargs, batch_size=batch_size,
-                    compute=ray.data.ActorPoolStrategy(size=actors),
+                    # one batch in flight per actor: batches spread over every actor instead of queueing on
+                    # the first one ready
+                    compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
                     num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None, batch_format="numpy")
                 for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
                     sink(table)

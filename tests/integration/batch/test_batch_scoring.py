@@ -65,7 +65,8 @@ def patient_table(n: int, seed: int) -> list[dict]:
                 record[feature.name] = f"{value:g}"
         table.append(record)
     for row, (feature, text, _) in BAD_ROWS.items():
-        table[row - 1][feature] = text
+        if row <= n:
+            table[row - 1][feature] = text
     return table
 
 
