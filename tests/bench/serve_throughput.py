@@ -12,7 +12,8 @@ Load comes from ``wrk`` (the same generator, connections and duration for both s
 comparison). Prints a table and ratios; writes ``$CLINOPS_HOME/bench/serve.json``.
 Settings: ``BENCH_SECONDS`` (default 10), ``BENCH_CONNECTIONS`` (default 8), ``BENCH_ROUNDS`` (default 2:
 ours and the peer alternate, each measured once per round; the table shows the mean and every round),
-``BENCH_ONLY`` (default ``1,2,3``: which comparisons to run), ``BENCH_TORCH_THREADS`` (torch intra-op
+``BENCH_ONLY`` (default ``1,2,3,4``: which comparisons to run; 4 is the explanations' latency,
+:mod:`explain_latency`), ``BENCH_TORCH_THREADS`` (torch intra-op
 threads of both the raw forward and the predictor in (3); default torch's own, the cores).
 (3) uses the pneumonia champion bundle when there is one and also reports the sample EfficientNet-B0.
 """
@@ -46,7 +47,7 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 TORCH_THREADS = int(os.environ.get("BENCH_TORCH_THREADS", "0"))  # 0: torch's default (the cores)
 # (3) on a CPU: a batch of 32 takes about a second, so a window needs many of them
 PNEUMONIA_MIN_SECONDS = int(os.environ.get("BENCH_PNEUMONIA_SECONDS", "30"))
-ONLY = {x.strip() for x in os.environ.get("BENCH_ONLY", "1,2,3").split(",") if x.strip()}
+ONLY = {x.strip() for x in os.environ.get("BENCH_ONLY", "1,2,3,4").split(",") if x.strip()}
 # uvloop 0.22+ makes MLServer 1.7.1 parallel workers die at start (asyncio.get_event_loop without a loop)
 MLSERVER = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0"]
 ROW = [63.0, 1, 4, 145, 233, 1, 2, 150, 0, 2.3, 3, 0, 6]
@@ -507,6 +508,13 @@ def run(workdir: Path, logs: Path) -> int:
     one = {name: summarise(runs) for name, runs in rounds_one.items()}
     two = {name: summarise(runs) for name, runs in rounds_two.items()}
     threes = {source: bench_pneumonia(folder, logs) for folder, source in pneumonias}
+    explained = {}
+    if "4" in ONLY:
+        import explain_latency
+
+        champion_xray = champion_bundle("pneumonia", workdir)
+        explained = explain_latency.bench_explain(heart, champion_xray[0] if champion_xray else None, logs, ROW,
+                                                  FEATURES)
 
     ratios = {}
     if one:
@@ -556,6 +564,10 @@ def run(workdir: Path, logs: Path) -> int:
                     print(f"  {'  run ' + str(i):<46} {run['images_per_s']:>10.1f} images/s, "
                           f"{run['images_per_cpu_s']:.2f} per CPU-s, load {run['load1']:.2f}{whole}")
         print("  full path / adjacent raw, per round: " + ", ".join(f"{v:.2f}" for v in three["round_ratios"]))
+    if explained:
+        import explain_latency
+
+        explain_latency.report(explained)
     print("\nratios (targets: 1, 2 ≥ 2.0 with p99 ratio ≤ 1.0; 3 ≥ 0.80)")
     for name, value in ratios.items():
         print(f"  {name:<44} {value:.2f}")
@@ -565,7 +577,7 @@ def run(workdir: Path, logs: Path) -> int:
               "models": {"heart-disease": heart_source, "pneumonia": [s for _, s in pneumonias]},
               "predictor_vs_mlserver": one, "full_path_vs_stock_kserve": two,
               "pneumonia_vs_raw_forward": next(iter(threes.values()), {}), "pneumonia_by_model": threes,
-              "ratios": ratios, "finished_at": time.time()}
+              "explanations": explained, "ratios": ratios, "finished_at": time.time()}
     out = get_settings().home / "bench" / "serve.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
