@@ -75,7 +75,32 @@ def cmd_run(args) -> int:
     path = settings.home / "run-summary.json"
     path.write_text(json.dumps(summary, indent=2, default=str))
     print(f"summary written to {path}")
+    if not failed:
+        print(_next_steps(settings))
     return 1 if failed else 0
+
+
+def _newest(pattern: str, folder) -> str | None:
+    found = sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime)
+    return str(found[-1]) if found else None
+
+
+def _next_steps(settings) -> str:
+    """Where to look after ``make run``: the reports, the registry, the endpoints, what to run next."""
+    lines = ["", "where to look next:",
+             f"  MLflow UI (runs, registry, champion): .venv/bin/mlflow ui --backend-store-uri "
+             f"{settings.tracking_uri}  → http://127.0.0.1:5000"]
+    for workload in catalog.WORKLOADS:
+        root = settings.pipeline_dir(workload) / "root"
+        for name in ("plots", "gradcam"):
+            report = _newest(f"*/evaluate/{name}", root)
+            if report:
+                lines.append(f"  {workload} {name} report (HTML): {report}")
+    lines += ["  serve both champions: make serve  → V2 at http://127.0.0.1:8080 (heart-disease) and :8090 "
+              "(pneumonia); explanations: README, section Explanations",
+              "  score a batch: make score WORKLOAD=heart-disease   · drift report: make monitor WORKLOAD=heart-disease",
+              "  every target: make help"]
+    return "\n".join(lines)
 
 
 def _serving_demo() -> dict:
@@ -137,20 +162,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clinops", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run every pipeline (quick profile) and the serving demo")
-    run.add_argument("--profile", default="quick")
+    run = sub.add_parser(
+        "run", help="run every pipeline (quick profile) and the serving demo",
+        description="The main job (make run): each workload's training pipeline on kfp.local (ingest, validate, "
+                    "split, train, evaluate, register in MLflow, gate, export the bundle), then the serving demo: "
+                    "both champions served on localhost, a few V2 calls and a refused one, and in-distribution and "
+                    "shifted traffic for the drift sidecars. Progress is printed per step; run-summary.json under "
+                    "$CLINOPS_HOME says what happened, and the end names the reports, the MLflow UI command and "
+                    "the endpoints.")
+    run.add_argument("--profile", default="quick", help="the pipelines' profile: quick (default) or full")
     run.add_argument("--no-serve", action="store_true", help="skip the serving demo")
     run.set_defaults(func=cmd_run)
 
-    pipe = sub.add_parser("pipeline", help="run one pipeline locally with kfp.local")
+    pipe = sub.add_parser(
+        "pipeline", help="run one pipeline locally with kfp.local",
+        description="Run one workload's training pipeline locally (kfp.local), the same pipeline the Kubeflow "
+                    "dashboard runs from pipelines/compiled/<workload>.yaml. Concurrent runs on one "
+                    "$CLINOPS_HOME are safe. Prints the test ROC-AUC, the registered version and the gate's "
+                    "verdict.")
     pipe.add_argument("workload", choices=list(catalog.WORKLOADS))
-    pipe.add_argument("--profile", default="quick")
+    pipe.add_argument("--profile", default="quick", help="quick (default) or full: trials, epochs, resamples")
     pipe.add_argument("--set", action="append", metavar="NAME=VALUE", help="override a pipeline argument")
     pipe.set_defaults(func=cmd_pipeline)
 
-    sub.add_parser("compile", help="compile every pipeline to IR YAML").set_defaults(func=cmd_compile)
-    sub.add_parser("serve", help="start the local serving stack").set_defaults(func=cmd_serve)
-    monitor = sub.add_parser("monitor", help="drift report of a workload's logged observations (kfp.local)")
+    sub.add_parser("compile", help="compile every pipeline to IR YAML",
+                   description="Write pipelines/compiled/<name>.yaml for every pipeline, ready to upload to a "
+                               "Kubeflow Pipelines dashboard (make compile IMAGE_REGISTRY= IMAGE_TAG= sets the "
+                               "images).").set_defaults(func=cmd_compile)
+    sub.add_parser("serve", help="start the local serving stack",
+                   description="Serve every workload's champion bundle on localhost: predictor, transformer and "
+                               "drift sidecar each (ports in the README), until Ctrl-C. Endpoints speak KServe V2 "
+                               "over REST and gRPC; /metrics on every process.").set_defaults(func=cmd_serve)
+    monitor = sub.add_parser("monitor", help="drift report of a workload's logged observations (kfp.local)",
+                             description="Run the monitoring pipeline locally: the observations the drift "
+                                         "sidecar logged for the period, an Evidently data-drift report against "
+                                         "the bundle's reference (HTML, JSON, a Markdown summary), and, with "
+                                         "--retrain, the training pipeline when drift is found.")
     monitor.add_argument("workload", choices=list(catalog.WORKLOADS))
     monitor.add_argument("--hours", type=float, default=24.0, help="the period: this many hours back from now")
     monitor.add_argument("--retrain", action="store_true", help="start the training pipeline when drift is found")
@@ -180,7 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--no-explain", action="store_true", help="heart-disease: skip the top features")
     score.set_defaults(func=cmd_score)
 
-    sub.add_parser("manifests", help="render every kustomize entry point").set_defaults(func=cmd_manifests)
+    sub.add_parser("manifests", help="render every kustomize entry point",
+                   description="Render every kustomize base, component and overlay with kubectl kustomize and "
+                               "validate the objects (make manifests adds the policy checks, checkov and "
+                               "promtool).").set_defaults(func=cmd_manifests)
     return parser
 
 
