@@ -267,7 +267,7 @@ def run_ray(bench: dict, world: int, out: Path, name: str) -> dict:
 
 
 # -- alternating rounds -------------------------------------------------------------------------------------
-def _spread(values: list[float]) -> dict:
+def spread(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
@@ -304,10 +304,10 @@ def compare(variant: str, size: int, channels: int, per_worker_batch: int, steps
                   f"{row['ray_extra_seconds_per_epoch']:+.2f} s against DDP's", flush=True)
             results.append(row)
     ratios = [r["ratio_ray_over_ddp"] for r in results]
-    summary = {"ratio_ray_over_ddp": _spread(ratios),
-               "ddp_images_per_s": _spread([r["ddp"]["images_per_s"] for r in results]),
-               "ray_images_per_s": _spread([r["ray"]["images_per_s"] for r in results]),
-               "ray_extra_seconds_per_epoch": _spread([r["ray_extra_seconds_per_epoch"] for r in results]),
+    summary = {"ratio_ray_over_ddp": spread(ratios),
+               "ddp_images_per_s": spread([r["ddp"]["images_per_s"] for r in results]),
+               "ray_images_per_s": spread([r["ray"]["images_per_s"] for r in results]),
+               "ray_extra_seconds_per_epoch": spread([r["ray_extra_seconds_per_epoch"] for r in results]),
                "target": TARGET_RAY_OVER_DDP,
                "verdict": "PASS" if statistics.median(ratios) >= TARGET_RAY_OVER_DDP else "MISS"}
     return {"rounds": results, "summary": summary, "global_batch": global_batch, "train_images": n_train,

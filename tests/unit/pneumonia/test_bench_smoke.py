@@ -41,10 +41,12 @@ def test_plain_loop_with_amp_channels_last_and_compile_forced_on_cpu(tmp_path):
                           "--skip-two-workers", timeout=300)
     assert report["machine"]["gpus"] == 0 and report["skipped"] == []
     [record] = report["records"]
-    assert record["comparison"] == "one-process" and "ray" not in record
+    assert record["comparison"] == "one-process" and "summary" not in record
     assert record["config"]["size"] == 32 and record["config"]["batch_size"] == 4
     assert _load(record["load_before"]) and _load(record["load_after"])
-    plain = record["plain"]
+    [row] = record["rounds"]  # without Ray: one round
+    assert "ray" not in row
+    plain = row["plain"]
     assert plain["images"] == [8, 8]  # 2 windows of 2 timed steps of 4
     assert plain["images_per_s"] == statistics.median(plain["windows_images_per_s"]) > 0
     assert plain["amp_bf16"] is True and plain["channels_last"] is True
@@ -59,16 +61,19 @@ def test_plain_loop_with_amp_channels_last_and_compile_forced_on_cpu(tmp_path):
 def test_both_comparisons_for_one_round(tmp_path):
     """Ray Train starts twice (1 worker, then 2) and DDP spawns 2 processes: about a minute on 2 cores."""
     report, stdout = _run(tmp_path, "--steps", "1", "--warmup", "1", "--windows", "1", "--amp", "on",
-                          "--channels-last", "on", "--global-batch", "4", "--steps-per-epoch", "1", "--epochs", "2",
-                          "--val-images", "4", "--rounds", "1", timeout=600)
+                          "--channels-last", "on", "--one-process-rounds", "1", "--global-batch", "4",
+                          "--steps-per-epoch", "1", "--epochs", "2", "--val-images", "4", "--rounds", "1", timeout=600)
     one, two = report["records"]
     assert one["comparison"] == "one-process" and two["comparison"] == "two-workers"
 
+    [first] = one["rounds"]
     for side in ("plain", "ray"):
-        assert one[side]["images"] == [4] and one[side]["images_per_s"] > 0  # 1 step of 4
-        assert one[side]["amp_bf16"] is True and one[side]["channels_last"] is True
-    assert one["ratio_ray_over_plain"] == pytest.approx(one["ray"]["images_per_s"] / one["plain"]["images_per_s"])
-    assert one["verdict"] == ("PASS" if one["ratio_ray_over_plain"] >= 0.97 else "MISS")
+        assert first[side]["images"] == [4] and first[side]["images_per_s"] > 0  # 1 step of 4
+        assert first[side]["amp_bf16"] is True and first[side]["channels_last"] is True
+    ratio = first["ratio_ray_over_plain"]
+    assert ratio == pytest.approx(first["ray"]["images_per_s"] / first["plain"]["images_per_s"]) and ratio > 0
+    assert one["summary"]["ratio_ray_over_plain"] == {"median": ratio, "min": ratio, "max": ratio}
+    assert one["summary"]["verdict"] == ("PASS" if ratio >= 0.97 else "MISS")
 
     assert two["config"]["workers"] == 2 and two["config"]["backend"] == "gloo"
     assert two["config"]["threads_per_worker"] == max(1, os.cpu_count() // 2)
