@@ -169,6 +169,17 @@ def run_ray_steps(config: dict, cuda: bool) -> dict:
     return result
 
 
+def _release(cuda: bool) -> None:
+    """Drop what the plain path left in this process (compiled graphs, the allocator's cached blocks)
+    before the next path starts: a Ray worker on the same GPU sizes its device data by free memory."""
+    import gc
+
+    torch._dynamo.reset()
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+
+
 def _path_line(name: str, r: dict) -> str:
     w = r["windows_images_per_s"]
     return (f"{name}: {r['images_per_s']:8.1f} images/s (median of {len(w)} windows of {r['images'][0]} images; "
@@ -196,6 +207,7 @@ def one_process(args, variant: str, size: int, cuda: bool, device: torch.device)
     record = {"comparison": "one-process", "config": config, "load_before": before, "rounds": []}
     for i in range(rounds):
         row = {"plain": measure_steps(config, device)}
+        _release(cuda)
         print(_path_line(f"  round {i + 1}/{rounds} · plain PyTorch loop  ", row["plain"]), flush=True)
         if not args.skip_ray:
             row["ray"] = r = run_ray_steps(config, cuda)
@@ -370,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
             report["records"].append(two_workers(args, variant, size, cuda))
         save()
     if args.plan == "make" and not cuda:
-        skip = _b4_skipped(64, b0_rate)
+        skip = _b4_skipped(runs[0][1], b0_rate)
         print(f"\n{skip['reason']}", flush=True)
         report["skipped"].append(skip)
     save()
