@@ -19,7 +19,8 @@ def test_committed_yaml_equals_a_fresh_compile(tmp_path):
 
 def test_compile_all_writes_it_beside_every_training_pipeline(tmp_path):
     written = {p.name for p in compile_all(tmp_path)}
-    assert written == {f"{name}.yaml" for name in catalog.WORKLOADS} | {"monitoring.yaml", "pneumonia-gpu.yaml"}
+    assert written == {f"{name}.yaml" for name in catalog.WORKLOADS} | {
+        "monitoring.yaml", "pneumonia-gpu.yaml", "heart-disease-batch.yaml", "pneumonia-batch.yaml"}
     assert tuple(catalog.WORKLOADS) == tuple(catalog.PIPELINE_MODULES)  # still one training pipeline each
 
 
