@@ -341,6 +341,24 @@ def _progress(line: str) -> None:
     sys.__stdout__.flush()
 
 
+def build_net(config: dict, channels: int, accel: Accel, wrap):
+    """The model as training runs it: channels_last when on, ``wrap`` (Ray's ``prepare_model``, DDP or
+    ``.to(device)``), then ``torch.compile`` with the configured backend when ``compile`` is on."""
+    net = model_lib.build_model(config["variant"], channels, 2, config["dropout"], config["weights_path"])
+    if accel.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    net = wrap(net)
+    if config["compile"]:
+        net = torch.compile(net, backend=config["compile_backend"])
+    return net
+
+
+def make_optimizer(net, config: dict, lr: float, accel: Accel):
+    """AdamW, fused (one kernel for all parameters) when ``accel.fused_optimizer``."""
+    return torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=config["weight_decay"],
+                             fused=accel.fused_optimizer or None)
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point; ``config`` = :data:`DEFAULTS` overrides + ``data_dir``."""
     import ray.train
@@ -362,18 +380,12 @@ def train_loop_per_worker(config: dict) -> None:
     val_loader = ray.train.torch.prepare_data_loader(
         make_loader(val_arrays, per_worker_batch * 2, False, accel, config["seed"]))
 
-    net = model_lib.build_model(config["variant"], contract.channels, 2, config["dropout"], config["weights_path"])
-    if accel.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    net = ray.train.torch.prepare_model(net)
-    if config["compile"]:
-        net = torch.compile(net, backend=config["compile_backend"])
+    net = build_net(config, contract.channels, accel, ray.train.torch.prepare_model)
     batcher = DeviceBatch(contract, accel)
     weights = class_weight_tensor(train_arrays.y, config["class_weights"])
     loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
     schedule_config = config | {"lr": lr}  # the peak rate; train_config.json keeps the requested one
-    optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=config["weight_decay"],
-                                  fused=accel.fused_optimizer or None)
+    optimizer = make_optimizer(net, config, lr, accel)
     steps = len(train_loader) if not config["max_steps_per_epoch"] else min(len(train_loader),
                                                                             config["max_steps_per_epoch"])
     scheduler = make_scheduler(optimizer, schedule_config, steps)

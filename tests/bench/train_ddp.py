@@ -60,24 +60,6 @@ def _sharded_loader(arrays, batch_size, shuffle, accel, seed, rank, world, drop_
                                        persistent_workers=accel.loader_workers > 0)
 
 
-def build_net(config: dict, channels: int, accel: train_loop.Accel, wrap):
-    """Model and optimizer as ``train_loop_per_worker`` builds them: channels_last when on, ``wrap``
-    (``.to(device)``, DDP, or Ray's ``prepare_model``), then ``torch.compile`` with the configured
-    backend when ``compile`` is on; AdamW fused when ``accel.fused_optimizer``."""
-    net = model_lib.build_model(config["variant"], channels, 2, config["dropout"], config["weights_path"])
-    if accel.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    net = wrap(net)
-    if config["compile"]:
-        net = torch.compile(net, backend=config["compile_backend"])
-    return net
-
-
-def make_optimizer(net, config: dict, lr: float, accel: train_loop.Accel):
-    return torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=config["weight_decay"],
-                             fused=accel.fused_optimizer or None)
-
-
 def sampler_of(batches):
     """What ``set_epoch`` is called on, as in the training loop."""
     return batches if isinstance(batches, device_data.DeviceSampler) else getattr(batches, "sampler", None)
@@ -144,11 +126,11 @@ def _ddp_loop(rank: int, world: int, bench: dict) -> None:
     def ddp(net):
         return torch.nn.parallel.DistributedDataParallel(net.to(device), device_ids=[rank] if bench["cuda"] else None)
 
-    net = build_net(config, contract.channels, accel, ddp)
+    net = train_loop.build_net(config, contract.channels, accel, ddp)
     batcher = train_loop.DeviceBatch(contract, accel)
     weights = train_loop.class_weight_tensor(train_arrays.y, config["class_weights"])
     loss_fn = torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
-    optimizer = make_optimizer(net, config, lr, accel)
+    optimizer = train_loop.make_optimizer(net, config, lr, accel)
     scheduler = train_loop.make_scheduler(optimizer, config | {"lr": lr}, len(train_batches))
     checkpoint = Path(bench["out"]) / "ddp-checkpoint"
     if rank == 0:

@@ -110,9 +110,9 @@ def measure_steps(config: dict, device: torch.device, in_ray: bool = False) -> d
             return net.to(device)
 
     train_loop.seed_everything(train["seed"])
-    net = train_ddp.build_net(train, channels, accel, wrap)
+    net = train_loop.build_net(train, channels, accel, wrap)
     batcher = train_loop.DeviceBatch(contract, accel)
-    optimizer = train_ddp.make_optimizer(net, train, config["lr"], accel)
+    optimizer = train_loop.make_optimizer(net, train, config["lr"], accel)
     total = config["warmup"] + config["windows"] * config["steps"]
     scheduler = train_loop.make_scheduler(optimizer, train | {"epochs": 1, "lr": config["lr"]}, total)
     loss_fn = torch.nn.CrossEntropyLoss()
