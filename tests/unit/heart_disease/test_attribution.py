@@ -3,23 +3,19 @@ served explanation gives for the same patients (two implementations, one answer)
 
 import numpy as np
 import pytest
+from support.uci_models import FAMILIES, uci_rows
 
-from components.heart_disease import attribution, data
+from components.heart_disease import attribution
 from components.heart_disease import model as heart_model
 from components.heart_disease.schema import FEATURES, TITLES
 from inference.sklearn_predictor.explain import Explainer
 
 pytestmark = pytest.mark.unit
-FAMILIES = {"logistic_regression": {"C": 0.5},
-            "gradient_boosting": {"n_estimators": 30, "learning_rate": 0.1, "max_depth": 3, "subsample": 1.0},
-            "random_forest": {"n_estimators": 30, "min_samples_leaf": 2, "max_features": "sqrt"}}
 
 
 @pytest.fixture(scope="module")
 def uci():
-    frame, _, _ = data.to_coded(data.ingest())
-    frame = frame[frame["target"].notna()]
-    return frame[FEATURES].to_numpy(dtype=float), frame["target"].astype(int).to_numpy()
+    return uci_rows()
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 from support import sample_bundles
+from support.uci_models import FAMILIES, uci_rows
 
-from components.heart_disease import data
 from components.heart_disease import model as heart_model
 from components.heart_disease.schema import FEATURES, serving_schema
 from inference.envelope import BadRequest
@@ -30,16 +30,11 @@ from inference.transformer.tabular_explanation import explain_rows, sentence
 
 pytestmark = pytest.mark.unit
 ADDITIVITY_TOL = 1e-9  # |base + sum(attributions) - model output|, in the explained space
-FAMILIES = {"logistic_regression": {"C": 0.5},
-            "gradient_boosting": {"n_estimators": 40, "learning_rate": 0.1, "max_depth": 3, "subsample": 1.0},
-            "random_forest": {"n_estimators": 40, "min_samples_leaf": 2, "max_features": "sqrt"}}
 
 
 @pytest.fixture(scope="module")
 def uci():
-    frame, _, _ = data.to_coded(data.ingest())
-    frame = frame[frame["target"].notna()]
-    return frame[FEATURES].to_numpy(dtype=float), frame["target"].astype(int).to_numpy()
+    return uci_rows()
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
