@@ -12,47 +12,28 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from inference.request_logger import REQUEST_TYPE, RESPONSE_TYPE, RequestLogger, encode
+from inference.request_logger import REQUEST_TYPE, RESPONSE_TYPE, RequestLogger
 
 pytestmark = pytest.mark.unit
 
 
 class Sidecar:
-    """Records every POST and the client port it came from; answers with the scripted statuses in turn
-    (a status, or ``(status, headers)``), then 200. ``protocol`` HTTP/1.1 keeps connections alive;
-    ``chunked`` answers in chunks; ``drop_after_answer`` closes the connection after each answer without
-    saying so (as a server closing an idle kept-alive connection does)."""
+    """Records every POST; answers with the scripted statuses in turn, then 200."""
 
-    def __init__(self, statuses=(), protocol="HTTP/1.0", chunked=False, drop_after_answer=False):
+    def __init__(self, statuses=()):
         self.received: list[tuple[dict, dict]] = []
-        self.ports: list[int] = []
-        self.times: list[float] = []
         self.statuses = list(statuses)
         sidecar = self
 
         class Handler(BaseHTTPRequestHandler):
-            protocol_version = protocol
-
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["content-length"]))
                 sidecar.received.append(({k.lower(): v for k, v in self.headers.items()}, json.loads(body)))
-                sidecar.ports.append(self.client_address[1])
-                sidecar.times.append(time.monotonic())
                 status = sidecar.statuses.pop(0) if sidecar.statuses else 200
-                status, headers = status if isinstance(status, tuple) else (status, {})
                 self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                if chunked:
-                    self.send_header("transfer-encoding", "chunked")
-                    self.end_headers()
-                    self.wfile.write(b"1\r\n{\r\n1\r\n}\r\n0\r\n\r\n")
-                else:
-                    self.send_header("content-length", "2")
-                    self.end_headers()
-                    self.wfile.write(b"{}")
-                if drop_after_answer:
-                    self.close_connection = True
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
 
             def log_message(self, *args):
                 pass
@@ -71,8 +52,8 @@ class Sidecar:
 def sidecar_factory():
     started = []
 
-    def start(statuses=(), **options):
-        started.append(Sidecar(statuses, **options))
+    def start(statuses=()):
+        started.append(Sidecar(statuses))
         return started[-1]
 
     yield start
@@ -199,66 +180,3 @@ def test_an_overflowing_queue_drops_and_counts_instead_of_waiting():
 def test_an_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="all, request, response"):
         RequestLogger("http://127.0.0.1:1/", model(), mode="sometimes")
-
-
-def test_one_kept_alive_connection_carries_every_event_in_pairs(sidecar_factory):
-    sidecar, name = sidecar_factory(protocol="HTTP/1.1"), model()
-    logger = RequestLogger(sidecar.url, name)
-    for i in range(40):  # faster than the sidecar answers: calls queue up and go out pipelined
-        logger.log({"x": np.full((1, 2), float(i))}, {"p": np.ones((1, 1))})
-    logger.close()
-    assert len(sidecar.received) == 80 and len(set(sidecar.ports)) == 1
-    assert logger.connection.opened == 1
-    pairs = {}
-    for headers, body in sidecar.received:
-        pairs.setdefault(headers["ce-id"], []).append((headers["ce-type"], body))
-    assert len(pairs) == 40 and all([t for t, _ in p] == [REQUEST_TYPE, RESPONSE_TYPE] for p in pairs.values())
-    assert sorted(p[0][1]["inputs"][0]["data"][0] for p in pairs.values()) == [float(i) for i in range(40)]
-    assert count("clinops_request_log_sent", name, type="request") == 40
-    assert count("clinops_request_log_sent", name, type="response") == 40
-
-
-def test_retry_after_is_waited_for(sidecar_factory):
-    sidecar, name = sidecar_factory(statuses=[(429, {"retry-after": "1"})], protocol="HTTP/1.1"), model()
-    logger = RequestLogger(sidecar.url, name, mode="request", retries=3, backoff_s=0.01)
-    logger.log({"x": np.ones((1, 2))}, {})
-    logger.close()
-    assert len(sidecar.received) == 2 and sidecar.times[1] - sidecar.times[0] >= 1.0
-    assert count("clinops_request_log_sent", name, type="request") == 1
-
-
-def test_a_connection_closed_under_a_kept_alive_client_is_reopened_without_a_retry(sidecar_factory):
-    sidecar, name = sidecar_factory(protocol="HTTP/1.1", drop_after_answer=True), model()
-    logger = RequestLogger(sidecar.url, name, mode="request", retries=3, backoff_s=2.0)
-    logger.log({"x": np.ones((1, 2))}, {})
-    assert wait_for(lambda: len(sidecar.received) == 1)
-    time.sleep(0.1)  # the sidecar has closed the connection the logger keeps
-    started = time.monotonic()
-    logger.log({"x": np.ones((1, 2))}, {})
-    assert wait_for(lambda: count("clinops_request_log_sent", name, type="request") == 2)
-    assert time.monotonic() - started < 1.0  # no backoff (2 s) was waited: a stale connection is no failure
-    logger.close()
-    assert len(sidecar.received) == 2 and len(set(sidecar.ports)) == 2
-
-
-def test_a_chunked_answer_is_read_and_the_connection_kept(sidecar_factory):
-    sidecar, name = sidecar_factory(protocol="HTTP/1.1", chunked=True), model()
-    logger = RequestLogger(sidecar.url, name)
-    for _ in range(3):
-        logger.log({"x": np.ones((1, 2))}, {"p": np.ones((1, 1))})
-    logger.close()
-    assert len(sidecar.received) == 6 and len(set(sidecar.ports)) == 1
-    assert count("clinops_request_log_sent", name, type="response") == 3
-
-
-def test_bodies_write_missing_values_as_null_whatever_the_dtype():
-    assert encode({"data": np.array([1.5, np.nan], dtype=np.float32)}) == b'{"data":[1.5,null]}'
-    assert encode({"data": np.array([1.5, np.nan], dtype=">f8")}) == b'{"data":[1.5,null]}'  # not native order
-    assert encode({"data": np.array([3, 4], dtype=np.int64)}) == b'{"data":[3,4]}'
-
-
-def test_a_header_value_that_would_split_the_request_is_refused():
-    with pytest.raises(ValueError, match="cannot be an HTTP header value"):
-        RequestLogger("http://127.0.0.1:1/", "model\r\nx-injected: 1")
-    with pytest.raises(ValueError, match="http:// or https://"):
-        RequestLogger("ftp://127.0.0.1/", model())
