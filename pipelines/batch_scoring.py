@@ -63,13 +63,11 @@ def run(workload: str, source: str = "", output_dir: str = "", **overrides) -> d
     """Run ``workload``'s batch pipeline locally (kfp.local); returns (and writes to
     ``$CLINOPS_HOME/pipelines/<workload>/last-batch.json``) the summary, with ``output_dir``, where the
     results folder is copied (default ``$CLINOPS_HOME/batch/<workload>``)."""
-    import json
     import os
-    import time
     from pathlib import Path
 
     from components.common.settings import reload_settings
-    from pipelines.local import _init_kfp_local, _scratch_tmpdir
+    from pipelines.local import _init_kfp_local, recorded_run
 
     if workload not in BY_WORKLOAD:
         raise KeyError(f"unknown workload {workload!r}; known: {', '.join(BY_WORKLOAD)}")
@@ -84,18 +82,6 @@ def run(workload: str, source: str = "", output_dir: str = "", **overrides) -> d
     arguments = {"output_uri": output_dir} | ({"source": source} if source else {}) | overrides
     if arguments.get("source") and "://" not in arguments["source"] and Path(arguments["source"]).exists():
         arguments["source"] = str(Path(arguments["source"]).resolve())  # the task runs in another folder
-    record: dict = {"workload": workload, "arguments": arguments, "started_at": time.time()}
-    try:
-        with _scratch_tmpdir(f"{workload}-batch"):
-            task = BY_WORKLOAD[workload].PIPELINE(**arguments)
-        record |= json.loads(task.output)
-        record["status"] = "succeeded"
-        record["output_dir"] = output_dir
-    except Exception as err:
-        record["status"] = "failed"
-        record["error"] = f"{type(err).__name__}: {err}"
-        raise
-    finally:
-        record["finished_at"] = time.time()
-        (out_dir / LAST_RUN).write_text(json.dumps(record, indent=2, default=str))
-    return record
+    record: dict = {"workload": workload, "arguments": arguments}
+    return recorded_run(BY_WORKLOAD[workload].PIPELINE, arguments, record, out_dir / LAST_RUN, f"{workload}-batch",
+                        output_dir=output_dir)

@@ -58,13 +58,19 @@ def run(workload: str, profile: str = "quick", **overrides) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     _init_kfp_local(out_dir / "root")
 
-    record: dict = {"workload": workload, "profile": profile, "arguments": arguments,
-                    "started_at": time.time()}
+    record: dict = {"workload": workload, "profile": profile, "arguments": arguments}
+    return recorded_run(module.PIPELINE, arguments, record, out_dir / LAST_RUN, workload)
+
+
+def recorded_run(pipeline, arguments: dict, record: dict, record_path: Path, scratch: str, **on_success) -> dict:
+    """Run ``pipeline(**arguments)`` with kfp.local in a scratch temporary folder; ``record`` gains the
+    pipeline's JSON output, ``status`` (and ``error``), ``on_success`` when it succeeds, and its times, and
+    is written to ``record_path`` whatever happens."""
+    record["started_at"] = time.time()
     try:
-        with _scratch_tmpdir(workload):
-            task = module.PIPELINE(**arguments)
-        record |= json.loads(task.output)
-        record["status"] = "succeeded"
+        with _scratch_tmpdir(scratch):
+            task = pipeline(**arguments)
+        record |= json.loads(task.output) | {"status": "succeeded"} | on_success
     except Exception as err:
         record["status"] = "failed"
         record["error"] = f"{type(err).__name__}: {err}"
@@ -72,7 +78,7 @@ def run(workload: str, profile: str = "quick", **overrides) -> dict:
     finally:
         record["finished_at"] = time.time()
         record["wall_seconds"] = round(record["finished_at"] - record["started_at"], 1)
-        (out_dir / LAST_RUN).write_text(json.dumps(record, indent=2, default=str))
+        record_path.write_text(json.dumps(record, indent=2, default=str))
     return record
 
 

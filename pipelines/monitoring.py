@@ -58,12 +58,10 @@ def run(workload: str, hours: float = 24.0, retrain_on_drift: bool = False, **ov
     """Run the monitoring pipeline locally (kfp.local, the runner of ``make pipeline``); returns (and
     writes to ``$CLINOPS_HOME/pipelines/<workload>/last-monitor.json``) the summary with the report's
     artifact paths, the retrain decision and its outcome."""
-    import json
     import os
-    import time
 
     from components.common.settings import reload_settings
-    from pipelines.local import _init_kfp_local, _scratch_tmpdir
+    from pipelines.local import _init_kfp_local, recorded_run
 
     settings = reload_settings()
     os.environ["CLINOPS_HOME"] = str(settings.home)  # component subprocesses read the same home
@@ -74,17 +72,5 @@ def run(workload: str, hours: float = 24.0, retrain_on_drift: bool = False, **ov
     for name in ("since", "until", "drift_share"):  # KFP refuses an int for a float parameter
         if name in arguments:
             arguments[name] = float(arguments[name])
-    record: dict = {"workload": workload, "arguments": arguments, "started_at": time.time()}
-    try:
-        with _scratch_tmpdir(f"{workload}-monitor"):
-            task = PIPELINE(**arguments)
-        record |= json.loads(task.output)
-        record["status"] = "succeeded"
-    except Exception as err:
-        record["status"] = "failed"
-        record["error"] = f"{type(err).__name__}: {err}"
-        raise
-    finally:
-        record["finished_at"] = time.time()
-        (out_dir / LAST_RUN).write_text(json.dumps(record, indent=2, default=str))
-    return record
+    record: dict = {"workload": workload, "arguments": arguments}
+    return recorded_run(PIPELINE, arguments, record, out_dir / LAST_RUN, f"{workload}-monitor")
