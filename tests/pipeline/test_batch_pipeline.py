@@ -30,7 +30,7 @@ def test_the_batch_pipeline_scores_a_csv_with_kfp_local(clinops_home, tmp_path):
     record = batch_scoring.run("heart-disease", str(tmp_path / "patients.csv"), str(tmp_path / "out"),
                                bundle_uri=str(bundle), batch_size=8)
     assert record["status"] == "succeeded" and record["rows"] == 30 and record["refused"] == 1
-    assert record["refused_by_reason"] == {"out_of_range": 1} and record["actors"] == 2
+    assert record["refused_by_reason"] == {"out_of_range": 1}  # the spread over actors: tests/integration/batch
     results = pq.read_table(tmp_path / "out" / "results.parquet").to_pylist()
     assert [r["row"] for r in results if r["status"] == "refused"] == [5]
     assert results[4]["error"] == "age: 250 is outside [1, 120] years"
