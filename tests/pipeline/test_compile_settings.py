@@ -61,7 +61,8 @@ def test_the_gpu_profile_is_a_golden_file_too(tmp_path):
 TRAINING_STEPS = {"exec-ingest", "exec-train", "exec-register", "exec-gate", "exec-export", "exec-deploy"}
 PLATFORM_STEPS = {"heart-disease": TRAINING_STEPS, "pneumonia": TRAINING_STEPS | {"exec-evaluate"},
                   "pneumonia-gpu": TRAINING_STEPS | {"exec-evaluate"},
-                  "monitoring": {"exec-load-reference", "exec-retrain"}}
+                  "monitoring": {"exec-load-reference", "exec-retrain"},
+                  "heart-disease-batch": {"exec-score"}, "pneumonia-batch": {"exec-score"}}
 
 
 @pytest.mark.parametrize("name", sorted(PLATFORM_STEPS))
