@@ -20,14 +20,26 @@ pytestmark = pytest.mark.unit
 class Sidecar:
     """Records every POST; answers with the scripted statuses in turn, then 200."""
 
-    def __init__(self, statuses=()):
+    def __init__(self, statuses=(), keep_alive=False, hang_up_on=()):
+        """``keep_alive``: answer in HTTP/1.1 and keep connections open; ``hang_up_on``: the numbers (from 1)
+        of the POSTs to close the connection on without an answer (a stale kept-alive connection)."""
         self.received: list[tuple[dict, dict]] = []
         self.statuses = list(statuses)
+        self.connections: set[tuple] = set()  # the client (address, port) of every POST
+        self.posts = 0
+        hang_up_on = set(hang_up_on)
         sidecar = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["content-length"]))
+                sidecar.posts += 1
+                sidecar.connections.add(self.client_address)
+                if sidecar.posts in hang_up_on:
+                    self.close_connection = True
+                    return
                 sidecar.received.append(({k.lower(): v for k, v in self.headers.items()}, json.loads(body)))
                 status = sidecar.statuses.pop(0) if sidecar.statuses else 200
                 self.send_response(status)
@@ -52,8 +64,8 @@ class Sidecar:
 def sidecar_factory():
     started = []
 
-    def start(statuses=()):
-        started.append(Sidecar(statuses))
+    def start(statuses=(), **options):
+        started.append(Sidecar(statuses, **options))
         return started[-1]
 
     yield start
@@ -175,6 +187,33 @@ def test_an_overflowing_queue_drops_and_counts_instead_of_waiting():
     assert count("clinops_request_log_dropped", name, reason="queue_full") == 1
     logger.close()
     assert count("clinops_request_log_dropped", name, reason="gave_up") == 0
+
+
+def test_events_share_one_kept_alive_connection(sidecar_factory):
+    sidecar, name = sidecar_factory(keep_alive=True), model()
+    logger = RequestLogger(sidecar.url, name)
+    for i in range(20):
+        logger.log({"x": np.full((1, 2), float(i))}, {"p": np.ones((1, 1))})
+    logger.close()
+    assert len(sidecar.received) == 40 and len(sidecar.connections) == 1
+    assert [body["inputs"][0]["data"][0] for _, body in sidecar.received[::2]] == [float(i) for i in range(20)]
+
+
+def test_a_connection_closed_under_an_event_is_reopened_and_the_event_delivered_once(sidecar_factory):
+    sidecar, name = sidecar_factory(keep_alive=True, hang_up_on={3}), model()
+    logger = RequestLogger(sidecar.url, name, mode="request", backoff_s=0.01)
+    for i in range(5):
+        logger.log({"x": np.full((1, 2), float(i))}, {})
+    logger.close()
+    assert [body["inputs"][0]["data"][0] for _, body in sidecar.received] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert sidecar.posts == 6 and len(sidecar.connections) == 2
+    assert count("clinops_request_log_sent", name, type="request") == 5
+    assert count("clinops_request_log_dropped", name, reason="gave_up") == 0
+
+
+def test_a_url_that_is_not_http_is_refused_when_the_logger_is_made():
+    with pytest.raises(ValueError, match="an http:// or https:// URL is needed"):
+        RequestLogger("unix:///tmp/drift.sock", model())
 
 
 def test_an_unknown_mode_is_refused():
