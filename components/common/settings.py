@@ -54,6 +54,18 @@ class Settings(BaseSettings):
         "component image carries it): the images of an InferenceService the deploy step creates.",
     )
     image_tag: str = Field(DEFAULT_TAG, description="Tag of the project's images (`make images IMAGE_TAG=`).")
+    kfp_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices("CLINOPS_KFP_ENDPOINT", "KF_PIPELINES_ENDPOINT"),
+        description="Kubeflow Pipelines API (e.g. http://ml-pipeline.kubeflow:8888) that the notebooks submit runs "
+        "to; none: they run the pipelines here with kfp.local.",
+    )
+    kfp_namespace: str | None = Field(None, description="Kubeflow profile namespace of the notebooks' runs.")
+    serving_endpoints: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description='In-cluster InferenceServices the notebooks call, per workload, as JSON: {"heart-disease": '
+        '{"rest": "http://…", "grpc": "host:port"}}; a workload not listed: the notebook starts the local stack.',
+    )
     kubernetes_service_host: str | None = Field(
         None, validation_alias="KUBERNETES_SERVICE_HOST", description="Set by Kubernetes in every pod."
     )
