@@ -99,6 +99,7 @@ def _next_steps(settings) -> str:
     lines += ["  serve both champions: make serve  → V2 at http://127.0.0.1:8080 (heart-disease) and :8090 "
               "(pneumonia); explanations: README, section Explanations",
               "  score a batch: make score WORKLOAD=heart-disease   · drift report: make monitor WORKLOAD=heart-disease",
+              "  notebooks (explore the data, run the pipelines, call the models, drift): notebooks/01-*.ipynb … 04-*.ipynb",
               "  every target: make help"]
     return "\n".join(lines)
 
