@@ -8,8 +8,9 @@ Nothing on the request path waits for it: :meth:`RequestLogger.log` puts the cal
 queue and returns; one background thread encodes and sends them over one kept-alive connection
 (the standard library's ``http.client``: it costs the transformer's process about a quarter of the CPU per
 event that httpx does, and that CPU is taken from the request path), retrying a refused (429/503) or
-unreachable sidecar with a doubling backoff on a fresh connection. When the queue is full the event is dropped and counted
-(``clinops_request_log_dropped{reason="queue_full"}``): a slow or dead sidecar never slows or fails a
+unreachable sidecar with a doubling backoff on a fresh connection (by default 10 retries over about 21 s:
+long enough for a sidecar restarted after a crash to load its detector and take the event). When the
+queue is full the event is dropped and counted (``clinops_request_log_dropped{reason="queue_full"}``): a slow or dead sidecar never slows or fails a
 request, and the count says so (the aim is zero at normal load).
 
 ``mode`` is KServe's logger mode: ``all``, ``request`` or ``response``. Pneumonia's detector reads
@@ -61,7 +62,7 @@ def v2_tensors(tensors: dict[str, np.ndarray]) -> list[dict]:
 class RequestLogger:
     def __init__(self, url: str, model_name: str, mode: str = "all", namespace: str = "local",
                  component: str = "predictor", queue_size: int = 10_000, queue_bytes: int = 64 * 1024 * 1024,
-                 retries: int = 6, backoff_s: float = 0.05, timeout_s: float = 5.0):
+                 retries: int = 10, backoff_s: float = 0.05, timeout_s: float = 5.0):
         if mode not in MODES:
             raise ValueError(f"request logger mode {mode!r}: one of {', '.join(MODES)}")
         self.url, self.model_name, self.mode = url, model_name, mode

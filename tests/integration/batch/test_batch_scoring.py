@@ -122,9 +122,10 @@ def test_heart_disease_batch_equals_online_with_bad_rows_reported_on_two_actors(
         assert result["prediction"] == online["prediction"] and result["risk_level"] == online["risk_level"]
         assert result["top_features"] == json.loads(online["explanation"])["top"]
 
-    # the Ray Data path: two actors (as Ray names them) did the work, each having opened the bundle once
+    # the Ray Data path: a pool of two actors, each having opened the bundle once, did the work; which of them
+    # takes each block is Ray's choice (on a loaded machine the first one ready may take all eight)
     actors = {r["scorer"].split(":")[0] for r in results}
-    assert len(actors) == 2 and "local" not in actors, actors
+    assert 1 <= len(actors) <= 2 and "local" not in actors, actors
     assert {r["scorer"].rsplit(":", 1)[1] for r in results} == {"load-1"}
     assert record["actors"] == 2 and record["bundle_loads"] == 2
     stats = (tmp_path / "out" / "ray-stats.txt").read_text()
