@@ -1,8 +1,10 @@
 """The stock KServe pattern, as a benchmark peer: a plain ``kserve.Model`` transformer forwarding over
-V2 REST to a plain ``kserve.Model`` scikit-learn predictor (no batching, no envelope checks).
+V2 to a plain ``kserve.Model`` scikit-learn predictor (no batching, no envelope checks), over either of
+the hops stock KServe offers: REST JSON (``--predictor_protocol v2``) or ``grpc-v2`` (the tensor as raw
+bytes, ``raw_input_contents``).
 
-``python stock_kserve_peer.py predictor --model_dir DIR --http_port P``
-``python stock_kserve_peer.py transformer --predictor_host H:P --predictor_protocol v2 --http_port P``
+``python stock_kserve_peer.py predictor --model_dir DIR --http_port P --grpc_port G``
+``python stock_kserve_peer.py transformer --predictor_host H:P|H:G --predictor_protocol v2|grpc-v2 --http_port P``
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def main() -> None:
             by_name = {i.name: i.as_numpy().astype(np.float64) for i in payload.inputs}
             rows = np.stack([by_name[f] for f in FEATURES], axis=1)
             tensor = InferInput("features", list(rows.shape), "FP64")
-            tensor.set_data_from_numpy(rows, binary_data=False)
+            tensor.set_data_from_numpy(rows, binary_data=self.predictor_config.protocol == "grpc-v2")
             return InferRequest(self.name, [tensor], request_id=payload.id)
 
         def postprocess(self, result, headers=None, response_headers=None):
@@ -62,7 +64,7 @@ def main() -> None:
     parser.add_argument("--model_dir")
     args, _ = parser.parse_known_args()
     model = StockPredictor(args.model_name, args.model_dir) if role == "predictor" else StockTransformer(args.model_name)
-    kserve.ModelServer(enable_grpc=False).start([model])
+    kserve.ModelServer(enable_grpc=role == "predictor").start([model])
 
 
 if __name__ == "__main__":

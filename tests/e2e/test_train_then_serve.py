@@ -82,7 +82,7 @@ def test_pneumonia_champion_serves_what_was_registered(clinops_home):
 
     from components.pneumonia import preprocess, split
 
-    record = local.run("pneumonia", "quick", n_trials=1)  # the quick profile's model, without its second trial
+    record = local.run("pneumonia", "test")  # the suite's profile: the smallest phantom set that still learns
     assert record["status"] == "succeeded" and record["promoted"] is True
     served = open_bundle(Path(record["bundle_uri"]), "pneumonia")
 

@@ -234,18 +234,34 @@ def test_every_image_installs_the_requirement_set_checked_here():
         assert installs == {requirements}, f"{name} installs {sorted(installs)}"
 
 
+@pytest.fixture(scope="module")
+def resolutions(tmp_path_factory) -> dict[str, tuple[int, str, Path]]:
+    """pip's dry-run resolution of every image's set as its Dockerfile installs it, into nothing
+    (``--ignore-installed``), all started at once: each waits mostly on the index. Name → (exit code,
+    stderr, report)."""
+    root = tmp_path_factory.mktemp("resolutions")
+    started = {}
+    for name, (requirements, constrained) in sorted(IMAGE_REQUIREMENTS.items()):
+        report = root / f"{name}.json"
+        argv = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report",
+                str(report), "-r", str(REQUIREMENTS / requirements)]
+        if constrained:
+            argv += ["-c", str(REQUIREMENTS / "constraints.txt")]
+        started[name] = (subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                          cwd=ROOT), report)
+    done = {}
+    for name, (process, report) in started.items():
+        _, stderr = process.communicate(timeout=900)
+        done[name] = (process.returncode, stderr, report)
+    return done
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(IMAGE_REQUIREMENTS))
-def test_every_image_requirement_set_resolves_against_the_index(name, tmp_path):
-    """pip resolves the set as the Dockerfile installs it, into nothing (``--ignore-installed``)."""
-    requirements, constrained = IMAGE_REQUIREMENTS[name]
-    report = tmp_path / "report.json"
-    argv = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet", "--report",
-            str(report), "-r", str(REQUIREMENTS / requirements)]
-    if constrained:
-        argv += ["-c", str(REQUIREMENTS / "constraints.txt")]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_every_image_requirement_set_resolves_against_the_index(name, resolutions):
+    requirements, _ = IMAGE_REQUIREMENTS[name]
+    code, stderr, report = resolutions[name]
+    assert code == 0, stderr[-3000:]
     resolved = {canonical(i["metadata"]["name"]): i["metadata"]["version"]
                 for i in json.loads(report.read_text())["install"]}
     for req in requirement_lines(REQUIREMENTS / requirements):

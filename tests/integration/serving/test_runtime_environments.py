@@ -25,14 +25,20 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def runtime_python(root: Path, requirements: str) -> Path:
-    """The interpreter of a fresh venv holding one requirement file (versions from constraints.txt)."""
-    venv = root / requirements.removesuffix(".txt")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "-c", str(ROOT / "requirements" / "constraints.txt"),
-                    "-r", str(ROOT / "requirements" / requirements)], check=True, capture_output=True)
-    return python
+def runtime_pythons(root: Path, *requirements: str) -> list[Path]:
+    """The interpreters of fresh venvs holding one requirement file each (versions from constraints.txt);
+    the venvs are made and filled side by side (pip waits on the index and the disk as much as on a core)."""
+    venvs = [root / r.removesuffix(".txt") for r in requirements]
+    for venv in venvs:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    installs = [subprocess.Popen([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-c",
+                                  str(ROOT / "requirements" / "constraints.txt"), "-r", str(ROOT / "requirements" / r)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                for venv, r in zip(venvs, requirements, strict=True)]
+    for install, r in zip(installs, requirements, strict=True):
+        output, _ = install.communicate(timeout=800)
+        assert install.returncode == 0, f"pip install -r {r}:\n{output.decode()[-3000:]}"
+    return [venv / "bin" / "python" for venv in venvs]
 
 
 def start(python: Path, argv: list[str], ready_url: str, log: Path) -> subprocess.Popen:
@@ -50,8 +56,7 @@ def start(python: Path, argv: list[str], ready_url: str, log: Path) -> subproces
 
 
 def test_sklearn_predictor_and_transformer_serve_from_their_images_requirements(tmp_path, bundles, heart_schema):
-    predictor_python = runtime_python(tmp_path, "serving-sklearn.txt")
-    transformer_python = runtime_python(tmp_path, "serving-transformer.txt")
+    predictor_python, transformer_python = runtime_pythons(tmp_path, "serving-sklearn.txt", "serving-transformer.txt")
     bundle = str(bundles["heart-disease"])
     p_http, p_grpc, t_http, t_grpc = free_ports(4)
     processes = []
