@@ -11,7 +11,10 @@
    fixed offered rate of ``BENCH_DRIFT_LOAD_SHARE`` (default 0.5) of the logger-off stack's capacity
    measured first (each wrk connection waits between an answer and its next request: the load of a
    serving fleet sized with headroom, where the target applies), and at saturation (as fast as each stack
-   answers: what the logger's CPU costs when there is none to spare; reported, not judged);
+   answers: what the logger's CPU costs when there is none to spare; reported, not judged). Both stacks'
+   transformer and predictor run on core 0; the sidecar runs on core 1 with the load generator, as in a
+   cluster, where it is a container of its own with its own CPU: what is measured is what the logger costs
+   the request path, not the detector's CPU taken from it;
 3. zero events lost at 10x the full-path req/s of ``make bench-serve`` (``$CLINOPS_HOME/bench/serve.json``,
    else measured here with wrk): that many request/response pairs per second offered to the sidecar
    for a bounded time by senders that retry on 429/502/503/504 and refused connections as KServe's agent
@@ -318,6 +321,11 @@ def logger_overhead(bundle: Path, workdir: Path, logs: Path) -> dict:
                            drift=False)
     with on_stack, off_stack:
         stacks = {"logger on": on_stack, "logger off": off_stack}
+        for stack in stacks.values():  # every thread of each process (taskset -a), those running already too
+            for key, proc in stack.processes.items():
+                core = SENDER_CORE if key.endswith("/drift") else SIDECAR_CORE
+                subprocess.run(["taskset", "-a", "-p", "-c", str(core), str(proc.popen.pid)], check=True,
+                               capture_output=True)
         capacity = wrk(off_stack.endpoints["heart-disease"].infer_url, per_feature_body(), seconds=5,
                        connections=CONNECTIONS)["rps"]
         # each connection: one request, then delay_ms of quiet; the answer's latency is small beside it
