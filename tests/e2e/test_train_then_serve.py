@@ -95,8 +95,16 @@ def test_pneumonia_champion_serves_what_was_registered(clinops_home):
         logits = net(torch.from_numpy(preprocess.normalise(images, contract)))
         logits = logits[0] if isinstance(logits, tuple) else logits
         expected = torch.softmax(logits.float(), 1)[:, 1].numpy()
-    if served.calibration is not None:  # the served probability is the recalibrated one
-        expected = np.array([served.calibration.apply_one(float(v)) for v in expected])
+    # TorchScript in the predictor vs the registered eager module, batches of other sizes: float32 rounding of
+    # about 1e-5 in the raw probability; the served one is recalibrated, and where the calibration map is
+    # steep it carries that rounding further, by as much as the map moves over ±1e-5 around the raw value
+    rounding = 1e-5
+    tolerance = np.full(len(expected), rounding)
+    if served.calibration is not None:
+        calibrate = served.calibration.apply_one
+        tolerance += [max(abs(calibrate(float(v) + rounding) - calibrate(float(v))),
+                          abs(calibrate(float(v) - rounding) - calibrate(float(v)))) for v in expected]
+        expected = np.array([calibrate(float(v)) for v in expected])
 
     def png(pixels: np.ndarray) -> str:  # at the bundle's size: the transformer's resize leaves it as is
         buffer = io.BytesIO()
@@ -112,5 +120,5 @@ def test_pneumonia_champion_serves_what_was_registered(clinops_home):
                          {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [len(chunk)], "data": chunk}]})
             probability += out["probability"]
     assert len(probability) == len(images) >= 64
-    # TorchScript in the predictor vs the registered eager module, batches of other sizes: float32 rounding
-    np.testing.assert_allclose(np.asarray(probability), expected, rtol=1e-5, atol=1e-5)
+    off = np.abs(np.asarray(probability) - expected)
+    assert (off <= tolerance).all(), [(i, probability[i], expected[i], tolerance[i]) for i in np.flatnonzero(off > tolerance)]

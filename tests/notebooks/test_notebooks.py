@@ -20,8 +20,8 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
-from conftest import TEMP_EXEMPT, _point_mlflow_at, _short_link
 from nbclient import NotebookClient
+from support.homes import TEMP_EXEMPT, _point_mlflow_at, _short_link
 
 from bundle import open_bundle
 from components.common.settings import reload_settings
