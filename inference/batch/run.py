@@ -172,6 +172,8 @@ def _dataset(workload: str, items, batch_size: int):
 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # this module prints its own progress lines
+    # results in input order: an actor pool hands back blocks as they finish, in any order, otherwise
+    context.execution_options.preserve_order = True
     if workload == "pneumonia":
         blocks = max(1, math.ceil(len(items) / batch_size))
         return ray.data.from_items([{"path": p} for p in items], override_num_blocks=blocks)
