@@ -501,24 +501,26 @@ def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
     return results
 
 
+def versus_best(section: dict, ours: str, peer_prefix: str) -> tuple[dict, dict, dict]:
+    """Our summary, the peers' summaries, and the fastest peer's (by req/s) in one comparison."""
+    peers = {k: v for k, v in section.items() if k.startswith(peer_prefix)}
+    return section[ours], peers, peers[max(peers, key=lambda k: peers[k]["rps"])]
+
+
 def heart_ratios(one: dict, two: dict, prefix: str) -> dict:
     """Ours over the peer's best configuration (by req/s), and our p99 over every configuration's."""
     ratios = {}
     if one:
-        ours = one["clinops sklearn predictor"]
-        peers = {k: v for k, v in one.items() if k.startswith("MLServer")}
-        best = max(peers, key=lambda k: peers[k]["rps"])
-        ratios[f"1_{prefix}predictor_vs_best_mlserver_rps"] = ours["rps"] / peers[best]["rps"]
-        ratios[f"1_{prefix}p99_ours_over_best_mlserver"] = ours["p99_ms"] / peers[best]["p99_ms"]
+        ours, peers, best = versus_best(one, "clinops sklearn predictor", "MLServer")
+        ratios[f"1_{prefix}predictor_vs_best_mlserver_rps"] = ours["rps"] / best["rps"]
+        ratios[f"1_{prefix}p99_ours_over_best_mlserver"] = ours["p99_ms"] / best["p99_ms"]
         for name, peer in peers.items():  # the p99 against every MLServer configuration, not only the fastest
             mode = name.split(", ", 1)[1].replace(" (default)", "").replace(", ", "_").replace(" ", "_")
             ratios[f"1_{prefix}p99_ours_over_mlserver_{mode}"] = ours["p99_ms"] / peer["p99_ms"]
     if two:
-        ours = two["clinops transformer → predictor"]
-        peers = {k: v for k, v in two.items() if k.startswith("stock KServe")}
-        best = max(peers, key=lambda k: peers[k]["rps"])
-        ratios[f"2_{prefix}full_path_vs_best_stock_kserve_rps"] = ours["rps"] / peers[best]["rps"]
-        ratios[f"2_{prefix}p99_ours_over_best_stock"] = ours["p99_ms"] / peers[best]["p99_ms"]
+        ours, _, best = versus_best(two, "clinops transformer → predictor", "stock KServe")
+        ratios[f"2_{prefix}full_path_vs_best_stock_kserve_rps"] = ours["rps"] / best["rps"]
+        ratios[f"2_{prefix}p99_ours_over_best_stock"] = ours["p99_ms"] / best["p99_ms"]
     return ratios
 
 
