@@ -1,4 +1,5 @@
-"""The whole heart-disease pipeline through kfp.local, asserting on what it leaves behind."""
+"""The whole heart-disease pipeline through kfp.local, asserting on what it leaves behind; its first run's
+champion is then served by the real runtimes and answers like the registered model (end to end)."""
 
 import json
 from pathlib import Path
@@ -7,6 +8,7 @@ import joblib
 import mlflow
 import numpy as np
 import pytest
+from support.served import assert_heart_disease_serves_what_was_registered
 
 from bundle import open_bundle
 from components.common.publish import champion_uri
@@ -18,7 +20,10 @@ from pipelines import local
 pytestmark = [pytest.mark.pipeline, pytest.mark.slow]
 
 
-def test_pipeline_trains_registers_gates_and_exports(clinops_home, tmp_path, temp_leftovers):
+@pytest.mark.e2e
+
+
+def test_pipeline_trains_registers_gates_exports_and_serves(clinops_home, tmp_path, temp_leftovers):
     first = local.run("heart-disease", "quick", n_trials=4)
     assert first["status"] == "succeeded"
     assert 0.85 <= first["metrics"]["roc_auc"] <= 1.0
@@ -47,9 +52,11 @@ def test_pipeline_trains_registers_gates_and_exports(clinops_home, tmp_path, tem
     np.testing.assert_allclose(served.predict_proba(rows), registered.predict_proba(rows))
     assert list(exported.schema.feature_order) == FEATURES
     assert champion_uri("heart-disease") == first["bundle_uri"]
+    assert_heart_disease_serves_what_was_registered(clinops_home, first)
 
     # an impossible floor: registered, kept as challenger, champion untouched, nothing deleted
-    second = local.run("heart-disease", "quick", n_trials=1, floors="roc_auc=0.999")  # a second version is all
+    second = local.run("heart-disease", "quick", n_trials=1, bootstrap_resamples=200,  # a second version is all
+                       floors="roc_auc=0.999")
     assert second["model_version"] == "2" and second["promoted"] is False
     assert "below the floor 0.999" in second["gate_reasons"]
     assert str(client.get_model_version_by_alias("heart-disease", CHAMPION).version) == "1"

@@ -1,6 +1,7 @@
 """The whole pneumonia pipeline through kfp.local (the suite's small profile), asserting on what it
 leaves behind: the run record, MLflow versions and aliases, and a serving bundle whose TorchScript
-answers like the registered model on images preprocessed by the bundle's own schema."""
+answers like the registered model on images preprocessed by the bundle's own schema; then the real runtimes
+serve that champion and answer like the registered model on the run's test split (end to end)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support.served import assert_pneumonia_serves_what_was_registered
 
 from bundle import Manifest, open_bundle
 from components.common.publish import champion_uri
@@ -20,7 +22,7 @@ from components.common.settings import get_settings
 from components.pneumonia import phantom, preprocess
 from pipelines import local
 
-pytestmark = [pytest.mark.pipeline, pytest.mark.slow]
+pytestmark = [pytest.mark.pipeline, pytest.mark.slow, pytest.mark.e2e]
 
 
 def _serving_input(schema, n: int = 6) -> np.ndarray:
@@ -37,7 +39,7 @@ def _serving_input(schema, n: int = 6) -> np.ndarray:
     return preprocess.normalise(np.stack(images), contract)
 
 
-def test_pipeline_trains_registers_gates_and_exports(clinops_home, tmp_path, temp_leftovers):
+def test_pipeline_trains_registers_gates_exports_and_serves(clinops_home, tmp_path, temp_leftovers):
     first = local.run("pneumonia", "test")
     assert first["status"] == "succeeded"
     metrics = first["metrics"]
@@ -84,6 +86,7 @@ def test_pipeline_trains_registers_gates_and_exports(clinops_home, tmp_path, tem
                                          map_location="cpu").eval()
     with torch.no_grad():
         torch.testing.assert_close(logits, registered(x), rtol=1e-4, atol=1e-4)
+    assert_pneumonia_serves_what_was_registered(clinops_home, first)
 
     # A second run held to an unreachable floor stays challenger; the champion and its bundle stay.
     second = local.run("pneumonia", "test", epochs=1, floors="roc_auc=0.9999")

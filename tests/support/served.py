@@ -1,9 +1,8 @@
-"""End to end: a pipeline trains, registers and exports its champion; the real serving runtimes
-(predictor + transformer processes, as in a cluster) serve that exported bundle; the V2 answers for
-the run's own test split equal what the registered MLflow model computes, to float32 precision.
+"""Train-then-serve checks: the real serving runtimes (predictor + transformer processes, as in a cluster)
+serve the bundle a pipeline run exported, and the V2 answers for the run's own test split equal what the
+registered MLflow model computes, to float32 precision. No synthetic sample bundle is involved.
 
-No synthetic sample bundle is involved: what is served is exactly what training exported.
-"""
+The pipeline tests call these on their first run's record, so that each workload trains once for both."""
 
 from __future__ import annotations
 
@@ -17,15 +16,11 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
-import pytest
 
 from bundle import open_bundle
 from components.common.settings import get_settings
 from components.heart_disease.schema import FEATURES
-from pipelines import local
 from pipelines.local_stack import LocalStack
-
-pytestmark = [pytest.mark.e2e, pytest.mark.pipeline, pytest.mark.slow]
 
 
 def _artifact(home: Path, workload: str, task: str, output: str) -> Path:
@@ -51,13 +46,12 @@ def _registered(model: str, version: str, flavour):
         return flavour.load_model(f"models:/{model}/{version}", dst_path=download)
 
 
-def test_heart_disease_champion_serves_what_was_registered(clinops_home):
-    record = local.run("heart-disease", "quick", n_trials=4)  # the search's size is not what is tested here
-    assert record["status"] == "succeeded" and record["promoted"] is True
+def assert_heart_disease_serves_what_was_registered(home: Path, record: dict) -> None:
+    """Call right after the run: its test split is read from the last run's artifacts."""
     served = open_bundle(Path(record["bundle_uri"]), "heart-disease")
     assert served.manifest.model_version == record["model_version"]
 
-    test = pd.read_csv(_artifact(clinops_home, "heart-disease", "split", "test"))
+    test = pd.read_csv(_artifact(home, "heart-disease", "split", "test"))
     rows = test[FEATURES].to_numpy(dtype=float)
     expected = _registered("heart-disease", record["model_version"], mlflow.sklearn).predict_proba(rows)[:, 1]
     if served.calibration is not None:  # the served probability is the recalibrated one
@@ -66,8 +60,7 @@ def test_heart_disease_champion_serves_what_was_registered(clinops_home):
     # one input per feature, as a client sends them; null where the record has no value
     inputs = [{"name": name, "datatype": "FP64", "shape": [len(rows)],
                "data": [None if np.isnan(v) else float(v) for v in rows[:, i]]} for i, name in enumerate(FEATURES)]
-    with LocalStack({"heart-disease": record["bundle_uri"]}, ports="ephemeral",
-                    log_dir=clinops_home / "e2e-logs") as stack:
+    with LocalStack({"heart-disease": record["bundle_uri"]}, ports="ephemeral", log_dir=home / "e2e-logs") as stack:
         out = _infer(stack.endpoints["heart-disease"].infer_url, {"inputs": inputs})
     probability = np.asarray(out["probability"], dtype=np.float64)
     assert len(probability) == len(rows) > 100
@@ -75,18 +68,16 @@ def test_heart_disease_champion_serves_what_was_registered(clinops_home):
     assert out["prediction"] == [int(p >= served.schema.threshold) for p in np.float32(expected)]
 
 
-def test_pneumonia_champion_serves_what_was_registered(clinops_home):
+def assert_pneumonia_serves_what_was_registered(home: Path, record: dict) -> None:
+    """Call right after the run: its test split is read from the last run's artifacts."""
     import mlflow.pytorch
     import torch
     from PIL import Image
 
     from components.pneumonia import preprocess, split
 
-    record = local.run("pneumonia", "test")  # the suite's profile: the smallest phantom set that still learns
-    assert record["status"] == "succeeded" and record["promoted"] is True
     served = open_bundle(Path(record["bundle_uri"]), "pneumonia")
-
-    splits = _artifact(clinops_home, "pneumonia", "split", "splits")
+    splits = _artifact(home, "pneumonia", "split", "splits")
     contract = split.load_contract(splits)
     images = split.load(splits, "test").x  # uint8 [N, H, W, C] at the bundle's size
     assert images.shape[1:3] == (served.schema.image.height, served.schema.image.width)
@@ -112,7 +103,7 @@ def test_pneumonia_champion_serves_what_was_registered(clinops_home):
         return base64.b64encode(buffer.getvalue()).decode()
 
     probability = []
-    with LocalStack({"pneumonia": record["bundle_uri"]}, ports="ephemeral", log_dir=clinops_home / "e2e-logs",
+    with LocalStack({"pneumonia": record["bundle_uri"]}, ports="ephemeral", log_dir=home / "e2e-logs",
                     extra_args={"pneumonia/predictor": ["--device", "cpu"]}) as stack:  # CPU fp32, as compared
         for start in range(0, len(images), 32):
             chunk = [png(x) for x in images[start:start + 32]]
