@@ -20,7 +20,7 @@ export CLINOPS_DRIFT_PYTHON ?= $(CURDIR)/$(DRIFT_VENV)/bin/python
 TOOLS_VENV  ?= .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.stamp-$(shell cat requirements/tools.txt 2>/dev/null | sha256sum | cut -c1-16)
 
-.PHONY: help venv run test test-fast pipeline compile images serve lint bench bench-train bench-serve bench-drift bench-overload bench-soak bench-batch score eval-drift eval-gradcam monitor manifests tools lock clean
+.PHONY: help venv run test test-all test-fast pipeline compile images serve lint bench bench-train bench-serve bench-drift bench-overload bench-soak bench-batch score eval-drift eval-gradcam monitor manifests tools lock clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -61,10 +61,19 @@ tools: $(TOOLS_STAMP)  ## manifest scanners: checkov in .venv-tools, promtool (a
 
 venv: $(STAMP) $(DRIFT_STAMP)  ## create or refresh both virtual environments (idempotent)
 
-run: $(STAMP) $(DRIFT_STAMP)  ## the main job on embedded defaults: pipelines, then the serving demo
+run:  ## the main job on embedded defaults: pipelines, then the serving demo
+	@$(MAKE) --no-print-directory -j2 --output-sync=line $(STAMP) $(DRIFT_STAMP)
 	$(BIN)/clinops run
 
-test: $(STAMP) $(DRIFT_STAMP) tools  ## set up and run the whole test suite (what CI runs)
+# the three environments are independent: first-time set-up builds them side by side
+SETUP := $(STAMP) $(DRIFT_STAMP) $(TOOLS_STAMP)
+
+test:  ## set up and run the test suite (what CI runs); the benchmarks' own smoke runs are make bench's
+	@$(MAKE) --no-print-directory -j3 --output-sync=line $(SETUP) tools
+	$(BIN)/python -m pytest -m "not bench" $(PYTEST_ARGS)
+
+test-all:  ## make test and the benchmarks' smoke runs (marked bench)
+	@$(MAKE) --no-print-directory -j3 --output-sync=line $(SETUP) tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)  ## unit tests only
@@ -108,7 +117,8 @@ manifests: $(STAMP) tools  ## render and validate every kustomize entry point, t
 
 bench: bench-train bench-serve bench-drift bench-overload bench-soak bench-batch  ## all benchmarks (not tests)
 
-bench-train: $(STAMP)  ## training throughput: plain PyTorch loop vs Ray Train
+bench-train: $(STAMP)  ## training throughput: plain PyTorch loop vs Ray Train (its smoke run first)
+	$(BIN)/python -m pytest -q -m bench tests/unit/pneumonia/test_bench_smoke.py
 	$(BIN)/python tests/bench/train_throughput.py --plan make
 
 bench-serve: $(STAMP) $(DRIFT_STAMP)  ## serving throughput and latency vs MLServer and stock KServe

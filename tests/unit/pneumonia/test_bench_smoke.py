@@ -58,6 +58,7 @@ def test_plain_loop_with_amp_channels_last_and_compile_forced_on_cpu(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_both_comparisons_for_one_round(tmp_path):
     """Ray Train starts twice (1 worker, then 2) and DDP spawns 2 processes: about a minute on 2 cores."""
     report, stdout = _run(tmp_path, "--steps", "1", "--warmup", "1", "--windows", "1", "--amp", "on",
