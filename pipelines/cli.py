@@ -9,6 +9,7 @@ import time
 
 from components.common.settings import reload_settings
 from pipelines import catalog
+from pipelines.local_stack import serve_arguments
 
 
 def _print_pipeline_summary(record: dict) -> None:
@@ -110,10 +111,10 @@ def _serving_demo() -> dict:
     return demo.run_demo()
 
 
-def cmd_serve(_args) -> int:
+def cmd_serve(args) -> int:
     from pipelines import local_stack
 
-    return local_stack.main([])
+    return local_stack.serve(args)
 
 
 def cmd_monitor(args) -> int:
@@ -190,10 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
                    description="Write pipelines/compiled/<name>.yaml for every pipeline, ready to upload to a "
                                "Kubeflow Pipelines dashboard (make compile IMAGE_REGISTRY= IMAGE_TAG= sets the "
                                "images).").set_defaults(func=cmd_compile)
-    sub.add_parser("serve", help="start the local serving stack",
-                   description="Serve every workload's champion bundle on localhost: predictor, transformer and "
-                               "drift sidecar each (ports in the README), until Ctrl-C. Endpoints speak KServe V2 "
-                               "over REST and gRPC; /metrics on every process.").set_defaults(func=cmd_serve)
+    serve = sub.add_parser("serve", help="start the local serving stack",
+                           description="Serve every workload's champion bundle on localhost: predictor, transformer "
+                                       "and drift sidecar each (ports in the README), until Ctrl-C. Endpoints speak "
+                                       "KServe V2 over REST and gRPC; /metrics on every process.")
+    serve_arguments(serve).set_defaults(func=cmd_serve)
     monitor = sub.add_parser("monitor", help="drift report of a workload's logged observations (kfp.local)",
                              description="Run the monitoring pipeline locally: the observations the drift "
                                          "sidecar logged for the period, an Evidently data-drift report against "

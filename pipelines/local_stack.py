@@ -428,6 +428,11 @@ class ServeSignals:
         signal.signal(signal.SIGHUP, self._reload)
         return self
 
+    @staticmethod
+    def ignore() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+
     def _stop(self, _signum, _frame) -> None:
         self.stops += 1
 
@@ -438,13 +443,32 @@ class ServeSignals:
         return self.stops
 
 
-def main(argv: list[str] | None = None) -> int:
-    settings = LocalStackSettings()
-    parser = argparse.ArgumentParser(prog="clinops serve", description=__doc__.split("\n\n")[0])
+def serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The flags of ``clinops serve`` (and ``python -m pipelines.local_stack``)."""
     parser.add_argument("--workload", action="append", choices=workloads.NAMES, help="serve only these (default: all)")
     parser.add_argument("--bundle", action="append", metavar="WORKLOAD=URI", help="serve this bundle, not the champion")
-    parser.add_argument("--predictor-protocol", default=settings.predictor_protocol, choices=["v2", "grpc-v2"])
-    args = parser.parse_args(argv)
+    parser.add_argument("--predictor-protocol", default=LocalStackSettings().predictor_protocol,
+                        choices=["v2", "grpc-v2"], help="transformer → predictor protocol")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="clinops serve", description=__doc__.split("\n\n")[0])
+    return serve(serve_arguments(parser).parse_args(argv))
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM; SIGHUP restarts on the champions as they are now."""
+    signals = ServeSignals().install()
+    try:
+        return _serve(args, signals)
+    finally:
+        # stopped: one more Ctrl-C while the interpreter exits would kill it by SIGINT (exit status -2)
+        signals.ignore()
+
+
+def _serve(args: argparse.Namespace, signals: ServeSignals) -> int:
+    settings = LocalStackSettings()
     overrides = dict(item.partition("=")[::2] for item in args.bundle or [])
     bundles = champion_bundles(tuple(args.workload or workloads.NAMES)) | overrides
     if not bundles:
@@ -456,7 +480,6 @@ def main(argv: list[str] | None = None) -> int:
         return LocalStack(bundles, ports="default", predictor_protocol=args.predictor_protocol, host=settings.host,
                           ready_timeout_s=settings.ready_timeout_s, log_dir=home_log_dir("logs"))
 
-    signals = ServeSignals().install()
     stack = new_stack(bundles)
     stack.interrupts = signals.count
     home = get_settings().home
