@@ -51,6 +51,52 @@ class Admission:
         self.in_flight -= count
 
 
+class BodyAdmission:
+    """ASGI middleware: REST inference bodies in flight (from admission until the answer is sent) bounded in
+    bytes, judged from ``Content-Length`` before a byte of the body is read or parsed. Past the bound a request
+    is answered at once with 503 and ``Retry-After`` and counted (``clinops_shed_total{reason=
+    "body_bytes_in_flight"}``), so that a flood costs the server a header parse per request, not a body parse.
+    A request alone is always admitted (the body size limit bounds it); a body without ``Content-Length``
+    (chunked) counts as one of the largest allowed."""
+
+    def __init__(self, app, limit_bytes: int, max_body_bytes: int, models: frozenset[str] = frozenset()):
+        self.app = app
+        self.limit = limit_bytes
+        self.max_body_bytes = max_body_bytes
+        self.models = models  # metric labels only for served names
+        self.in_flight = 0
+
+    async def __call__(self, scope, receive, send):
+        if (not self.limit or scope["type"] != "http" or scope["method"] != "POST"
+                or not scope["path"].endswith("/infer")):
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        size = min(int(declared), self.max_body_bytes) if declared.isdigit() else self.max_body_bytes
+        if self.in_flight and self.in_flight + size > self.limit:
+            return await self._shed(scope, send)
+        self.in_flight += size
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= size
+
+    async def _shed(self, scope, send) -> None:
+        import orjson
+
+        from inference import metrics
+
+        parts = scope["path"].strip("/").split("/")
+        model = parts[2] if len(parts) > 2 and parts[1] == "models" and parts[2] in self.models else "unknown"
+        SHED.labels(model, "body_bytes_in_flight").inc()
+        metrics.REQUESTS.labels(model, "503").inc()
+        body = orjson.dumps({"error": f"{self.in_flight} bytes of request bodies in flight, the bound is "
+                                      f"{self.limit} (max_in_flight_body_bytes): retry after {RETRY_AFTER_S} s"})
+        await send({"type": "http.response.start", "status": 503,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"retry-after", str(RETRY_AFTER_S).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
 async def retry_after_response(_request, exc: Overloaded):
     from fastapi.responses import JSONResponse
 

@@ -35,6 +35,9 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grace_period", type=int, default=30,
                         help="Seconds a runtime given SIGTERM/SIGINT keeps finishing the requests in flight (it takes "
                              "no new ones), then exits.")
+    parser.add_argument("--max_in_flight_body_bytes", type=int, default=None,
+                        help="Bytes of REST inference bodies in flight at once, judged from Content-Length before a "
+                             "body is read; past it 503 with Retry-After (default: 4 x max_body_bytes; 0: no bound).")
 
 
 def flag_overrides(args: argparse.Namespace, fields) -> dict:
@@ -66,6 +69,9 @@ def serve(models: list, args: argparse.Namespace, max_body_bytes: int, predictor
     app.add_middleware(EnvelopeMiddleware, max_body_bytes=max_body_bytes,
                        models=frozenset(m.name for m in models))
     app.add_middleware(VersionedPaths, versions={m.name: getattr(m, "model_version", None) for m in models})
+    body_bound = getattr(args, "max_in_flight_body_bytes", None)
+    app.add_middleware(admission.BodyAdmission, max_body_bytes=max_body_bytes, models=frozenset(m.name for m in models),
+                       limit_bytes=4 * max_body_bytes if body_bound is None else body_bound)
     server = kserve.ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,
