@@ -116,6 +116,32 @@ def test_inline_batcher_runs_the_model_on_the_event_loop_thread():
     assert set(threads) == {threading.get_ident()}
 
 
+@pytest.mark.parametrize(("passes", "calls"), [(16, [8]), (0, [2, 2, 2, 2])])
+def test_an_inline_call_waits_for_the_requests_the_loop_is_already_handling(passes, calls):
+    """Eight requests at once, each some loop passes from its socket to the batcher (0 to 3, as a server's
+    request handling takes): with settling they share one call; without, every pass started a call of its own."""
+    sizes = []
+
+    def fn(rows):
+        sizes.append(len(rows))
+        return (rows * 2,)
+
+    async def main():
+        batcher = DynamicBatcher(fn, "m", max_batch_size=64, inline=True, settle=passes)
+
+        async def request(i: int):
+            for _ in range(i % 4):
+                await asyncio.sleep(0)
+            return await batcher.submit(np.full((1, 1), float(i)))
+
+        out = await asyncio.gather(*(request(i) for i in range(8)))
+        batcher.close()
+        return [float(o[0][0, 0]) for o in out]
+
+    assert asyncio.run(main()) == [2.0 * i for i in range(8)]
+    assert sizes == calls
+
+
 class RemoteModel:
     """An async model whose calls finish only when the test releases them."""
 
