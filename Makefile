@@ -9,6 +9,9 @@ export CLINOPS_HOME ?= $(CURDIR)/.clinops
 WORKLOAD    ?= heart-disease
 PROFILE     ?= quick
 PYTEST_ARGS ?=
+# the suite runs on this many pytest-xdist workers, a test file to a worker: much of it waits on servers
+TEST_WORKERS ?= 2
+PYTEST      := -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 REQS  := requirements/main.txt requirements/dev.txt requirements/constraints.txt setup.cfg pyproject.toml
 STAMP := $(VENV)/.stamp-$(shell cat $(REQS) 2>/dev/null | sha256sum | cut -c1-16)
@@ -70,11 +73,11 @@ SETUP := $(STAMP) $(DRIFT_STAMP) $(TOOLS_STAMP)
 
 test:  ## set up and run the test suite (what CI runs); the benchmarks' own smoke runs are make bench's
 	@$(MAKE) --no-print-directory -j3 --output-sync=line $(SETUP) tools
-	$(BIN)/python -m pytest -m "not bench" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not bench" $(PYTEST) $(PYTEST_ARGS)
 
 test-all:  ## make test and the benchmarks' smoke runs (marked bench)
 	@$(MAKE) --no-print-directory -j3 --output-sync=line $(SETUP) tools
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)  ## unit tests only
 	$(BIN)/python -m pytest -m "not integration and not pipeline and not slow" $(PYTEST_ARGS)

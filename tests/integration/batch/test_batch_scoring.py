@@ -167,7 +167,11 @@ def test_pneumonia_batch_equals_online_and_a_corrupt_file_is_refused(stack, bund
     online = {o["name"]: o["data"] for o in answer["outputs"]}
     np.testing.assert_allclose([results[p]["probability"] for p in paths], online["probability"], rtol=1e-6)
     assert [results[p]["label"] for p in paths] == online["label"]
-    assert record["actors"] == 2 and {r["scorer"].rsplit(":", 1)[1] for r in results.values()} == {"load-1"}
+    # Ray actors scored, each having opened the bundle once; on a loaded machine (two test workers on two
+    # cores) the first actor ready may take every block before the second one has started
+    scorers = {r["scorer"].split(":")[0] for r in results.values()}
+    assert 1 <= record["actors"] == len(scorers) <= 2 and "local" not in scorers, scorers
+    assert {r["scorer"].rsplit(":", 1)[1] for r in results.values()} == {"load-1"}
 
 
 def test_a_csv_on_s3_is_scored(s3_server, bundles, tmp_path):

@@ -15,8 +15,8 @@ def test_freeze_startup_heap_moves_live_objects_to_the_permanent_generation():
     kept = [object() for _ in range(1000)]  # noqa: F841 - alive across the call
     try:
         frozen = freeze_startup_heap()
-        assert frozen == gc.get_freeze_count()
-        assert frozen >= before + 1000
+        # what stays alive stays frozen (another thread of the process may free a few frozen objects meanwhile)
+        assert frozen >= before + 1000 and gc.get_freeze_count() >= before + 1000
         # later allocations are still collected normally
         garbage = []
         garbage.append(garbage)  # a cycle only the collector can free
