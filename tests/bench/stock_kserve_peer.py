@@ -3,13 +3,20 @@ V2 to a plain ``kserve.Model`` scikit-learn predictor (no batching, no envelope 
 the hops stock KServe offers: REST JSON (``--predictor_protocol v2``) or ``grpc-v2`` (the tensor as raw
 bytes, ``raw_input_contents``).
 
+For pneumonia, one plain ``kserve.Model`` that does what a stock custom model server does with the same
+TorchScript model: base64 JPEG/PNG → Pillow decode, grey/RGB, bilinear resize → uint8 tensor → normalise →
+forward → softmax, one request at a time on the server's event loop (stock KServe batches only in its agent),
+at the torch thread count it is given.
+
 ``python stock_kserve_peer.py predictor --model_dir DIR --http_port P --grpc_port G``
 ``python stock_kserve_peer.py transformer --predictor_host H:P|H:G --predictor_protocol v2|grpc-v2 --http_port P``
+``python stock_kserve_peer.py pneumonia --model_dir DIR --image C,H,W --mean M,.. --std S,.. --num_threads T --http_port P``
 """
 
 from __future__ import annotations
 
 import sys
+import uuid
 
 import numpy as np
 
@@ -60,10 +67,56 @@ def main() -> None:
                 outputs.append(out)
             return InferResponse(result.id, self.name, outputs)
 
+    class StockPneumonia(kserve.Model):
+        def __init__(self, name, model_dir, image, mean, std, threads):
+            import torch
+
+            super().__init__(name)
+            torch.set_num_threads(threads)
+            self.torch = torch
+            self.module = torch.jit.load(f"{model_dir}/model.pt", map_location="cpu").eval()
+            self.channels, self.height, self.width = image
+            self.mean = torch.tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
+            self.std = torch.tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
+            self.ready = True
+
+        def decode(self, data) -> np.ndarray:
+            import base64
+            import io
+
+            from PIL import Image
+
+            raw = base64.b64decode(data)
+            image = Image.open(io.BytesIO(raw)).convert("L" if self.channels == 1 else "RGB")
+            pixels = np.asarray(image.resize((self.width, self.height), Image.BILINEAR))
+            return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+        def predict(self, payload, headers=None, response_headers=None):
+            torch = self.torch
+            pixels = np.stack([self.decode(item) for item in payload.inputs[0].data])
+            with torch.inference_mode():
+                x = torch.from_numpy(pixels).float().div_(255.0).sub_(self.mean).div_(self.std)
+                logits = self.module(x)
+                logits = logits[0] if isinstance(logits, tuple) else logits  # a bundle's model: (logits, embedding)
+                proba = torch.softmax(logits, dim=1).numpy()
+            out = InferOutput("probabilities", list(proba.shape), "FP32")
+            out.set_data_from_numpy(proba, binary_data=False)
+            return InferResponse(payload.id or uuid.uuid4().hex, self.name, [out])  # KServe needs a response id
+
+    floats = lambda text: [float(v) for v in text.split(",")]  # noqa: E731
     parser = argparse.ArgumentParser(parents=[model_server.parser])
     parser.add_argument("--model_dir")
+    parser.add_argument("--image", type=lambda t: [int(v) for v in t.split(",")], help="C,H,W")
+    parser.add_argument("--mean", type=floats)
+    parser.add_argument("--std", type=floats)
+    parser.add_argument("--num_threads", type=int, default=1)
     args, _ = parser.parse_known_args()
-    model = StockPredictor(args.model_name, args.model_dir) if role == "predictor" else StockTransformer(args.model_name)
+    if role == "pneumonia":
+        model = StockPneumonia(args.model_name, args.model_dir, args.image, args.mean, args.std, args.num_threads)
+    elif role == "predictor":
+        model = StockPredictor(args.model_name, args.model_dir)
+    else:
+        model = StockTransformer(args.model_name)
     kserve.ModelServer(enable_grpc=role == "predictor").start([model])
 
 

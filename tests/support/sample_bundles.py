@@ -32,7 +32,8 @@ def heart_rows(schema: TabularSchema, n: int, seed: int = 0) -> np.ndarray:
 
 def write_heart_disease(folder: Path, schema: TabularSchema, estimator: str = "logreg", n_rows: int = 400,
                         seed: int = 0, window: int = 50) -> Path:
-    """A heart-disease bundle: sklearn Pipeline(imputer, scaler, estimator) on synthetic rows."""
+    """A heart-disease bundle: sklearn Pipeline(imputer, scaler, estimator) on synthetic rows; with
+    ``estimator="champion-shaped"`` the pipeline training builds (logistic regression)."""
     import joblib
     from sklearn.ensemble import GradientBoostingClassifier
     from sklearn.impute import SimpleImputer
@@ -47,10 +48,15 @@ def write_heart_disease(folder: Path, schema: TabularSchema, estimator: str = "l
     order = list(schema.feature_order)
     score = np.nan_to_num(x[:, order.index("age")] - 55) / 10 + np.nan_to_num(x[:, order.index("cp")] - 2.5)
     y = (score + np.random.default_rng(seed + 1).normal(0, 0.7, n_rows) > 0).astype(int)
-    model = (GradientBoostingClassifier(n_estimators=100, random_state=seed) if estimator == "gbm"
-             else LogisticRegression(max_iter=500))
-    pipeline = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler()),
-                         ("model", model)]).fit(x, y)
+    if estimator == "champion-shaped":  # what training registers: per-kind imputation, indicators, one-hot
+        from components.heart_disease import model as training_model
+
+        pipeline = training_model.build("logistic_regression", {"C": 0.5}).fit(x, y)
+    else:
+        model = (GradientBoostingClassifier(n_estimators=100, random_state=seed) if estimator == "gbm"
+                 else LogisticRegression(max_iter=500))
+        pipeline = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler()),
+                             ("model", model)]).fit(x, y)
     joblib.dump(pipeline, writer.model_path)
     writer.write_schema(schema)
     np.savez(writer.drift_reference_path, x=x_ref, score=pipeline.predict_proba(x_ref)[:, 1:])
