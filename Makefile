@@ -86,8 +86,8 @@ pipeline: $(STAMP)  ## one pipeline locally: make pipeline WORKLOAD=heart-diseas
 	$(BIN)/clinops pipeline $(WORKLOAD) --profile $(PROFILE)
 
 HOURS ?= 24
-monitor: $(STAMP)  ## drift report of a workload's logged traffic: make monitor WORKLOAD= HOURS=24 [RETRAIN=1]
-	$(BIN)/clinops monitor $(WORKLOAD) --hours $(HOURS) $(if $(RETRAIN),--retrain)
+monitor: $(STAMP)  ## drift report of a workload's logged traffic: make monitor WORKLOAD= HOURS=24 [RETRAIN=1] [LOG_DIR=]
+	$(BIN)/clinops monitor $(WORKLOAD) --hours $(HOURS) $(if $(RETRAIN),--retrain) $(if $(LOG_DIR),--log-dir $(LOG_DIR))
 
 # where images are pushed and pulled: compiled pipelines and `make images` use the same reference
 IMAGE_REGISTRY ?= docker.io/clinops

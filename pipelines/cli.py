@@ -9,7 +9,7 @@ import time
 
 from components.common.settings import reload_settings
 from pipelines import catalog
-from pipelines.local_stack import serve_arguments
+from pipelines.local_stack import home_log_dir, serve_arguments
 
 
 def _print_pipeline_summary(record: dict) -> None:
@@ -99,7 +99,9 @@ def _next_steps(settings) -> str:
                 lines.append(f"  {workload} {name} report (HTML): {report}")
     lines += ["  serve both champions: make serve  → V2 at http://127.0.0.1:8080 (heart-disease) and :8090 "
               "(pneumonia); explanations: README, section Explanations",
-              "  score a batch: make score WORKLOAD=heart-disease   · drift report: make monitor WORKLOAD=heart-disease",
+              "  score a batch: make score WORKLOAD=heart-disease",
+              f"  drift report of the demo's traffic: make monitor WORKLOAD=heart-disease "
+              f"LOG_DIR={home_log_dir('demo-drift') / 'heart-disease'}",
               "  notebooks (explore the data, run the pipelines, call the models, drift): notebooks/01-*.ipynb … 04-*.ipynb",
               "  every target: make help"]
     return "\n".join(lines)

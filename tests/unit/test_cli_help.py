@@ -39,4 +39,6 @@ def test_the_end_of_make_run_names_the_reports_registry_and_endpoints(tmp_path, 
     assert f"heart-disease plots report (HTML): {newer}" in text and str(older) not in text
     assert f"mlflow ui --backend-store-uri {settings.tracking_uri}" in text
     assert "make serve" in text and "http://127.0.0.1:8080" in text and "make score" in text
+    # the demo's sidecars log apart from make serve's: the report that has something to show is of their folder
+    assert f"make monitor WORKLOAD=heart-disease LOG_DIR={tmp_path / 'serve' / 'demo-drift' / 'heart-disease'}" in text
     assert "pneumonia plots" not in text  # nothing that is not there
