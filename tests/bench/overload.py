@@ -490,7 +490,7 @@ def overload(workload: str, folder: Path, source: str, workdir: Path, logs: Path
 
     body = request_body(workload, folder)
     with LocalStack({workload: str(folder)}, ports="ephemeral", log_dir=logs / workload,
-                    extra_args=stack_args(workload)) as stack:
+                    drift_dir=logs / f"{workload}-drift", extra_args=stack_args(workload)) as stack:
         url = stack.endpoints[workload].infer_url
         base = unloaded(url, body, workload)
         rate = FACTOR * base["rps"]

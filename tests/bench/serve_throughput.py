@@ -274,7 +274,8 @@ def per_feature_body() -> dict:
 # -- the three comparisons --------------------------------------------------------------------------------
 def bench_predictors(model_dir: Path, logs: Path) -> dict:
     results = {}
-    with LocalStack({"heart-disease": str(model_dir)}, ports="ephemeral", log_dir=logs) as stack:
+    with LocalStack({"heart-disease": str(model_dir)}, ports="ephemeral", log_dir=logs,
+                    drift_dir=logs / "predictor-drift") as stack:
         url = f"{stack.endpoints['heart-disease'].predictor_rest_url}/v2/models/heart-disease/infer"
         results["clinops sklearn predictor"] = wrk(url, features_body())
     body = dict(features_body(), outputs=[{"name": "predict_proba"}])
@@ -289,7 +290,8 @@ def bench_predictors(model_dir: Path, logs: Path) -> dict:
 
 def bench_full_path(model_dir: Path, logs: Path) -> dict:
     results = {}
-    with LocalStack({"heart-disease": str(model_dir)}, ports="ephemeral", log_dir=logs) as stack:
+    with LocalStack({"heart-disease": str(model_dir)}, ports="ephemeral", log_dir=logs,
+                    drift_dir=logs / "full-path-drift") as stack:
         results["clinops transformer → predictor"] = wrk(stack.endpoints["heart-disease"].infer_url, per_feature_body())
     predictor_port, predictor_grpc, transformer_port = free_ports(3)
     peer = str(Path(__file__).with_name("stock_kserve_peer.py"))
@@ -473,6 +475,7 @@ def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
     check_stock_pneumonia(peer, body, expected)
     name = f"clinops full path (1 image/request, {2 * batch} connections)"
     with peer, LocalStack({"pneumonia": str(model_dir)}, ports="ephemeral", log_dir=logs,
+                          drift_dir=logs / "pneumonia-drift",
                           extra_args={"pneumonia/predictor": ["--max_batch_size", str(batch), "--num_threads",
                                                               str(threads)],
                                       "pneumonia/transformer": ["--batch_max_size", str(batch)]}) as stack:

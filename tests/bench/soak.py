@@ -71,7 +71,8 @@ def soak(bundles: dict, workdir: Path, logs: Path) -> dict:
     from pipelines.local_stack import LocalStack
 
     bodies = {w: overload.request_body(w, folder) for w, (folder, _) in bundles.items()}
-    with LocalStack({w: str(folder) for w, (folder, _) in bundles.items()}, ports="ephemeral", log_dir=logs) as stack:
+    with LocalStack({w: str(folder) for w, (folder, _) in bundles.items()}, ports="ephemeral", log_dir=logs,
+                    drift_dir=logs / "drift") as stack:
         urls = {w: stack.endpoints[w].infer_url for w in bundles}
         capacity = {}
         for w in bundles:  # each alone, before the soak
