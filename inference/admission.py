@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from prometheus_client import Counter
 
+from inference import metrics
+from inference.envelope import model_from_path, reply
 from inference.errors import PredictorUnavailable
 
 SHED = Counter("clinops_shed", "Requests refused at once because the model's work in flight was at its bound.",
@@ -81,20 +83,13 @@ class BodyAdmission:
             self.in_flight -= size
 
     async def _shed(self, scope, send) -> None:
-        import orjson
-
-        from inference import metrics
-
-        parts = scope["path"].strip("/").split("/")
-        model = parts[2] if len(parts) > 2 and parts[1] == "models" and parts[2] in self.models else "unknown"
+        model = model_from_path(scope["path"])
+        model = model if model in self.models else "unknown"
         SHED.labels(model, "body_bytes_in_flight").inc()
         metrics.REQUESTS.labels(model, "503").inc()
-        body = orjson.dumps({"error": f"{self.in_flight} bytes of request bodies in flight, the bound is "
-                                      f"{self.limit} (max_in_flight_body_bytes): retry after {RETRY_AFTER_S} s"})
-        await send({"type": "http.response.start", "status": 503,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"retry-after", str(RETRY_AFTER_S).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await reply(send, 503, {"error": f"{self.in_flight} bytes of request bodies in flight, the bound is "
+                                         f"{self.limit} (max_in_flight_body_bytes): retry after {RETRY_AFTER_S} s"},
+                    headers=((b"retry-after", str(RETRY_AFTER_S).encode()),))
 
 
 async def retry_after_response(_request, exc: Overloaded):

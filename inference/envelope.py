@@ -180,7 +180,7 @@ class EnvelopeMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/infer"):
             return await self.app(scope, receive, send)
-        model = _model_from_path(scope["path"])
+        model = model_from_path(scope["path"])
         model = model if model in self.models else "unknown"
         headers = dict(scope.get("headers") or [])
         try:
@@ -195,7 +195,7 @@ class EnvelopeMiddleware:
                 await self._drain(receive)
             metrics.REJECTED.labels(model, err.kind.value).inc()
             metrics.REQUESTS.labels(model, "400").inc()
-            return await _reply(send, 400, {"error": err.message})
+            return await reply(send, 400, {"error": err.message})
         scope = dict(scope, headers=[(k, v) for k, v in new_headers.items()])
         sent = False
 
@@ -286,13 +286,15 @@ def _with_body_headers(send):
     return wrapped
 
 
-def _model_from_path(path: str) -> str:
+def model_from_path(path: str) -> str:
     parts = path.strip("/").split("/")
     return parts[2] if len(parts) > 2 and parts[1] == "models" else "unknown"
 
 
-async def _reply(send, status: int, payload: dict) -> None:
+async def reply(send, status: int, payload: dict, headers: tuple = ()) -> None:
+    """An ASGI JSON answer, sent without the app."""
     body = orjson.dumps(payload)
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
     await send({"type": "http.response.body", "body": body})
