@@ -469,10 +469,10 @@ def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
     stock_modes = {f"stock KServe kserve.Model, 1 image/request, {2 * batch} connections": (1, 2 * batch),
                    f"stock KServe kserve.Model, {batch} images/request, 2 connections": (batch, 2)}
     stocks: dict[str, list[dict]] = {mode: [] for mode in stock_modes}
-    peer = start_stock_pneumonia(model_dir, image, threads, logs)
+    peer, peer_url = start_stock_pneumonia(model_dir, image, threads, logs)
     with torch.inference_mode():  # like with like: the peer answers what the model gives for our pixels
         expected = torch.softmax(module(normalise_pixels(x[:1], mean, std))[0].float(), dim=1).cpu().numpy()
-    check_stock_pneumonia(peer, body, expected)
+    check_stock_pneumonia(peer, peer_url, body, expected)
     name = f"clinops full path (1 image/request, {2 * batch} connections)"
     with peer, LocalStack({"pneumonia": str(model_dir)}, ports="ephemeral", log_dir=logs,
                           drift_dir=logs / "pneumonia-drift",
@@ -509,7 +509,7 @@ def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
                 run[f"mean_{k}_batch"] = mean_batch(marks["start"][k], marks["end"][k])
             fulls.append(run)
             for mode, (images, connections) in stock_modes.items():
-                stocks[mode].append(stock_pneumonia_run(peer, body, images, connections, seconds))
+                stocks[mode].append(stock_pneumonia_run(peer, peer_url, body, images, connections, seconds))
         raws.append(raw())
     mean = lambda runs, key: sum(r[key] for r in runs) / len(runs)  # noqa: E731
     results[name] = {"images_per_s": mean(fulls, "images_per_s"), "load1": mean(fulls, "load1"),
@@ -533,27 +533,24 @@ def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
     return results
 
 
-def start_stock_pneumonia(model_dir: Path, image, threads: int, logs: Path) -> Proc:
-    """The pneumonia peer (:mod:`stock_kserve_peer`) on the same model, image size and torch threads."""
+def start_stock_pneumonia(model_dir: Path, image, threads: int, logs: Path) -> tuple[Proc, str]:
+    """The pneumonia peer (:mod:`stock_kserve_peer`) on the same model, image size and torch threads, and its
+    infer URL."""
     port = free_ports(1)[0]
     join = lambda values: ",".join(str(v) for v in values)  # noqa: E731
     peer = str(Path(__file__).with_name("stock_kserve_peer.py"))
-    return Proc([sys.executable, peer, "pneumonia", "--model_name", "pneumonia", "--model_dir", str(model_dir),
+    proc = Proc([sys.executable, peer, "pneumonia", "--model_name", "pneumonia", "--model_dir", str(model_dir),
                  "--image", join([image.channels, image.height, image.width]), "--mean", join(image.mean),
                  "--std", join(image.std), "--num_threads", str(threads), "--http_port", str(port)],
                 f"http://127.0.0.1:{port}/v2/models/pneumonia/ready", logs / "stock-pneumonia.log")
+    return proc, f"http://127.0.0.1:{port}/v2/models/pneumonia/infer"
 
 
-def stock_pneumonia_url(peer: Proc) -> str:
-    port = peer.popen.args[peer.popen.args.index("--http_port") + 1]
-    return f"http://127.0.0.1:{port}/v2/models/pneumonia/infer"
-
-
-def check_stock_pneumonia(peer: Proc, body: dict, expected: np.ndarray) -> None:
+def check_stock_pneumonia(peer: Proc, url: str, body: dict, expected: np.ndarray) -> None:
     """The peer's answer for ``body`` is the model's softmax on the pixels our transformer decodes."""
     import urllib.request
 
-    request = urllib.request.Request(stock_pneumonia_url(peer), json.dumps(body).encode(),
+    request = urllib.request.Request(url, json.dumps(body).encode(),
                                      {"content-type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as answer:
         got = np.asarray(json.load(answer)["outputs"][0]["data"], dtype=np.float32).reshape(expected.shape)
@@ -563,12 +560,12 @@ def check_stock_pneumonia(peer: Proc, body: dict, expected: np.ndarray) -> None:
                            f"not the same work")
 
 
-def stock_pneumonia_run(peer: Proc, body: dict, images: int, connections: int, seconds: float) -> dict:
+def stock_pneumonia_run(peer: Proc, url: str, body: dict, images: int, connections: int, seconds: float) -> dict:
     """The peer's images/s (requests of ``images`` copies of the image) and images per CPU-second of its process."""
     element = body["inputs"][0]
     request = {"inputs": [dict(element, shape=[images], data=element["data"] * images)]}
     marks = {}
-    run = wrk(stock_pneumonia_url(peer), request, seconds=int(seconds),
+    run = wrk(url, request, seconds=int(seconds),
               connections=connections, on_window=lambda start: marks.__setitem__(start, cpu_seconds(peer.popen.pid)))
     run["images_per_s"] = run["rps"] * images
     run["images_per_cpu_s"] = run["requests"] * images / (marks[False] - marks[True])
