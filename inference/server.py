@@ -3,7 +3,7 @@
 * :func:`build_parser` extends KServe's own argument parser, so ``--http_port``, ``--grpc_port``,
   ``--predictor_host``, ``--predictor_protocol`` … keep their KServe meaning;
 * :func:`serve` hardens KServe's FastAPI app (body limit, envelope checks, request-validation
-  errors as 400 instead of FastAPI's 422), applies :mod:`inference.kserve_patches` and starts the REST
+  errors as 400 instead of FastAPI's 422, requests in flight bounded before they are parsed), applies :mod:`inference.kserve_patches` and starts the REST
   and gRPC servers;
 * :func:`load_or_exit` ends a runtime whose bundle cannot be served with one line naming the file.
 """
@@ -14,11 +14,13 @@ import argparse
 import logging
 import warnings
 
-from inference import admission, bind, bundle_source, kserve_patches
+from inference import admission, bind, bundle_source, early_shed, kserve_patches
 from inference.envelope import EnvelopeMiddleware
 from inference.versioned_paths import VersionedPaths
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MAX_IN_FLIGHT_REQUESTS = 256
 
 
 def build_parser(description: str) -> argparse.ArgumentParser:
@@ -38,6 +40,11 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max_in_flight_body_bytes", type=int, default=None,
                         help="Bytes of REST inference bodies in flight at once, judged from Content-Length before a "
                              "body is read; past it 503 with Retry-After (default: 4 x max_body_bytes; 0: no bound).")
+    parser.add_argument("--max_in_flight_requests", type=int, default=None,
+                        help="REST inference requests in the app at once; past it a request is answered 503 with "
+                             "Retry-After from its request line, before its body is parsed (0: no bound). Size it "
+                             "as capacity (req/s) x the latency you accept (s). Default: twice the transformer's "
+                             f"batch_max_size; {DEFAULT_MAX_IN_FLIGHT_REQUESTS} for a predictor.")
 
 
 def flag_overrides(args: argparse.Namespace, fields) -> dict:
@@ -72,6 +79,11 @@ def serve(models: list, args: argparse.Namespace, max_body_bytes: int, predictor
     body_bound = getattr(args, "max_in_flight_body_bytes", None)
     app.add_middleware(admission.BodyAdmission, max_body_bytes=max_body_bytes, models=frozenset(m.name for m in models),
                        limit_bytes=4 * max_body_bytes if body_bound is None else body_bound)
+    requests_bound = getattr(args, "max_in_flight_requests", None)
+    gate = early_shed.Gate(DEFAULT_MAX_IN_FLIGHT_REQUESTS if requests_bound is None else requests_bound,
+                           models=frozenset(m.name for m in models))
+    app.add_middleware(early_shed.RequestGate, gate=gate)
+    early_shed.apply(gate)
     server = kserve.ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,

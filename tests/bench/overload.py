@@ -28,7 +28,10 @@ a second or more on a CPU), ``BENCH_OVERLOAD_CONNECTIONS`` (8: wrk connections f
 connections the sender may hold open; a request due when all are busy is counted as unsent),
 ``BENCH_OVERLOAD_TIMEOUT`` (30 s per request), ``BENCH_OVERLOAD_INTERVAL`` (10 s: rows of the series),
 ``BENCH_OVERLOAD_MAX_IN_FLIGHT_ROWS`` / ``BENCH_OVERLOAD_MAX_IN_FLIGHT_PIXELS`` (unset: the runtimes'
-defaults; else passed to both transformer and predictor as ``--max_in_flight_rows`` / ``--max_in_flight_pixels``).
+defaults; else passed to both transformer and predictor as ``--max_in_flight_rows`` / ``--max_in_flight_pixels``),
+``BENCH_OVERLOAD_MAX_IN_FLIGHT_REQUESTS`` (auto: the capacity is measured on a first stack, and the overload runs
+on a second one whose transformer's ``--max_in_flight_requests`` is :func:`request_bound` of it; ``default``: the
+runtime's; or a number).
 Writes ``$CLINOPS_HOME/bench/overload.json``; logs in ``$CLINOPS_HOME/bench/logs/overload``.
 """
 
@@ -38,6 +41,7 @@ import asyncio
 import base64
 import io
 import json
+import math
 import os
 import platform
 import shutil
@@ -71,6 +75,9 @@ WORKLOADS = [w.strip() for w in os.environ.get("BENCH_OVERLOAD_WORKLOADS", "hear
 MAX_CONNECTIONS = int(os.environ.get("BENCH_OVERLOAD_MAX_CONNECTIONS", "8000"))
 TIMEOUT_S = float(os.environ.get("BENCH_OVERLOAD_TIMEOUT", "30"))
 INTERVAL_S = float(os.environ.get("BENCH_OVERLOAD_INTERVAL", "10"))
+# auto: capacity (req/s) x unloaded p50 (s), measured on a first stack, for the transformer; default: the
+# runtimes' own bound; a number: that bound
+MAX_IN_FLIGHT_REQUESTS = os.environ.get("BENCH_OVERLOAD_MAX_IN_FLIGHT_REQUESTS", "auto")
 MAX_IN_FLIGHT = {"heart-disease": ("--max_in_flight_rows", os.environ.get("BENCH_OVERLOAD_MAX_IN_FLIGHT_ROWS")),
                  "pneumonia": ("--max_in_flight_pixels", os.environ.get("BENCH_OVERLOAD_MAX_IN_FLIGHT_PIXELS"))}
 TARGET_P99_RATIO = 2.0
@@ -467,11 +474,23 @@ def recovery(url: str, body: dict, workload: str, stopped_at: float) -> dict:
     return {"normal_after_s": None, "probes": probes}
 
 
-def stack_args(workload: str) -> dict[str, list[str]]:
+def request_bound(base: dict) -> int | None:
+    """The transformer's ``--max_in_flight_requests`` for the overload: the requests in flight at capacity
+    (Little's law: capacity x the unloaded median latency), never fewer than wrk's connections, which reached that
+    capacity; a larger bound adds only queueing. None: the runtime's default."""
+    if MAX_IN_FLIGHT_REQUESTS == "default":
+        return None
+    if MAX_IN_FLIGHT_REQUESTS != "auto":
+        return int(MAX_IN_FLIGHT_REQUESTS)
+    return max(base["connections"], math.ceil(base["rps"] * base["p50_ms"] / 1000))
+
+
+def stack_args(workload: str, requests: int | None = None) -> dict[str, list[str]]:
     flag, value = MAX_IN_FLIGHT[workload]
-    if not value:
-        return {}
-    return {f"{workload}/transformer": [flag, value], f"{workload}/predictor": [flag, value]}
+    args = {f"{workload}/transformer": [flag, value], f"{workload}/predictor": [flag, value]} if value else {}
+    if requests is not None:
+        args.setdefault(f"{workload}/transformer", []).extend(["--max_in_flight_requests", str(requests)])
+    return args
 
 
 def unloaded(url: str, body: dict, workload: str, seconds: int | None = None) -> dict:
@@ -481,7 +500,8 @@ def unloaded(url: str, body: dict, workload: str, seconds: int | None = None) ->
 
     if WARMUP_S[workload]:
         wrk(url, body, seconds=WARMUP_S[workload], connections=CONNECTIONS[workload])
-    return wrk(url, body, seconds=seconds or CAPACITY_SECONDS[workload], connections=CONNECTIONS[workload])
+    result = wrk(url, body, seconds=seconds or CAPACITY_SECONDS[workload], connections=CONNECTIONS[workload])
+    return {**result, "connections": CONNECTIONS[workload]}
 
 
 # -- one workload ---------------------------------------------------------------------------------------------
@@ -489,14 +509,22 @@ def overload(workload: str, folder: Path, source: str, workdir: Path, logs: Path
     from pipelines.local_stack import LocalStack
 
     body = request_body(workload, folder)
+    with LocalStack({workload: str(folder)}, ports="ephemeral", log_dir=logs / f"{workload}-unloaded",
+                    drift_dir=logs / f"{workload}-unloaded-drift", extra_args=stack_args(workload)) as stack:
+        base = unloaded(stack.endpoints[workload].infer_url, body, workload)
+    bound = request_bound(base)
+    rate = FACTOR * base["rps"]
+    print(f"{workload}: unloaded {base['rps']:.0f} req/s, p50 {base['p50_ms']:.1f} ms, p99 {base['p99_ms']:.1f} ms "
+          f"(wrk -c{CONNECTIONS[workload]}, {CAPACITY_SECONDS[workload]} s, load {base['load1']:.2f}); a stack with "
+          f"the transformer's max_in_flight_requests {bound or 'default'} takes {rate:.0f} req/s for {SECONDS} s …",
+          flush=True)
     with LocalStack({workload: str(folder)}, ports="ephemeral", log_dir=logs / workload,
-                    drift_dir=logs / f"{workload}-drift", extra_args=stack_args(workload)) as stack:
+                    drift_dir=logs / f"{workload}-drift", extra_args=stack_args(workload, bound)) as stack:
         url = stack.endpoints[workload].infer_url
-        base = unloaded(url, body, workload)
-        rate = FACTOR * base["rps"]
-        print(f"{workload}: unloaded {base['rps']:.0f} req/s, p50 {base['p50_ms']:.1f} ms, p99 {base['p99_ms']:.1f} ms "
-              f"(wrk -c{CONNECTIONS[workload]}, {CAPACITY_SECONDS[workload]} s, load {base['load1']:.2f}); offering "
-              f"{rate:.0f} req/s for {SECONDS} s …", flush=True)
+        if WARMUP_S[workload]:
+            from serve_throughput import wrk
+
+            wrk(url, body, seconds=WARMUP_S[workload], connections=CONNECTIONS[workload])
         before = stack_usage(stack)
         shed_before = shed_counts(stack, workload)
         load_before = load1()
@@ -517,7 +545,8 @@ def overload(workload: str, folder: Path, source: str, workdir: Path, logs: Path
             "server_shed": {k: (shed_after[k] - shed_before[k]) if shed_after[k] is not None
                             and shed_before[k] is not None else None for k in shed_after},
             "alive_after": alive, "load1_before": load_before, "load1_after": load_after,
-            "max_in_flight": dict([MAX_IN_FLIGHT[workload]]) if MAX_IN_FLIGHT[workload][1] else "runtime defaults"}
+            "max_in_flight": dict([MAX_IN_FLIGHT[workload]]) if MAX_IN_FLIGHT[workload][1] else "runtime defaults",
+            "transformer_max_in_flight_requests": bound or "runtime default"}
 
 
 def judge(r: dict) -> dict:

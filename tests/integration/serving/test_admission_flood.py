@@ -4,6 +4,7 @@ UNAVAILABLE over gRPC), counts each refusal, and stays ready meanwhile."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 import urllib.error
@@ -101,3 +102,34 @@ def test_flooded_transformer_sheds_with_503_retry_after_and_unavailable_and_stay
         assert _shed(f"{endpoint.rest_url}/metrics") == len(refused) + len(unavailable)
         assert ready and set(ready) == {200}
         assert _post(endpoint.infer_url)[0] == 200  # the flood over, admitted again
+
+
+def _shed_by(metrics_url: str, reason: str) -> float:
+    with urllib.request.urlopen(metrics_url, timeout=30) as response:
+        text = response.read().decode()
+    match = re.search(rf'^clinops_shed_total\{{model="heart-disease",reason="{reason}"\}} (\S+)$', text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_past_its_request_bound_a_real_transformer_answers_503_before_parsing_and_stays_ready(bundles, tmp_path):
+    with LocalStack({"heart-disease": str(bundles["heart-disease"])}, ports="ephemeral", log_dir=tmp_path,
+                    drift=False, ready_timeout_s=120,
+                    extra_args={"heart-disease/transformer": ["--max_in_flight_requests", "2"]}) as stack:
+        endpoint = stack.endpoints["heart-disease"]
+        metrics_url = f"{endpoint.rest_url}/metrics"
+        assert _post(endpoint.infer_url)[0] == 200
+        with ThreadPoolExecutor(32) as pool:
+            rest = list(pool.map(lambda _: _post(endpoint.infer_url), range(400)))
+            ready = list(pool.map(_get_status, [f"{endpoint.rest_url}/v2/health/ready"] * 32))
+
+        statuses = {status for status, _, _ in rest}
+        assert statuses == {200, 503}, statuses
+        refused = [(retry, text) for status, retry, text in rest if status == 503]
+        assert all(retry == "1" and "2 inference requests are in flight, the bound (max_in_flight_requests)" in text
+                   for retry, text in refused)
+        answered = [json.loads(text) for status, _, text in rest if status == 200]
+        assert all({o["name"] for o in a["outputs"]} >= {"probability", "prediction", "risk_level"} for a in answered)
+        assert _shed_by(metrics_url, "requests_in_flight") == len(refused)
+        assert _shed_by(metrics_url, "in_flight_limit") == 0  # refused before the work bound ever saw them
+        assert set(ready) == {200}
+        assert _post(endpoint.infer_url)[0] == 200

@@ -1,0 +1,146 @@
+"""A bound on REST inference requests in flight, enforced before the app parses them (``--max_in_flight_requests``).
+
+Under a flood the work bounds of :mod:`inference.admission` refuse a request only after the whole app has parsed
+it: routing, the JSON body, the V2 decode, the input checks, about a millisecond of one core each. At ten times
+capacity that is more than the core has, so requests wait unread in the socket and the accepted ones are
+answered seconds late. Here a request is judged from its request line alone:
+
+* :class:`RequestGate` (ASGI middleware, outermost) counts ``POST …/infer`` requests inside the app in a
+  :class:`Gate`;
+* :class:`ShedEarlyProtocol` (uvicorn's httptools protocol) answers such a request at once with a prepared 503
+  and ``Retry-After`` when the gate is at its bound, discarding its body as it arrives: no ASGI scope, task or
+  JSON parse. It keeps the connection alive as the client asked. A pipelined request (one sent before the
+  answer to the previous one) goes the normal way, to keep answers in order: the gate sheds it there instead.
+
+Both count the refusal in ``clinops_shed_total{reason="requests_in_flight"}`` and ``clinops_requests_total``.
+Health, readiness, metadata and metrics are never refused; gRPC keeps the work bounds only.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from inference import metrics
+from inference.admission import RETRY_AFTER_S, SHED
+from inference.envelope import model_from_path, reply
+
+REASON = "requests_in_flight"
+
+
+class Gate:
+    """REST inference requests in flight in this process, and their bound (``limit`` 0: no bound)."""
+
+    def __init__(self, limit: int, models: frozenset[str] = frozenset()):
+        if limit < 0:
+            raise ValueError("max_in_flight_requests must be 0 (no bound) or positive")
+        self.limit = limit
+        self.models = models  # metric labels only for served names
+        self.in_flight = 0
+        self.payload = {"error": f"{limit} inference requests are in flight, the bound (max_in_flight_requests): "
+                                 f"retry after {RETRY_AFTER_S} s"}
+        self.message = orjson.dumps(self.payload)
+        self._counters: dict[str, tuple] = {}
+
+    def full(self) -> bool:
+        return bool(self.limit) and self.in_flight >= self.limit
+
+    def count_shed(self, path: str) -> None:
+        counters = self._counters.get(path)
+        if counters is None:
+            model = model_from_path(path)
+            model = model if model in self.models else "unknown"
+            counters = (SHED.labels(model, REASON), metrics.REQUESTS.labels(model, "503"))
+            if len(self._counters) < 64:  # paths are the client's: remember only a few
+                self._counters[path] = counters
+        for counter in counters:
+            counter.inc()
+
+
+class RequestGate:
+    """ASGI middleware: counts ``POST …/infer`` requests inside the app in its :class:`Gate`, and refuses one
+    past the bound that reached the app anyway (a pipelined request)."""
+
+    def __init__(self, app, gate: Gate):
+        self.app = app
+        self.gate = gate
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/infer"):
+            return await self.app(scope, receive, send)
+        gate = self.gate
+        if gate.full():
+            gate.count_shed(scope["path"])
+            return await reply(send, 503, gate.payload, headers=((b"retry-after", str(RETRY_AFTER_S).encode()),))
+        gate.in_flight += 1
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            gate.in_flight -= 1
+
+
+class ShedEarlyProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, answering an inference request with 503 from its request line while the
+    :class:`Gate` of this process is full (:func:`apply` sets it)."""
+
+    gate: Gate | None = None
+
+    def on_message_begin(self) -> None:
+        self._shedding = False
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        gate = self.gate
+        if (gate is not None and gate.full() and self.url.split(b"?", 1)[0].endswith(b"/infer")
+                and self.parser.get_method() == b"POST" and not self.expect_100_continue
+                and (self.cycle is None or self.cycle.response_complete)):
+            self._shedding = True
+            self._keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+            return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._shedding:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._shedding:
+            return super().on_message_complete()
+        self._shedding = False
+        gate = self.gate
+        gate.count_shed(self.url.split(b"?", 1)[0].decode("ascii", "replace"))
+        head = [b"HTTP/1.1 503 Service Unavailable\r\n"]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [b"content-type: application/json\r\ncontent-length: ", str(len(gate.message)).encode(),
+                 b"\r\nretry-after: ", str(RETRY_AFTER_S).encode(), b"\r\n"]
+        if not self._keep_alive:
+            head.append(b"connection: close\r\n")
+        head += [b"\r\n", gate.message]
+        self.transport.write(b"".join(head))
+        self.server_state.total_requests += 1
+        if not self._keep_alive:
+            self.transport.close()
+        elif self.timeout_keep_alive_task is None and not self.transport.is_closing():
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+
+def apply(gate: Gate) -> None:
+    """Serve REST with :class:`ShedEarlyProtocol` judging by ``gate`` (KServe builds uvicorn's config with the
+    default protocol)."""
+    from kserve.protocol.rest import server as rest_server
+
+    ShedEarlyProtocol.gate = gate
+    rest_init = rest_server.RESTServer.__init__
+    if getattr(rest_init, "_clinops_shed_early", False):
+        return
+
+    @functools.wraps(rest_init)
+    def with_protocol(self, *args, **kwargs):
+        rest_init(self, *args, **kwargs)
+        self.config.http = ShedEarlyProtocol
+
+    with_protocol._clinops_shed_early = True
+    rest_server.RESTServer.__init__ = with_protocol
