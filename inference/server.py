@@ -43,8 +43,7 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max_in_flight_requests", type=int, default=None,
                         help="REST inference requests in the app at once; past it a request is answered 503 with "
                              "Retry-After from its request line, before its body is parsed (0: no bound). Size it "
-                             "as capacity (req/s) x the latency you accept (s). Default: twice the transformer's "
-                             f"batch_max_size; {DEFAULT_MAX_IN_FLIGHT_REQUESTS} for a predictor.")
+                             f"as capacity (req/s) x the latency you accept (s). Default: {DEFAULT_MAX_IN_FLIGHT_REQUESTS}.")
 
 
 def flag_overrides(args: argparse.Namespace, fields) -> dict:

@@ -35,8 +35,6 @@ def parse_settings(argv: list[str] | None = None):
     if args.predictor_protocol not in ("v2", "grpc-v2"):
         parser.error("--predictor_protocol must be v2 or grpc-v2")
     settings = TransformerSettings(**server.flag_overrides(args, TransformerSettings.model_fields))
-    if args.max_in_flight_requests is None:  # one batch in the predictor while the next one fills
-        args.max_in_flight_requests = 2 * settings.batch_max_size
     return settings, args
 
 

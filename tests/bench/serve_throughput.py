@@ -103,11 +103,14 @@ def wrk(url: str, body: dict, seconds: int = SECONDS, connections: int = CONNECT
     """wrk's figures after a 2 s warm-up; ``on_window(True)`` / ``on_window(False)`` just before and after the
     measured run."""
     workdir = wrk_files(body, delay_ms)
-    check = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H",
-                            "content-type: application/json", "--data-binary", f"@{workdir / 'body.json'}", url],
-                           capture_output=True, text=True)
-    if check.stdout != "200":
-        raise RuntimeError(f"{url} answered {check.stdout} to the benchmark request")
+    deadline = time.monotonic() + 60  # a 503 while an earlier run's requests are still being answered: retry
+    while (status := subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H",
+                                     "content-type: application/json", "--data-binary", f"@{workdir / 'body.json'}",
+                                     url], capture_output=True, text=True).stdout) == "503" \
+            and time.monotonic() < deadline:
+        time.sleep(1)
+    if status != "200":
+        raise RuntimeError(f"{url} answered {status} to the benchmark request")
     subprocess.run(["wrk", "-t1", f"-c{connections}", "-d2s", "-s", str(workdir / "post.lua"), url],
                    capture_output=True, text=True)  # warm-up
     if on_window:
