@@ -21,6 +21,7 @@ from bundle.observations import SEGMENTS, Record, segment_name, segments
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+RETENTION_CHECK_S = 1.0  # age retention lists and stats the segments: not for every event
 
 
 class StoreFull(RuntimeError):
@@ -38,6 +39,7 @@ class ObservationStore:
         self.max_bytes, self.max_age_s, self.segment_bytes, self.fsync = max_bytes, max_age_s, segment_bytes, fsync
         self.segment_age_s = max_age_s / 8
         self._started = 0.0  # time of the first record of the segment being written
+        self._retention_checked = float("-inf")
         self.protected_from = 0  # segments holding seq >= this are still needed (set by the service)
         self._fd: int | None = None
         self._size = 0
@@ -66,11 +68,14 @@ class ObservationStore:
     # -- writing ---------------------------------------------------------------------------------------
     def append(self, record_id: str, kind: str, rows, now: float | None = None) -> Record:
         """Write one record; returns it with its sequence number once it is on disk."""
-        self.enforce_retention(now)
+        t = now if now is not None else time.time()
+        if self._bytes >= self.max_bytes or t - self._retention_checked >= RETENTION_CHECK_S:
+            self.enforce_retention(t)  # by size at once; by age once a second (the service's clock ticks too)
+            self._retention_checked = t
         if self._bytes >= self.max_bytes:
             raise StoreFull(f"the observation log is at its limit ({self.max_bytes} bytes) with observations "
                             f"not yet tested")
-        record = Record(self.next_seq, now if now is not None else time.time(), record_id, kind,
+        record = Record(self.next_seq, t, record_id, kind,
                         tuple(tuple(float(v) for v in row) for row in rows))
         line = record.to_line().encode()
         if (self._fd is None or self._size + len(line) > self.segment_bytes

@@ -91,9 +91,17 @@ class Windower:
     # observations of a sliding window do not count, or each tick would test the same rows again)
     opened: float | None = None
 
+    def __post_init__(self):
+        self._count()
+
+    def _count(self) -> None:
+        """Rows of ``current``, kept as it changes: every event asks, and summing a window each time cost
+        more than the event's own work."""
+        self._rows = sum(o.rows for o in self.current)
+
     @property
     def rows(self) -> int:
-        return sum(o.rows for o in self.current)
+        return self._rows
 
     @property
     def full(self) -> bool:
@@ -135,6 +143,7 @@ class Windower:
         if self.opened is None:
             self.opened = observation.t
         self.current.append(observation)
+        self._rows += observation.rows
 
     def _pair(self, record: Record) -> Observation | None:
         if record.type not in self.needs:
@@ -159,6 +168,7 @@ class Windower:
                 keep.insert(0, o)
                 budget -= o.rows
         self.current, self.consumed_through, self.opened = keep, consumed, None
+        self._count()
         firsts = [r.seq for r in self.pending.values()] + [o.first_seq for o in keep]
         checkpoint = Checkpoint(consumed, tuple(o.id for o in keep), tuple(self.pending),
                                 min([consumed + 1, *firsts]))
@@ -186,6 +196,7 @@ class Windower:
                 half = self.pending.pop(event_id)
                 kept[event_id] = _observation(event_id, half, None, half.seq, half.seq)
         self.current = [kept[i] for i in checkpoint.retained if i in kept]
+        self._count()
 
 
 def _observation(event_id: str, first: Record, second: Record | None, first_seq: int, done_seq: int) -> Observation:
