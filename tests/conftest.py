@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from support.homes import TEMP_EXEMPT, _point_mlflow_at, _short_link  # noqa: F401 - re-exported
+from support.processes import free_port, start_process, stop_process, wait_http
 
 from components.common.settings import reload_settings
 
@@ -59,39 +56,6 @@ def temp_leftovers(tmp_path, monkeypatch):
     link.unlink()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before {url} answered")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status < 500:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
-
-
-def start_process(args: list[str], log: Path, **kwargs) -> subprocess.Popen:
-    handle = open(log, "w")  # noqa: SIM115 - closed when the process is stopped
-    return subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, **kwargs)
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from support.manifests import OVERLAYS, find  # noqa: F401 - the fixtures below use OVERLAYS
 
 from pipelines import manifests
-
-OVERLAYS = ("local", "staging", "production")
 
 
 @pytest.fixture(scope="session")
@@ -17,7 +16,3 @@ def rendered() -> dict[str, list[dict]]:
 @pytest.fixture(scope="session")
 def overlays(rendered) -> dict[str, list[dict]]:
     return {name: rendered[f"kustomize/overlays/{name}"] for name in OVERLAYS}
-
-
-def find(objects: list[dict], kind: str, name: str) -> dict:
-    return next(o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name)

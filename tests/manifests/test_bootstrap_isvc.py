@@ -10,8 +10,8 @@ from urllib.parse import urlparse
 
 import k8s_policy as policy
 import pytest
-from conftest import OVERLAYS, find
 from kubernetes.client import ApiClient
+from support.manifests import OVERLAYS, find
 
 from bundle import workloads
 from components.deploy import bootstrap

@@ -13,8 +13,8 @@ from urllib.parse import urlparse
 
 import pytest
 import yaml
-from conftest import OVERLAYS, find
 from k8s_policy import _matches
+from support.manifests import OVERLAYS, find
 
 from components.deploy import isvc, prometheus
 from components.deploy.step import DEFAULT_PROMETHEUS_URL

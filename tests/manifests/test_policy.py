@@ -9,7 +9,7 @@ import subprocess
 
 import k8s_policy as policy
 import pytest
-from conftest import OVERLAYS, find
+from support.manifests import OVERLAYS, find
 
 from pipelines import manifests
 

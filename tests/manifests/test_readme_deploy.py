@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import find
+from support.manifests import find
 
 from pipelines import manifests
 from pipelines.compile import COMPILED_DIR

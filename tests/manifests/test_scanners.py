@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import OVERLAYS, find
+from support.manifests import OVERLAYS, find
 
 from pipelines import manifests
 

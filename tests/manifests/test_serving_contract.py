@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 import k8s_policy
 import pytest
-from conftest import OVERLAYS, find
+from support.manifests import OVERLAYS, find
 
 from bundle import workloads
 from components.deploy.isvc import MODEL_FORMATS

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 
 import pytest
-from conftest import find
+from support.manifests import find
 
 from pipelines import manifests
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import start_process, stop_process, wait_http
 from support import sample_bundles
+from support.processes import start_process, stop_process, wait_http
 
 from components.heart_disease.schema import serving_schema
 from pipelines.local_stack import DRIFT_RUNTIME, REPO_ROOT, drift_python, free_ports

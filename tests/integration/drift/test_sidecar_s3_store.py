@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import start_process, stop_process, wait_http
 from support import sample_bundles
+from support.processes import start_process, stop_process, wait_http
 
 from bundle import champion, open_bundle, storage
 from components.heart_disease.schema import serving_schema

@@ -35,24 +35,3 @@ def stack(bundles, tmp_path_factory):
                                 # values are compared with CPU fp32 to 1e-5: on a GPU machine too
                                 "pneumonia/predictor": ["--device", "cpu"]}) as running:
         yield running
-
-
-def triton_grpc(target: str, model: str, inputs: list[tuple[str, str, "object"]]) -> dict:
-    """Call ``tritonclient.grpc`` in a child process (see triton_grpc_probe.py)."""
-    import base64
-    import io
-    import json
-    import subprocess
-
-    import numpy as np
-
-    encoded = []
-    for name, datatype, array in inputs:
-        buffer = io.BytesIO()
-        np.save(buffer, array, allow_pickle=True)
-        encoded.append({"name": name, "datatype": datatype, "npy": base64.b64encode(buffer.getvalue()).decode()})
-    probe = Path(__file__).with_name("triton_grpc_probe.py")
-    done = subprocess.run([sys.executable, str(probe)], input=json.dumps({"target": target, "model": model,
-                                                                          "inputs": encoded}),
-                          capture_output=True, text=True, timeout=120, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -12,11 +12,11 @@ import urllib.request
 import grpc
 import numpy as np
 import pytest
-from conftest import triton_grpc
 from images import encode, png_bomb_header, random_image
 from kserve import InferenceGRPCClient
 from kserve.protocol.infer_type import InferInput, InferRequest
 from support import fuzz
+from support.triton import triton_grpc
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

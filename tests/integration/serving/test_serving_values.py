@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 import tritonclient.http as triton_http
-from conftest import triton_grpc
 from images import encode, random_image, reference_tensor
 from kserve import InferenceGRPCClient, InferenceRESTClient, RESTConfig
 from kserve.protocol.infer_type import InferInput, InferRequest
 from support import sample_bundles
+from support.triton import triton_grpc
 
 from bundle.schema import CATEGORICAL
 
