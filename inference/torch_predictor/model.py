@@ -180,7 +180,7 @@ class TorchPredictor(CountedModel):
 
         example = torch.zeros((2, *self.input_shape), device=self.device)
         # on the serving thread, as every pass: a forward pass on a second thread gives that thread an OpenMP
-        # team of its own, and the serving thread's passes then ran on 0.8 cores of 2 (at 40% of the speed)
+        # team of its own, and the serving thread's passes then ran on 0.8 cores of 2, at 55% of their speed
         self.no_cam = self._on_serving_thread(functools.partial(gradcam.check, self.module), example)
         if self.no_cam:
             log.warning("%s: no cam output (%s)", self.name, self.no_cam)
