@@ -31,6 +31,15 @@ _ROWS: ContextVar[np.ndarray] = ContextVar("clinops_sklearn_rows")
 EXPLAIN_OUTPUTS = ("attributions", "base_value", "attribution_space")
 
 
+def _reference_rows(served) -> np.ndarray:
+    """The bundle's drift reference rows (features of patients the model did not train on)."""
+    from bundle import drift as drift_settings
+
+    name = drift_settings.read(served.folder).reference_array
+    with np.load(served.drift_reference_path) as arrays:
+        return arrays[name]
+
+
 class SklearnPredictor(CountedModel):
     platform = "sklearn"
     def __init__(self, settings: SklearnPredictorSettings):
@@ -42,6 +51,7 @@ class SklearnPredictor(CountedModel):
         self.explainer = None  # explain.Explainer, when the model is of a kind it attributes exactly
         self.explain_batcher: DynamicBatcher | None = None
         self.not_explainable = ""
+        self._proba = None  # predict_proba: the compiled plan, or the estimator's own
 
     def load(self) -> bool:
         import joblib
@@ -51,6 +61,7 @@ class SklearnPredictor(CountedModel):
         self.model_version = manifest.model_version
         self.estimator = joblib.load(served.model_path)
         self.n_features = int(self.estimator.n_features_in_)
+        self._proba = self._plan(served)
         self._class_labels = [str(c) for c in self.estimator.classes_]
         self.batcher = DynamicBatcher(self._predict_proba, self.name, self.settings.max_batch_size,
                                       self.settings.max_wait_ms, inline=self.settings.inline_predict,
@@ -64,15 +75,32 @@ class SklearnPredictor(CountedModel):
                  self.n_features)
         return self.ready
 
+    def _plan(self, served):
+        """The pipeline's arithmetic without scikit-learn's per-step checks (:mod:`.compiled`), once it has
+        given scikit-learn's answers on the bundle's reference rows; scikit-learn itself otherwise."""
+        from inference.sklearn_predictor import compiled
+
+        if not self.settings.compiled_pipeline:
+            return self.estimator.predict_proba
+        try:
+            reference = _reference_rows(served)
+        except (OSError, KeyError, AttributeError, ValueError) as err:
+            log.info("%s: predict_proba through scikit-learn (no reference rows to check a plan on: %s)", self.name,
+                     err)
+            return self.estimator.predict_proba
+        fast, why_not = compiled.compile_checked(self.estimator, reference)
+        if fast is None:
+            log.info("%s: predict_proba through scikit-learn (%s)", self.name, why_not)
+            return self.estimator.predict_proba
+        log.info("%s: predict_proba as a compiled plan, equal to scikit-learn's on %d reference rows", self.name,
+                 len(reference))
+        return fast
+
     def _load_explainer(self, served) -> None:
-        from bundle import drift as drift_settings
         from inference.sklearn_predictor.explain import Explainer, NotExplainable
 
         try:
-            reference = drift_settings.read(served.folder).reference_array
-            with np.load(served.drift_reference_path) as arrays:
-                background = arrays[reference]
-            self.explainer = Explainer(self.estimator, background, seed=0)
+            self.explainer = Explainer(self.estimator, _reference_rows(served), seed=0)
         except (NotExplainable, KeyError, AttributeError) as err:
             self.not_explainable = str(err)
             log.warning("%s: no attributions for this model (%s)", self.name, err)
@@ -83,11 +111,11 @@ class SklearnPredictor(CountedModel):
 
     def _explain(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         attributions, base = self.explainer.explain(rows)
-        return (np.asarray(self.estimator.predict_proba(rows), dtype=np.float64), attributions, base,
+        return (np.asarray(self._proba(rows), dtype=np.float64), attributions, base,
                 np.full(len(rows), self.explainer.space, dtype=object))
 
     def _predict_proba(self, rows: np.ndarray) -> tuple[np.ndarray]:
-        return (np.asarray(self.estimator.predict_proba(rows), dtype=np.float64),)
+        return (np.asarray(self._proba(rows), dtype=np.float64),)
 
     def get_input_types(self) -> list[dict]:
         return [{"name": "features", "datatype": "FP64", "shape": [-1, self.n_features]}]
