@@ -15,8 +15,10 @@ while the arithmetic is some microseconds. The predictor has already checked the
 - ``StandardScaler``: centring and scaling as fitted;
 - ``OneHotEncoder`` (no ``drop``, no infrequent categories, unknown categories ignored): one column per
   category;
-- a binary ``LogisticRegression`` as the last step: the logistic of its decision function. Any other last
-  step gets the transformed rows through its own ``predict_proba`` (that step's checks only).
+- a binary ``LogisticRegression`` as the last step: the logistic of its decision function;
+  ``GradientBoostingClassifier`` (binary, constant start) and ``RandomForestClassifier``: every tree walked
+  at once (:class:`_Forest`), leaf values added in scikit-learn's order. Any other last step gets the
+  transformed rows through its own ``predict_proba`` (that step's checks only).
 
 A pipeline with any other step has no plan (:class:`Unsupported`, the reason logged), and the predictor
 calls scikit-learn as before. A plan is used only after it has given scikit-learn's own probabilities
@@ -144,7 +146,79 @@ def _transform(step) -> Step:
     raise Unsupported(f"no plan for a {type(step).__name__} step")
 
 
+class _Forest:
+    """Every tree of an ensemble walked at once: ``leaves(x)`` is the leaf each row reaches in each tree,
+    ``[N, T]`` indices into the trees' nodes laid end to end. A leaf points to itself, so ``depth`` steps of
+    one vectorised comparison take every row to its leaf. Rows are compared as float32, as scikit-learn's
+    trees compare them."""
+
+    def __init__(self, trees):
+        sizes = [t.node_count for t in trees]
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
+        self.roots = starts
+        left, right, feature, threshold = [], [], [], []
+        for tree, start in zip(trees, starts, strict=True):
+            own = np.arange(tree.node_count) + start
+            leaf = tree.children_left < 0
+            left.append(np.where(leaf, own, tree.children_left + start))
+            right.append(np.where(leaf, own, tree.children_right + start))
+            feature.append(np.where(leaf, 0, tree.feature))
+            threshold.append(np.where(leaf, 0.0, tree.threshold))
+        self.left, self.right = np.concatenate(left), np.concatenate(right)
+        self.feature, self.threshold = np.concatenate(feature), np.concatenate(threshold)
+        self.depth = max(t.max_depth for t in trees)
+
+    def leaves(self, x: np.ndarray) -> np.ndarray:
+        x = x.astype(np.float32).astype(np.float64)
+        rows = np.arange(len(x))[:, None]
+        node = np.broadcast_to(self.roots, (len(x), len(self.roots)))
+        for _ in range(self.depth):
+            node = np.where(x[rows, self.feature[node]] <= self.threshold[node], self.left[node], self.right[node])
+        return node
+
+
+def _running_sum(first: np.ndarray, terms: np.ndarray) -> np.ndarray:
+    """``first + terms[:, 0] + terms[:, 1] + …`` added one at a time in order, as scikit-learn's loops add."""
+    return np.cumsum(np.concatenate([first[:, None], terms], axis=1), axis=1)[:, -1]
+
+
+def _gradient_boosting(gb) -> Callable[[np.ndarray], np.ndarray]:
+    from scipy.special import expit
+    from sklearn.dummy import DummyClassifier
+
+    if gb.n_trees_per_iteration_ != 1 or len(gb.classes_) != 2:
+        raise Unsupported("GradientBoostingClassifier with more than two classes")
+    if not (gb.init_ == "zero" or type(gb.init_) is DummyClassifier):  # a constant start, the same for every row
+        raise Unsupported(f"GradientBoostingClassifier with init={type(gb.init_).__name__}")
+    start = float(gb._raw_predict_init(np.zeros((1, gb.n_features_in_)))[0, 0])
+    forest = _Forest([stage[0].tree_ for stage in gb.estimators_])
+    values = np.concatenate([stage[0].tree_.value[:, 0, 0] for stage in gb.estimators_])
+    rate = float(gb.learning_rate)
+
+    def proba(x: np.ndarray) -> np.ndarray:
+        p = expit(_running_sum(np.full(len(x), start), rate * values[forest.leaves(x)]))
+        return np.stack([1.0 - p, p], axis=1)
+
+    return proba
+
+
+def _random_forest(rf) -> Callable[[np.ndarray], np.ndarray]:
+    if rf.n_outputs_ != 1:
+        raise Unsupported("RandomForestClassifier with several outputs")
+    n_classes = int(rf.n_classes_)
+    forest = _Forest([tree.tree_ for tree in rf.estimators_])
+    values = np.concatenate([tree.tree_.value[:, 0, :n_classes] for tree in rf.estimators_])
+
+    def proba(x: np.ndarray) -> np.ndarray:
+        leaves = values[forest.leaves(x)]  # [N, T, classes]
+        summed = np.stack([_running_sum(np.zeros(len(x)), leaves[:, :, k]) for k in range(n_classes)], axis=1)
+        return summed / len(rf.estimators_)
+
+    return proba
+
+
 def _final(estimator) -> Callable[[np.ndarray], np.ndarray]:
+    from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
 
     if type(estimator) is LogisticRegression and estimator.coef_.shape[0] == 1 and len(estimator.classes_) == 2:
@@ -157,6 +231,13 @@ def _final(estimator) -> Callable[[np.ndarray], np.ndarray]:
             return np.stack([1.0 - p, p], axis=1)
 
         return logistic
+    try:
+        if type(estimator) is GradientBoostingClassifier:
+            return _gradient_boosting(estimator)
+        if type(estimator) is RandomForestClassifier:
+            return _random_forest(estimator)
+    except Unsupported:
+        pass  # its own predict_proba, on the rows the plan transformed
     if not hasattr(estimator, "predict_proba"):
         raise Unsupported(f"the last step, a {type(estimator).__name__}, has no predict_proba")
     return estimator.predict_proba

@@ -41,6 +41,17 @@ def test_the_plan_of_every_family_training_registers_gives_scikit_learns_probabi
     np.testing.assert_allclose(fast(rows), model.predict_proba(rows), rtol=0, atol=compiled.ATOL)
     one = np.vstack([fast(rows[i:i + 1]) for i in range(20)])
     np.testing.assert_allclose(one, model.predict_proba(rows[:20]), rtol=0, atol=compiled.ATOL)
+    assert compiled._final(model[-1]) != model[-1].predict_proba  # the last step is planned too, trees included
+
+
+def test_a_forest_walks_every_tree_to_the_leaf_scikit_learn_reaches(heart_schema):
+    model, reference = fitted(heart_schema, "random_forest")
+    x = model[:-1].transform(reference)
+    forest = compiled._Forest([tree.tree_ for tree in model[-1].estimators_])
+    leaves = forest.leaves(x)
+    starts = forest.roots
+    for t, tree in enumerate(model[-1].estimators_):
+        np.testing.assert_array_equal(leaves[:, t] - starts[t], tree.apply(x.astype(np.float32)))
 
 
 def test_an_unseen_category_is_all_zeros_as_the_encoder_ignores_it():
