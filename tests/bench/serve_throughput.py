@@ -6,7 +6,9 @@
    same ``model.joblib``, single-row V2 requests; ours is compared against MLServer's best;
 2. our full path (transformer → predictor) vs the stock KServe pattern (plain ``kserve.Model``
    transformer forwarding to a plain ``kserve.Model`` predictor, no batching) with the hop over V2 REST
-   JSON and over ``grpc-v2``; ours is compared against the faster;
+   JSON and over ``grpc-v2``; ours is compared against the faster, on the same work (ours without its
+   request logger: the peer logs nothing) and, beside it, as served (every predictor call logged to the
+   drift sidecar, whose process takes its share of the same 2 cores);
 3. pneumonia full path images/s vs the raw batched forward pass of the same model on the same device,
    both in steady state (see :func:`bench_pneumonia`; at least ``BENCH_PNEUMONIA_SECONDS``, default 30,
    on a CPU, where one batch takes about a second), and vs the stock KServe peer (a plain ``kserve.Model``
@@ -291,11 +293,18 @@ def bench_predictors(model_dir: Path, logs: Path) -> dict:
     return results
 
 
+OURS_FULL = "clinops transformer → predictor"
+OURS_FULL_SAME_WORK = "clinops transformer → predictor, no request logging (the peer's work)"
+
+
 def bench_full_path(model_dir: Path, logs: Path) -> dict:
+    """Ours as served (every predictor call logged to the drift sidecar, whose process shares the cores), ours
+    without the request logger (the work the stock peer does: it logs nothing), then the stock peer."""
     results = {}
-    with LocalStack({"heart-disease": str(model_dir)}, ports="ephemeral", log_dir=logs,
-                    drift_dir=logs / "full-path-drift") as stack:
-        results["clinops transformer → predictor"] = wrk(stack.endpoints["heart-disease"].infer_url, per_feature_body())
+    for label, drift in ((OURS_FULL, True), (OURS_FULL_SAME_WORK, False)):
+        with LocalStack({"heart-disease": str(model_dir)}, ports="ephemeral", log_dir=logs, drift=drift,
+                        drift_dir=logs / "full-path-drift") as stack:
+            results[label] = wrk(stack.endpoints["heart-disease"].infer_url, per_feature_body())
     predictor_port, predictor_grpc, transformer_port = free_ports(3)
     peer = str(Path(__file__).with_name("stock_kserve_peer.py"))
     predictor = Proc([sys.executable, peer, "predictor", "--model_name", "heart-disease", "--model_dir", str(model_dir),
@@ -599,9 +608,12 @@ def heart_ratios(one: dict, two: dict, prefix: str) -> dict:
             mode = name.split(", ", 1)[1].replace(" (default)", "").replace(", ", "_").replace(" ", "_")
             ratios[f"1_{prefix}p99_ours_over_mlserver_{mode}"] = ours["p99_ms"] / peer["p99_ms"]
     if two:
-        ours, _, best = versus_best(two, "clinops transformer → predictor", "stock KServe")
+        ours, _, best = versus_best(two, OURS_FULL_SAME_WORK, "stock KServe")
         ratios[f"2_{prefix}full_path_vs_best_stock_kserve_rps"] = ours["rps"] / best["rps"]
         ratios[f"2_{prefix}p99_ours_over_best_stock"] = ours["p99_ms"] / best["p99_ms"]
+        logged = two[OURS_FULL]  # what the drift sidecar costs on these shared cores, beside the peer's figures
+        ratios[f"2_{prefix}full_path_with_request_logging_vs_best_stock_kserve_rps"] = logged["rps"] / best["rps"]
+        ratios[f"2_{prefix}p99_with_request_logging_over_best_stock"] = logged["p99_ms"] / best["p99_ms"]
     return ratios
 
 
@@ -715,8 +727,10 @@ def run(workdir: Path, logs: Path) -> int:
         import explain_latency
 
         explain_latency.report(explained)
-    print("\nratios (targets: 1 ≥ 1.5 on the champion and ≥ 2.0 on the sample model, 2 ≥ 2.0, each with the p99 "
-          "ratio ≤ 1.0; 3 ≥ 0.80 over raw forward and ≥ 1.5 over the best stock KServe peer)")
+    print("\nratios (targets: 1 ≥ 1.5 on the champion and ≥ 2.0 on the sample model, 2 ≥ 2.0 on the peer's work "
+          "(no request logging; the figure with ours logging every call to its drift sidecar on the same cores is "
+          "beside it), each with the p99 ratio ≤ 1.0; 3 ≥ 0.80 over raw forward and ≥ 1.5 over the best stock "
+          "KServe peer)")
     for name, value in ratios.items():
         print(f"  {name:<60} {value:.2f}")
     report = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
