@@ -12,8 +12,12 @@ answered seconds late. Here a request is judged from its request line alone:
   JSON parse. It keeps the connection alive as the client asked. A pipelined request (one sent before the
   answer to the previous one) goes the normal way, to keep answers in order: the gate sheds it there instead.
 
-Both count the refusal in ``clinops_shed_total{reason="requests_in_flight"}`` and ``clinops_requests_total``.
-Health, readiness, metadata and metrics are never refused; gRPC keeps the work bounds only.
+gRPC inference calls count in the same gate: :func:`grpc_guard` wraps KServe's ``ModelInfer`` (the patch is
+:mod:`inference.kserve_patches`'s ``grpc_request_gate``) and answers a call past the bound with ``UNAVAILABLE``
+before the request is checked or decoded: no exception, so no traceback logged per refusal.
+
+Each refusal is counted in ``clinops_shed_total{reason="requests_in_flight"}`` and ``clinops_requests_total``.
+Health, readiness, metadata and metrics are never refused.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from inference.admission import RETRY_AFTER_S, SHED
 from inference.envelope import model_from_path, reply
 
 REASON = "requests_in_flight"
+current: Gate | None = None  # this process's gate, once :func:`apply` has set it (REST and gRPC share it)
 
 
 class Gate:
@@ -132,7 +137,8 @@ def apply(gate: Gate) -> None:
     default protocol)."""
     from kserve.protocol.rest import server as rest_server
 
-    ShedEarlyProtocol.gate = gate
+    global current
+    current = ShedEarlyProtocol.gate = gate
     rest_init = rest_server.RESTServer.__init__
     if getattr(rest_init, "_clinops_shed_early", False):
         return
@@ -144,3 +150,28 @@ def apply(gate: Gate) -> None:
 
     with_protocol._clinops_shed_early = True
     rest_server.RESTServer.__init__ = with_protocol
+
+
+def grpc_guard(model_infer):
+    """KServe's ``InferenceServicer.ModelInfer``, counted in this process's gate (:data:`current`): past the
+    bound a call is answered ``UNAVAILABLE`` at once, before the request is checked or decoded."""
+    import grpc
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+    @functools.wraps(model_infer)
+    async def guarded(self, request, context):
+        gate = current
+        if gate is None or not gate.limit:
+            return await model_infer(self, request, context)
+        if gate.full():
+            gate.count_shed(f"/v2/models/{request.model_name}/infer")
+            context.set_code(grpc.StatusCode.UNAVAILABLE)
+            context.set_details(gate.payload["error"])
+            return pb.ModelInferResponse()
+        gate.in_flight += 1
+        try:
+            return await model_infer(self, request, context)
+        finally:
+            gate.in_flight -= 1
+
+    return guarded

@@ -18,6 +18,9 @@ tests/unit/inference/test_kserve_patches.py checks that each patch takes effect.
 - ``grpc_decode``: ``InferenceServicer.validate_grpc_request`` becomes
   :func:`inference.grpc_decode.validate_grpc_request` (each input's datatype, shape and contents checked
   before KServe's own checks and decoder: a 400 naming the input, counted by reason).
+- ``grpc_request_gate``: ``InferenceServicer.ModelInfer`` is counted in the process's bound on inference
+  requests in flight and refuses a call past it with ``UNAVAILABLE`` before decoding
+  (:func:`inference.early_shed.grpc_guard`; REST's side is :class:`inference.early_shed.ShedEarlyProtocol`).
 - ``model_metadata``: ``DataPlane.model_metadata`` reports the model's ``versions`` (the bundle's model
   version; KServe answers ``null``, which the Open Inference Protocol's REST schema does not allow) and
   ``platform`` (KServe answers ""), and ``InferenceServicer.ModelMetadata`` passes the versions on.
@@ -77,13 +80,15 @@ def _targets() -> dict[str, tuple[object, str]]:
                                                                                       "validate_grpc_request"),
             "kserve.protocol.dataplane.DataPlane.model_metadata": (DataPlane, "model_metadata"),
             "kserve.protocol.grpc.servicer.InferenceServicer.ModelMetadata": (InferenceServicer,
-                                                                                  "ModelMetadata")}
+                                                                                  "ModelMetadata"),
+            "kserve.protocol.grpc.servicer.InferenceServicer.ModelInfer": (InferenceServicer, "ModelInfer")}
 
 
 def check_targets() -> None:
     """Every target is there; the timing swap's also still read by name when the app is built."""
     for name, (owner, attribute) in _targets().items():
-        if owner is None or not hasattr(owner, attribute):
+        # a class's own: a servicer method KServe stopped overriding would still be found on the generated base
+        if owner is None or not (attribute in vars(owner) if isinstance(owner, type) else hasattr(owner, attribute)):
             raise RuntimeError(f"KServe has no {name} (renamed or moved?): the clinops patch of it cannot be "
                                f"applied (inference/kserve_patches.py)")
     from kserve.protocol.rest import server as rest_server
@@ -105,6 +110,8 @@ def apply(log_requests: bool = False, grpc_max_receive_bytes: int = 0, models: f
         applied.append("grpc_decode")
     if _model_metadata():
         applied.append("model_metadata")
+    if _grpc_request_gate():
+        applied.append("grpc_request_gate")
     if not log_requests and _timing():
         applied.append("timing")
     if _infer_routes_first():
@@ -171,6 +178,19 @@ def _grpc_decode(models: frozenset[str]) -> bool:
     if getattr(InferenceServicer.validate_grpc_request, "__func__", None) is grpc_decode.validate_grpc_request:
         return False
     InferenceServicer.validate_grpc_request = classmethod(grpc_decode.validate_grpc_request)
+    return True
+
+
+def _grpc_request_gate() -> bool:
+    from kserve.protocol.grpc.servicer import InferenceServicer
+
+    from inference import early_shed
+
+    if getattr(InferenceServicer.ModelInfer, _MARK, False):
+        return False
+    guarded = early_shed.grpc_guard(InferenceServicer.ModelInfer)
+    setattr(guarded, _MARK, True)
+    InferenceServicer.ModelInfer = guarded
     return True
 
 

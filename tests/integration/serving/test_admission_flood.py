@@ -104,7 +104,8 @@ def test_flooded_transformer_sheds_with_503_retry_after_and_unavailable_and_stay
         assert _post(endpoint.infer_url)[0] == 200  # the flood over, admitted again
 
 
-def test_past_its_request_bound_a_real_transformer_answers_503_before_parsing_and_stays_ready(bundles, tmp_path):
+def test_past_its_request_bound_a_real_transformer_answers_503_or_unavailable_before_parsing_and_stays_ready(
+        bundles, tmp_path):
     with LocalStack({"heart-disease": str(bundles["heart-disease"])}, ports="ephemeral", log_dir=tmp_path,
                     drift=False, ready_timeout_s=120,
                     extra_args={"heart-disease/transformer": ["--max_in_flight_requests", "2"]}) as stack:
@@ -123,6 +124,11 @@ def test_past_its_request_bound_a_real_transformer_answers_503_before_parsing_an
         answered = [json.loads(text) for status, _, text in rest if status == 200]
         assert all({o["name"] for o in a["outputs"]} >= {"probability", "prediction", "risk_level"} for a in answered)
         assert _shed(metrics_url, "requests_in_flight") == len(refused)
+        over_grpc = asyncio.run(_grpc_flood(endpoint.grpc_target, 400))  # the same bound, counted across both
+        assert {code for code, _ in over_grpc} == {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
+        unavailable = [d for code, d in over_grpc if code == grpc.StatusCode.UNAVAILABLE]
+        assert all("2 inference requests are in flight, the bound (max_in_flight_requests)" in d for d in unavailable)
+        assert _shed(metrics_url, "requests_in_flight") == len(refused) + len(unavailable)
         assert _shed(metrics_url) == 0  # refused before the work bound ever saw them
         assert set(ready) == {200}
         assert _post(endpoint.infer_url)[0] == 200

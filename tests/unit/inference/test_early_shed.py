@@ -225,3 +225,57 @@ def test_a_pipelined_request_past_the_bound_is_refused_by_the_gate_in_order():
 def test_the_bound_must_not_be_negative():
     with pytest.raises(ValueError, match="max_in_flight_requests"):
         early_shed.Gate(-1)
+
+
+def test_a_grpc_inference_call_past_the_bound_is_answered_unavailable_before_the_servicer(monkeypatch):
+    """A real grpc.aio server whose ModelInfer is guarded as the patch guards KServe's: one call holds the
+    bound of 1, the next is answered UNAVAILABLE without reaching the servicer, and counted."""
+    import grpc
+    from grpc import aio
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    reached: list[str] = []
+
+    class Servicer(pb_grpc.GRPCInferenceServiceServicer):
+        release: asyncio.Event
+
+        async def ModelInfer(self, request, context):  # noqa: N802 - the protocol's name
+            reached.append(request.id)
+            await self.release.wait()
+            return pb.ModelInferResponse(model_name=request.model_name, id=request.id)
+
+    Servicer.ModelInfer = early_shed.grpc_guard(Servicer.ModelInfer)
+    gate = early_shed.Gate(1, models=frozenset({"m"}))
+    monkeypatch.setattr(early_shed, "current", gate)
+    shed = admission.SHED.labels("m", early_shed.REASON)
+    answered_503 = metrics.REQUESTS.labels("m", "503")
+    shed_before, answered_before = shed._value.get(), answered_503._value.get()
+
+    async def scenario():
+        Servicer.release = asyncio.Event()
+        server = aio.server()
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.GRPCInferenceServiceStub(channel)
+                first = asyncio.ensure_future(stub.ModelInfer(pb.ModelInferRequest(model_name="m", id="held")))
+                while gate.in_flight < 1:
+                    await asyncio.sleep(0.01)
+                with pytest.raises(grpc.RpcError) as refused:
+                    await stub.ModelInfer(pb.ModelInferRequest(model_name="m", id="refused"))
+                Servicer.release.set()
+                assert (await first).id == "held"
+                assert (await stub.ModelInfer(pb.ModelInferRequest(model_name="m", id="after"))).id == "after"
+                return refused.value
+        finally:
+            await server.stop(0)
+
+    refused = asyncio.run(scenario())
+    assert refused.code() == grpc.StatusCode.UNAVAILABLE
+    assert refused.details() == "1 inference requests are in flight, the bound (max_in_flight_requests): retry after 1 s"
+    assert reached == ["held", "after"]
+    assert gate.in_flight == 0
+    assert shed._value.get() - shed_before == 1 and answered_503._value.get() - answered_before == 1

@@ -29,6 +29,7 @@ def kserve_state(monkeypatch):
     monkeypatch.setattr(model_server.args, "grpc_max_receive_message_length", 8 * 1024 * 1024)
     monkeypatch.setattr(InferenceServicer, "validate_grpc_request", vars(InferenceServicer)["validate_grpc_request"])
     monkeypatch.setattr(InferenceServicer, "ModelMetadata", InferenceServicer.ModelMetadata)
+    monkeypatch.setattr(InferenceServicer, "ModelInfer", InferenceServicer.ModelInfer)
     monkeypatch.setattr(DataPlane, "model_metadata", DataPlane.model_metadata)
 
 
@@ -123,10 +124,11 @@ def test_the_grpc_receive_limit_is_raised_to_the_rest_body_limit(kserve_state):
 def test_applying_twice_changes_nothing_more(kserve_state, caplog):
     with caplog.at_level(logging.INFO, logger=kserve_patches.__name__):
         first = kserve_patches.apply(grpc_max_receive_bytes=32 * 1024 * 1024)
-    assert first == ["grpc_decode", "model_metadata", "timing", "infer_routes_first", "rest_decode", "grpc_max_receive"]
+    assert first == ["grpc_decode", "model_metadata", "grpc_request_gate", "timing", "infer_routes_first",
+                     "rest_decode", "grpc_max_receive"]
     (line,) = [r.getMessage() for r in caplog.records if r.name == kserve_patches.__name__]
-    assert line.endswith(" internals patched: grpc_decode, model_metadata, timing, infer_routes_first, rest_decode, "
-                         "grpc_max_receive")
+    assert line.endswith(" internals patched: grpc_decode, model_metadata, grpc_request_gate, timing, "
+                         "infer_routes_first, rest_decode, grpc_max_receive")
     register, decode = rest_server.RESTServer._register_endpoints, vars(InferRequest)["from_bytes"]
     assert kserve_patches.apply(grpc_max_receive_bytes=32 * 1024 * 1024) == []
     assert rest_server.RESTServer._register_endpoints is register and vars(InferRequest)["from_bytes"] is decode
@@ -154,6 +156,7 @@ def test_every_0_21_release_is_accepted():
     (lambda: InferRequest, "from_bytes", "kserve.protocol.infer_type.InferRequest.from_bytes"),
     (lambda: model_server.args, "grpc_max_receive_message_length",
      "kserve.model_server.args.grpc_max_receive_message_length"),
+    (lambda: InferenceServicer, "ModelInfer", "kserve.protocol.grpc.servicer.InferenceServicer.ModelInfer"),
 ])
 def test_a_missing_target_is_refused_by_name(kserve_state, monkeypatch, owner, attribute, name):
     monkeypatch.delattr(owner(), attribute)
