@@ -271,7 +271,10 @@ def probes(reference: np.ndarray, seed: int = 0) -> np.ndarray:
 def verify(model, fast: Callable[[np.ndarray], np.ndarray], reference: np.ndarray) -> str:
     """Why ``fast`` may not stand in for ``model.predict_proba``; empty when it gives the same answers."""
     rows = probes(np.asarray(reference, dtype=np.float64))
-    expected = np.asarray(model.predict_proba(rows), dtype=np.float64)
+    try:
+        expected = np.asarray(model.predict_proba(rows), dtype=np.float64)
+    except ValueError as err:  # e.g. no imputer: scikit-learn refuses missing values the plan would pass on
+        return f"scikit-learn refuses rows the plan would answer ({str(err).splitlines()[0][:120]})"
     together = fast(rows)
     if together.shape != expected.shape:
         return f"the plan answers shape {together.shape}, scikit-learn {expected.shape}"
@@ -288,7 +291,10 @@ def compile_checked(model, reference: np.ndarray) -> tuple[Callable[[np.ndarray]
         fast = plan(model)
     except (Unsupported, AttributeError) as err:
         return None, str(err)
-    reason = verify(model, fast, reference)
+    try:
+        reason = verify(model, fast, reference)
+    except (ValueError, IndexError, TypeError) as err:  # the plan itself could not run them: serve without it
+        reason = f"the plan fails on the reference rows: {type(err).__name__}: {str(err)[:120]}"
     if reason:
         return None, reason
 

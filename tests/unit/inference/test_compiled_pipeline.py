@@ -77,6 +77,15 @@ def test_a_step_without_a_plan_leaves_the_pipeline_to_scikit_learn_naming_the_st
     assert fast is None and fragment in why_not
 
 
+def test_a_pipeline_that_refuses_missing_values_keeps_refusing_them_through_scikit_learn():
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.array([[1.0, 2.0], [2.0, 1.0], [3.0, 3.0], [1.0, 1.0]])
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, [0, 1, 1, 0])
+    fast, why_not = compiled.compile_checked(model, x)
+    assert fast is None and why_not.startswith("scikit-learn refuses rows the plan would answer (Input X contains NaN")
+
+
 def test_a_plan_that_differs_from_scikit_learn_is_refused_with_the_difference(heart_schema):
     model, reference = fitted(heart_schema, "logistic_regression")
     honest = compiled.plan(model)
