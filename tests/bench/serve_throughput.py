@@ -13,7 +13,8 @@
    both in steady state (see :func:`bench_pneumonia`; at least ``BENCH_PNEUMONIA_SECONDS``, default 30,
    on a CPU, where one batch takes about a second), and vs the stock KServe peer (a plain ``kserve.Model``
    doing the same decode + forward at the same torch threads, :mod:`stock_kserve_peer`) with one image per
-   request and with the predictor's batch of images per request; ours is compared against the faster.
+   request and with the predictor's batch of images per request; ours is compared against the faster, as
+   served (responses logged to the drift sidecar) and, like (2), on the peer's work (no request logging).
 
 Load comes from ``wrk`` (the same generator, connections and duration for both sides of a
 comparison). Prints a table and ratios; writes ``$CLINOPS_HOME/bench/serve.json``.
@@ -495,14 +496,15 @@ def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
     expected = torch_thread.submit(softmax_of_first).result()
     check_stock_pneumonia(peer, peer_url, body, expected)
     name = f"clinops full path (1 image/request, {2 * batch} connections)"
-    with peer, LocalStack({"pneumonia": str(model_dir)}, ports="ephemeral", log_dir=logs,
-                          drift_dir=logs / "pneumonia-drift",
-                          extra_args={"pneumonia/predictor": ["--max_batch_size", str(batch), "--num_threads",
-                                                              str(threads)],
-                                      "pneumonia/transformer": ["--batch_max_size", str(batch)]}) as stack:
-        endpoint = stack.endpoints["pneumonia"]
-        urls = {"predictor": f"{endpoint.predictor_rest_url}/metrics", "transformer": f"{endpoint.rest_url}/metrics"}
-        pids = [stack.processes[f"pneumonia/{k}"].popen.pid for k in ("predictor", "transformer")]
+    # the peer logs nothing: ours also without its request logger and drift sidecar (the embeddings' tests)
+    bare_name = "clinops full path, no request logging (the peer's work)"
+    stack_args = {"ports": "ephemeral",
+                  "extra_args": {"pneumonia/predictor": ["--max_batch_size", str(batch), "--num_threads", str(threads)],
+                                 "pneumonia/transformer": ["--batch_max_size", str(batch)]}}
+    bares: list[dict] = []
+    with peer, LocalStack({"pneumonia": str(model_dir)}, log_dir=logs, drift_dir=logs / "pneumonia-drift",
+                          **stack_args) as stack, \
+            LocalStack({"pneumonia": str(model_dir)}, log_dir=logs / "no-logging", drift=False, **stack_args) as bare:
 
         def raw() -> dict:  # in a worker thread, as the predictor runs its forward passes
             cpu: dict = {}
@@ -512,33 +514,22 @@ def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
 
         for _ in range(ROUNDS):
             raws.append(raw())
-            marks: dict = {}
-
-            def window(start: bool, marks=marks):
-                marks["start" if start else "end"] = {**{k: batch_counts(u) for k, u in urls.items()},
-                                                      "cpu": sum(cpu_seconds(p) for p in pids)}
-
-            run = wrk_steady(endpoint.infer_url, body, 2 * batch, warmup=max(5.0, seconds / 4), seconds=seconds,
-                             count=lambda: answered(urls["transformer"], "pneumonia"), on_window=window)
-            # predictor + transformer CPU time per answer over the window (the load generator's excluded, as in raw)
-            cpu = marks["end"]["cpu"] - marks["start"]["cpu"]
-            run["images_per_cpu_s"] = (marks["end"]["transformer"][1] - marks["start"]["transformer"][1]) / cpu
-            for k in urls:
-                run[f"mean_{k}_batch"] = mean_batch(marks["start"][k], marks["end"][k])
-            fulls.append(run)
+            fulls.append(full_path_run(stack, body, batch, seconds))
+            bares.append(full_path_run(bare, body, batch, seconds))
             for mode, (images, connections) in stock_modes.items():
                 stocks[mode].append(stock_pneumonia_run(peer, peer_url, body, images, connections, seconds))
         raws.append(raw())
     torch_thread.shutdown()
     mean = lambda runs, key: sum(r[key] for r in runs) / len(runs)  # noqa: E731
-    results[name] = {"images_per_s": mean(fulls, "images_per_s"), "load1": mean(fulls, "load1"),
-                     "images_per_cpu_s": mean(fulls, "images_per_cpu_s"),
-                     "wrk_whole_run_rps": mean(fulls, "wrk_whole_run_rps"),
-                     "p50_ms": mean(fulls, "p50_ms"), "p99_ms": mean(fulls, "p99_ms"),
-                     "errors": sum(r["errors"] + r["non_2xx"] for r in fulls), "rounds": fulls}
-    for k in ("transformer", "predictor"):
-        values = [r[f"mean_{k}_batch"] for r in fulls if r.get(f"mean_{k}_batch")]
-        results[name][f"mean_{k}_batch"] = sum(values) / len(values) if values else None
+    for label, runs in ((name, fulls), (bare_name, bares)):
+        results[label] = {"images_per_s": mean(runs, "images_per_s"), "load1": mean(runs, "load1"),
+                          "images_per_cpu_s": mean(runs, "images_per_cpu_s"),
+                          "wrk_whole_run_rps": mean(runs, "wrk_whole_run_rps"),
+                          "p50_ms": mean(runs, "p50_ms"), "p99_ms": mean(runs, "p99_ms"),
+                          "errors": sum(r["errors"] + r["non_2xx"] for r in runs), "rounds": runs}
+        for k in ("transformer", "predictor"):
+            values = [r[f"mean_{k}_batch"] for r in runs if r.get(f"mean_{k}_batch")]
+            results[label][f"mean_{k}_batch"] = sum(values) / len(values) if values else None
     for mode, runs in stocks.items():
         results[mode] = {key: mean(runs, key) for key in ("images_per_s", "images_per_cpu_s", "load1", "p50_ms",
                                                           "p99_ms")}
@@ -550,6 +541,27 @@ def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
     results["round_ratios"] = [f["images_per_s"] / ((raws[i]["images_per_s"] + raws[i + 1]["images_per_s"]) / 2)
                                for i, f in enumerate(fulls)]
     return results
+
+
+def full_path_run(stack: LocalStack, body: dict, batch: int, seconds: float) -> dict:
+    """One steady-state window of a pneumonia stack's full path: images/s, and per CPU-second of its predictor
+    and transformer (the load generator's excluded, as in raw), with the mean batch each formed."""
+    endpoint = stack.endpoints["pneumonia"]
+    urls = {"predictor": f"{endpoint.predictor_rest_url}/metrics", "transformer": f"{endpoint.rest_url}/metrics"}
+    pids = [stack.processes[f"pneumonia/{k}"].popen.pid for k in ("predictor", "transformer")]
+    marks: dict = {}
+
+    def window(start: bool):
+        marks["start" if start else "end"] = {**{k: batch_counts(u) for k, u in urls.items()},
+                                              "cpu": sum(cpu_seconds(p) for p in pids)}
+
+    run = wrk_steady(endpoint.infer_url, body, 2 * batch, warmup=max(5.0, seconds / 4), seconds=seconds,
+                     count=lambda: answered(urls["transformer"], "pneumonia"), on_window=window)
+    cpu = marks["end"]["cpu"] - marks["start"]["cpu"]
+    run["images_per_cpu_s"] = (marks["end"]["transformer"][1] - marks["start"]["transformer"][1]) / cpu
+    for k in urls:
+        run[f"mean_{k}_batch"] = mean_batch(marks["start"][k], marks["end"][k])
+    return run
 
 
 def start_stock_pneumonia(model_dir: Path, image, threads: int, logs: Path) -> tuple[Proc, str]:
@@ -701,6 +713,10 @@ def run(workdir: Path, logs: Path) -> int:
         key = "3_full_path_over_raw_forward" if i == 0 else "3_sample_model_full_path_over_raw_forward"
         ratios[key] = full / raw
         ratios[key.replace("raw_forward", "best_stock_kserve")] = full / stock
+        bare = three.get("clinops full path, no request logging (the peer's work)")
+        if bare:
+            ratios[key.replace("full_path_over_raw_forward", "full_path_same_work_over_best_stock_kserve")] = (
+                bare["images_per_s"] / stock)
         ratios[key.replace("full_path_over_raw_forward", "full_path_over_raw_per_cpu_second")] = (
             next(v["images_per_cpu_s"] for k, v in three.items() if k.startswith("clinops full path"))
             / next(v["images_per_cpu_s"] for k, v in three.items() if k.startswith("raw forward")))
