@@ -28,7 +28,7 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from inference import metrics
-from inference.admission import RETRY_AFTER_S, SHED
+from inference.admission import RETRY_AFTER_S, SHED, Overloaded
 from inference.envelope import model_from_path, reply
 
 REASON = "requests_in_flight"
@@ -154,23 +154,34 @@ def apply(gate: Gate) -> None:
 
 def grpc_guard(model_infer):
     """KServe's ``InferenceServicer.ModelInfer``, counted in this process's gate (:data:`current`): past the
-    bound a call is answered ``UNAVAILABLE`` at once, before the request is checked or decoded."""
+    bound a call is answered ``UNAVAILABLE`` at once, before the request is checked or decoded. A work bound's
+    refusal inside (:class:`inference.admission.Overloaded`) gets the same answer without going through
+    KServe's interceptor, which logs a traceback for every exception it maps: a flood paid for one each."""
     import grpc
     from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+    def unavailable(context, details: str):
+        context.set_code(grpc.StatusCode.UNAVAILABLE)
+        context.set_details(details)
+        return pb.ModelInferResponse()
+
+    async def admitted(self, request, context):
+        try:
+            return await model_infer(self, request, context)
+        except Overloaded as err:  # a work bound's refusal, counted where it was raised: answered the same way
+            return unavailable(context, err.reason)
 
     @functools.wraps(model_infer)
     async def guarded(self, request, context):
         gate = current
         if gate is None or not gate.limit:
-            return await model_infer(self, request, context)
+            return await admitted(self, request, context)
         if gate.full():
             gate.count_shed(f"/v2/models/{request.model_name}/infer")
-            context.set_code(grpc.StatusCode.UNAVAILABLE)
-            context.set_details(gate.payload["error"])
-            return pb.ModelInferResponse()
+            return unavailable(context, gate.payload["error"])
         gate.in_flight += 1
         try:
-            return await model_infer(self, request, context)
+            return await admitted(self, request, context)
         finally:
             gate.in_flight -= 1
 

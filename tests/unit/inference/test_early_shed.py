@@ -279,3 +279,33 @@ def test_a_grpc_inference_call_past_the_bound_is_answered_unavailable_before_the
     assert reached == ["held", "after"]
     assert gate.in_flight == 0
     assert shed._value.get() - shed_before == 1 and answered_503._value.get() - answered_before == 1
+
+
+def test_a_work_bound_refusal_over_grpc_is_answered_unavailable_without_an_exception(monkeypatch):
+    """KServe's interceptor logs a traceback for each exception it maps: the guard answers Overloaded itself."""
+    import grpc
+
+    class Context:
+        code = details = None
+
+        def set_code(self, code):
+            self.code = code
+
+        def set_details(self, details):
+            self.details = details
+
+    class Request:
+        model_name = "m"
+
+    async def refusing(self, request, context):
+        raise admission.Overloaded("m", "64 units of work in flight, the bound is 64: retry after 1 s")
+
+    guarded = early_shed.grpc_guard(refusing)
+    for gate in (None, early_shed.Gate(0), early_shed.Gate(8)):  # with and without a request bound
+        monkeypatch.setattr(early_shed, "current", gate)
+        context = Context()
+        asyncio.run(guarded(None, Request(), context))  # returns: nothing raised for KServe to log
+        assert context.code == grpc.StatusCode.UNAVAILABLE
+        assert context.details == ("Model with name m is not ready. 64 units of work in flight, the bound is 64: "
+                                   "retry after 1 s")  # the words KServe's interceptor gave, from err.reason
+        assert gate is None or gate.in_flight == 0
