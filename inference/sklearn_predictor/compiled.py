@@ -69,16 +69,16 @@ def _columns(columns, n_features: int) -> np.ndarray:
 
 def _column_transformer(ct) -> Step:
     parts = []
-    for name, step, columns in ct.transformers_:
+    for _, step, columns in ct.transformers_:
         if isinstance(step, str) and step == "drop":
             continue
         index = _columns(columns, ct.n_features_in_)
         if index.size == 0:
             continue
-        parts.append((index, (lambda x: x) if _is_passthrough(step) else _transform(step), name))
+        parts.append((index, (lambda x: x) if _is_passthrough(step) else _transform(step)))
 
     def run(x: np.ndarray) -> np.ndarray:
-        return np.hstack([plan(x[:, index]) for index, plan, _ in parts])
+        return np.hstack([plan(x[:, index]) for index, plan in parts])
 
     return run
 
@@ -177,6 +177,11 @@ class _Forest:
         return node
 
 
+def _two_classes(p: np.ndarray) -> np.ndarray:
+    """``[1 - p, p]`` per row, as scikit-learn's binary classifiers answer from P(class 1)."""
+    return np.stack([1.0 - p, p], axis=1)
+
+
 def _running_sum(first: np.ndarray, terms: np.ndarray) -> np.ndarray:
     """``first + terms[:, 0] + terms[:, 1] + …`` added one at a time in order, as scikit-learn's loops add."""
     return np.cumsum(np.concatenate([first[:, None], terms], axis=1), axis=1)[:, -1]
@@ -196,8 +201,7 @@ def _gradient_boosting(gb) -> Callable[[np.ndarray], np.ndarray]:
     rate = float(gb.learning_rate)
 
     def proba(x: np.ndarray) -> np.ndarray:
-        p = expit(_running_sum(np.full(len(x), start), rate * values[forest.leaves(x)]))
-        return np.stack([1.0 - p, p], axis=1)
+        return _two_classes(expit(_running_sum(np.full(len(x), start), rate * values[forest.leaves(x)])))
 
     return proba
 
@@ -227,8 +231,7 @@ def _final(estimator) -> Callable[[np.ndarray], np.ndarray]:
         coef, intercept = estimator.coef_[0].astype(np.float64), float(estimator.intercept_[0])
 
         def logistic(x: np.ndarray) -> np.ndarray:
-            p = expit(x @ coef + intercept)
-            return np.stack([1.0 - p, p], axis=1)
+            return _two_classes(expit(x @ coef + intercept))
 
         return logistic
     try:
