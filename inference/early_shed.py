@@ -7,10 +7,11 @@ answered seconds late. Here a request is judged from its request line alone:
 
 * :class:`RequestGate` (ASGI middleware, outermost) counts ``POST …/infer`` requests inside the app in a
   :class:`Gate`;
-* :class:`ShedEarlyProtocol` (uvicorn's httptools protocol) answers such a request at once with a prepared 503
-  and ``Retry-After`` when the gate is at its bound, discarding its body as it arrives: no ASGI scope, task or
-  JSON parse. It keeps the connection alive as the client asked. A pipelined request (one sent before the
-  answer to the previous one) goes the normal way, to keep answers in order: the gate sheds it there instead.
+* :class:`ShedEarlyProtocol` (:mod:`inference.shed_protocol`, uvicorn's httptools protocol) answers such a
+  request at once with a prepared 503 and ``Retry-After`` when the gate is at its bound, discarding its body as it
+  arrives: no ASGI scope, task or JSON parse. It keeps the connection alive as the client asked. A pipelined
+  request (one sent before the answer to the previous one) goes the normal way, to keep answers in order: the
+  gate sheds it there instead.
 
 gRPC inference calls count in the same gate: :func:`grpc_guard` wraps KServe's ``ModelInfer`` (the patch is
 :mod:`inference.kserve_patches`'s ``grpc_request_gate``) and answers a call past the bound with ``UNAVAILABLE``
@@ -25,9 +26,8 @@ from __future__ import annotations
 import functools
 
 import orjson
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from inference import metrics
+from inference import metrics, shed_protocol
 from inference.admission import RETRY_AFTER_S, SHED, Overloaded
 from inference.envelope import model_from_path, reply
 
@@ -47,10 +47,16 @@ class Gate:
         self.payload = {"error": f"{limit} inference requests are in flight, the bound (max_in_flight_requests): "
                                  f"retry after {RETRY_AFTER_S} s"}
         self.message = orjson.dumps(self.payload)
+        self.status_line = b"HTTP/1.1 503 Service Unavailable\r\n"
+        self.retry_after = RETRY_AFTER_S
         self._counters: dict[str, tuple] = {}
 
     def full(self) -> bool:
         return bool(self.limit) and self.in_flight >= self.limit
+
+    def refuses(self, method: bytes, path: bytes, tasks: int) -> bool:
+        """:class:`inference.shed_protocol.Judge`: a ``POST …/infer`` while full."""
+        return self.full() and method == b"POST" and path.endswith(b"/infer")
 
     def count_shed(self, path: str) -> None:
         counters = self._counters.get(path)
@@ -86,50 +92,11 @@ class RequestGate:
             gate.in_flight -= 1
 
 
-class ShedEarlyProtocol(HttpToolsProtocol):
+class ShedEarlyProtocol(shed_protocol.ShedEarlyProtocol):
     """uvicorn's httptools protocol, answering an inference request with 503 from its request line while the
-    :class:`Gate` of this process is full (:func:`apply` sets it)."""
+    :class:`Gate` of this process is full (:func:`apply` sets it as the judge)."""
 
-    gate: Gate | None = None
-
-    def on_message_begin(self) -> None:
-        self._shedding = False
-        super().on_message_begin()
-
-    def on_headers_complete(self) -> None:
-        gate = self.gate
-        if (gate is not None and gate.full() and self.url.split(b"?", 1)[0].endswith(b"/infer")
-                and self.parser.get_method() == b"POST" and not self.expect_100_continue
-                and (self.cycle is None or self.cycle.response_complete)):
-            self._shedding = True
-            self._keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
-            return
-        super().on_headers_complete()
-
-    def on_body(self, body: bytes) -> None:
-        if not self._shedding:
-            super().on_body(body)
-
-    def on_message_complete(self) -> None:
-        if not self._shedding:
-            return super().on_message_complete()
-        self._shedding = False
-        gate = self.gate
-        gate.count_shed(self.url.split(b"?", 1)[0].decode("ascii", "replace"))
-        head = [b"HTTP/1.1 503 Service Unavailable\r\n"]
-        for name, value in self.server_state.default_headers:
-            head += [name, b": ", value, b"\r\n"]
-        head += [b"content-type: application/json\r\ncontent-length: ", str(len(gate.message)).encode(),
-                 b"\r\nretry-after: ", str(RETRY_AFTER_S).encode(), b"\r\n"]
-        if not self._keep_alive:
-            head.append(b"connection: close\r\n")
-        head += [b"\r\n", gate.message]
-        self.transport.write(b"".join(head))
-        self.server_state.total_requests += 1
-        if not self._keep_alive:
-            self.transport.close()
-        elif self.timeout_keep_alive_task is None and not self.transport.is_closing():
-            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+    judge: Gate | None = None
 
 
 def apply(gate: Gate) -> None:
@@ -138,7 +105,7 @@ def apply(gate: Gate) -> None:
     from kserve.protocol.rest import server as rest_server
 
     global current
-    current = ShedEarlyProtocol.gate = gate
+    current = ShedEarlyProtocol.judge = gate
     rest_init = rest_server.RESTServer.__init__
     if getattr(rest_init, "_clinops_shed_early", False):
         return

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     import uvicorn
 
-    from inference.drift import detectors
+    from inference.drift import detectors, shed
     from inference.drift.app import build_app
     from inference.drift.service import DriftService
 
@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     log.info("drift sidecar for %s (%s, model %s v%s) on %s:%d, log %s", settings.workload, service.detector.kind,
              bundle.manifest.model_name, bundle.manifest.model_version, settings.host, settings.port,
              settings.log_path)
-    uvicorn.run(build_app(service), host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    gate = shed.EventGate(settings.max_in_flight_events, service.metrics.rejected.labels(settings.workload, shed.REASON))
+    uvicorn.run(build_app(service), host=settings.host, port=settings.port, log_level="warning", access_log=False,
+                http=shed.protocol(gate))
 
 
 if __name__ == "__main__":

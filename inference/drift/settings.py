@@ -34,6 +34,8 @@ class DriftSettings:
     pair_timeout_s: float = _f(30.0, "How long a request waits for its response (and back) before it is "
                                      "used alone.")
     max_pending: int = _f(10_000, "Most requests/responses waiting for their partner; past it: 429.")
+    max_in_flight_events: int = _f(32, "Most events inside the sidecar at once; past it one is answered 429 from "
+                                       "its request line, its body unread (0: no bound).")
     max_windows_queued: int = _f(8, "Most closed windows waiting for the detector; past it: 429.")
     max_log_bytes: int = _f(256 * 1024 * 1024, "Observation log size limit; tested observations are removed "
                                                "first, and past it with untested ones: 503.")
@@ -46,6 +48,8 @@ class DriftSettings:
     def __post_init__(self):
         if self.workload not in workloads.NAMES:
             raise ValueError(f"workload {self.workload!r}: one of {', '.join(workloads.NAMES)}")
+        if self.max_in_flight_events < 0:
+            raise ValueError("max_in_flight_events: 0 (no bound) or a positive count")
         if not self.port:
             self.port = workloads.get(self.workload).ports.drift
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -36,10 +37,10 @@ def heart_bundle(tmp_path_factory) -> tuple[Path, object]:
 class Sidecar:
     """``python -m inference.drift`` on a free port, restartable on the same log folder."""
 
-    def __init__(self, bundle: Path, log_dir: Path, scratch: Path):
+    def __init__(self, bundle: Path, log_dir: Path, scratch: Path, extra: tuple[str, ...] = ()):
         if not Path(drift_python()).exists():
             pytest.fail(f"no drift environment at {drift_python()}: `make venv` builds it")
-        self.bundle, self.log_dir, self.scratch = bundle, log_dir, scratch
+        self.bundle, self.log_dir, self.scratch, self.extra = bundle, log_dir, scratch, list(extra)
         self.port = free_ports(1)[0]
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = None
@@ -50,7 +51,7 @@ class Sidecar:
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TRANSFORMERS_VERBOSITY": "error"}
         self.proc = start_process([drift_python(), "-m", DRIFT_RUNTIME, "--workload", "heart-disease",
                                    "--bundle", str(self.bundle), "--port", str(self.port),
-                                   "--log_dir", str(self.log_dir)], self.scratch / f"sidecar-{self.starts}.log",
+                                   "--log_dir", str(self.log_dir), *self.extra], self.scratch / f"sidecar-{self.starts}.log",
                                   env=env, cwd=REPO_ROOT)
         wait_http(f"{self.url}/healthz", timeout=60, proc=self.proc)
         return self
@@ -196,3 +197,56 @@ def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(heart_bundle, 
     spans = [(v["window"]["first_seq"], v["window"]["last_seq"]) for v in verdicts]
     assert all(a[1] < b[0] for a, b in zip(spans, spans[1:], strict=False))  # nothing counted twice
     assert sidecar.starts == 2
+
+
+def raw_event(port: int, headers: dict, body: bytes) -> tuple[socket.socket, bytes]:
+    """A connection to the sidecar and the bytes of one POST / carrying an event."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return sock, (f"POST / HTTP/1.1\r\nHost: sidecar\r\n{head}Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before an answer: {data!r}"
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    lines = head.decode().split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    while len(body) < int(headers["content-length"]):
+        body += sock.recv(65536)
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_past_its_in_flight_bound_an_event_is_refused_429_unread_and_its_retry_is_taken(heart_bundle, tmp_path):
+    """An event still arriving holds the one place of ``--max_in_flight_events 1``: the next is answered 429 with
+    Retry-After from its request line, counted, and taken when sent again; the held one is taken too."""
+    folder, model = heart_bundle
+    sidecar = Sidecar(folder, tmp_path / "log", tmp_path, extra=("--max_in_flight_events", "1")).start()
+    try:
+        rows = sample_bundles.heart_rows(serving_schema(), 2, seed=3)
+        held, held_bytes = raw_event(sidecar.port, *binary_event("request", "held-1", request_body(rows[:1])))
+        held.sendall(held_bytes[:-10])  # headers and most of the body: inside the sidecar, waiting for the rest
+        time.sleep(0.3)
+        headers, body = binary_event("request", "refused-1", request_body(rows[1:]))
+        refused, refused_bytes = raw_event(sidecar.port, headers, body)
+        refused.sendall(refused_bytes)
+        status, answer_headers, answer = read_answer(refused)
+        assert status == 429 and answer_headers["retry-after"] == "1"
+        assert json.loads(answer) == {"error": "1 events are in flight, the bound (max_in_flight_events): retry "
+                                               "after 1 s", "reason": "in_flight"}
+        assert sidecar.metric("clinops_drift_events_rejected_total", workload="heart-disease", reason="in_flight") == 1
+        held.sendall(held_bytes[-10:])
+        assert read_answer(held)[0] == 200
+        time.sleep(1)  # as Retry-After says
+        refused.sendall(refused_bytes)  # the sender's retry, on the same kept-alive connection
+        status, _, answer = read_answer(refused)
+        assert status == 200 and json.loads(answer)["id"] == "refused-1"
+        for name in ("clinops_drift_events_received_total", "clinops_drift_events_processed_total"):
+            assert sidecar.metric(name, workload="heart-disease", type="request") == 2  # the refusal was never parsed
+        held.close()
+        refused.close()
+    finally:
+        sidecar.stop()

@@ -52,3 +52,11 @@ def test_an_unknown_workload_is_a_clear_error(capsys):
 def test_a_badly_typed_flag_is_refused():
     with pytest.raises(SystemExit):
         parse(["--window_size", "many"], environ={})
+
+
+def test_a_negative_in_flight_bound_is_a_clear_error_and_zero_means_none(capsys):
+    with pytest.raises(SystemExit) as exited:
+        parse(["--max_in_flight_events", "-1"], environ={})
+    assert exited.value.code == 2 and "max_in_flight_events: 0 (no bound) or a positive count" in capsys.readouterr().err
+    assert parse(["--max_in_flight_events", "0"], environ={}).max_in_flight_events == 0
+    assert parse([], environ={}).max_in_flight_events == 32

@@ -51,7 +51,7 @@ class _App:
 def server():
     app = _App()
     gate = early_shed.Gate(2, models=frozenset({"m"}))
-    early_shed.ShedEarlyProtocol.gate = gate
+    early_shed.ShedEarlyProtocol.judge = gate
     gated = early_shed.RequestGate(app, gate)
 
     async def asgi(scope, receive, send):  # what reached ASGI at all, before the gate
@@ -72,7 +72,7 @@ def server():
     try:
         yield app, gate, port, userver
     finally:
-        early_shed.ShedEarlyProtocol.gate = None
+        early_shed.ShedEarlyProtocol.judge = None
         userver.should_exit = True
         thread.join(20)
 
