@@ -34,12 +34,24 @@ def cmd_pipeline(args) -> int:
 
 
 def _typed(workload: str, profile: str, overrides: dict[str, str]) -> dict:
-    """Cast ``--set name=value`` strings to the type the profile uses for that argument."""
-    defaults = catalog.profile_arguments(workload, profile)
+    """Cast ``--set name=value`` strings to the type the pipeline declares for that parameter; a name the
+    pipeline does not have, or a value that is not of its type, is a clear error."""
+    catalog.profile_arguments(workload, profile)  # an unknown profile is named before any override
+    inputs = catalog.load(workload).PIPELINE.component_spec.inputs or {}
+    casts = {"Integer": int, "Float": float, "String": str,
+             "Boolean": lambda v: {"1": True, "true": True, "yes": True, "0": False, "false": False,
+                                   "no": False}[v.lower()]}
     typed = {}
     for key, value in overrides.items():
-        kind = type(defaults.get(key, ""))
-        typed[key] = value.lower() in {"1", "true", "yes"} if kind is bool else kind(value)
+        if key not in inputs:
+            raise SystemExit(f"--set {key}: the {workload} pipeline has no such parameter; it has: "
+                             f"{', '.join(sorted(inputs))}")
+        kind = inputs[key].type
+        try:
+            typed[key] = casts.get(kind, str)(value)
+        except (ValueError, KeyError):
+            wanted = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}.get(kind, kind)
+            raise SystemExit(f"--set {key}={value}: {key} takes {wanted}") from None
     return typed
 
 

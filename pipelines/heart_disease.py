@@ -13,7 +13,6 @@ from components.heart_disease.data import DEFAULT_SOURCE
 PIPELINE_NAME = "heart-disease-training"
 DEFAULT_PROFILE = "quick"
 PROFILES: dict[str, dict] = {
-    # target_sensitivity and bootstrap_resamples are listed so that `--set` reads them as numbers
     "quick": {"n_trials": 12, "cv_folds": 5, "target_sensitivity": 0.9, "bootstrap_resamples": 1000},
     "full": {"n_trials": 100, "cv_folds": 5, "target_sensitivity": 0.9, "bootstrap_resamples": 2000},
 }

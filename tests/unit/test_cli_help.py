@@ -42,3 +42,19 @@ def test_the_end_of_make_run_names_the_reports_registry_and_endpoints(tmp_path, 
     # the demo's sidecars log apart from make serve's: the report that has something to show is of their folder
     assert f"make monitor WORKLOAD=heart-disease LOG_DIR={tmp_path / 'serve' / 'demo-drift' / 'heart-disease'}" in text
     assert "pneumonia plots" not in text  # nothing that is not there
+
+
+def test_set_overrides_take_the_type_the_pipeline_declares_and_a_bad_one_is_named():
+    _typed = cli._typed
+    # image_size is in no profile: it used to stay a string, which KFP refused as "STRING" for an integer input
+    assert _typed("pneumonia", "quick", {"image_size": "128", "lr": "0.01", "use_gpu": "No", "source": "/data"}) == {
+        "image_size": 128, "lr": 0.01, "use_gpu": False, "source": "/data"}
+    assert _typed("heart-disease", "quick", {"n_trials": "3"}) == {"n_trials": 3}
+    for override, message in (({"imagesize": "1"}, "--set imagesize: the pneumonia pipeline has no such parameter"),
+                              ({"image_size": "big"}, "--set image_size=big: image_size takes an integer"),
+                              ({"lr": "fast"}, "--set lr=fast: lr takes a number"),
+                              ({"use_gpu": "maybe"}, "--set use_gpu=maybe: use_gpu takes true or false")):
+        with pytest.raises(SystemExit, match=message):
+            _typed("pneumonia", "quick", override)
+    with pytest.raises(KeyError, match="no profile 'huge'"):
+        _typed("pneumonia", "huge", {})
