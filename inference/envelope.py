@@ -241,9 +241,13 @@ class EnvelopeMiddleware:
             except orjson.JSONDecodeError as err:
                 raise BadRequest(Reason.JSON, f"the request body is not valid JSON: {err}") from None
             check_json_part(document, binary=False)
-            # KServe picks its decoder by content type; JSON bodies are JSON whatever the client said
+            # On to KServe as the binary extension with no binary part (its JSON is the whole body), whatever
+            # content type the client named: KServe then builds its InferRequest from these bytes, already
+            # checked here, instead of FastAPI parsing the JSON again and validating it with pydantic, about
+            # 6% of a one-row request's CPU (the same decoder the binary extension takes).
             headers = dict(headers)
-            headers[b"content-type"] = b"application/json"
+            headers[b"content-type"] = b"application/octet-stream"
+            headers[HEADER] = str(len(body)).encode()
             return body, headers
         text = length.decode("latin-1").strip()
         if not text.isdigit():

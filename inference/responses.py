@@ -12,7 +12,9 @@ headers that KServe leaves out on that path.
 
 from __future__ import annotations
 
+import numpy as np
 import orjson
+from kserve.errors import InferenceError
 from kserve.protocol.infer_type import InferResponse
 
 ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY  # FastAPI's ORJSONResponse
@@ -33,6 +35,19 @@ def encode_rest(document: dict) -> bytes:
     return orjson.dumps(_present({"model_name": document["model_name"], "model_version": document.get("model_version"),
                                   "id": document["id"], "parameters": document.get("parameters") or None,
                                   "outputs": outputs}), option=ORJSON_OPTIONS)
+
+
+def json_data(array: np.ndarray) -> list:
+    """What ``InferOutput.set_data_from_numpy(array, binary_data=False)`` stores as the output's data (numbers
+    as Python's, in C order; object elements as UTF-8 text), without its per-element numpy iteration:
+    a few percent of a one-row request's CPU."""
+    if array.dtype != object:
+        return array.ravel().tolist()
+    try:
+        return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in array.ravel()]
+    except UnicodeDecodeError as err:
+        raise InferenceError(f"Failed to encode {err.object!r} using UTF-8. Please use binary_data=True, if you want "
+                             f"to pass a byte array.") from None
 
 
 class JsonInferResponse(InferResponse):

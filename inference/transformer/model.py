@@ -24,7 +24,7 @@ from inference.envelope import BASE64_PARAMETER, BadRequest
 from inference.errors import PredictorUnavailable, RejectedInput
 from inference.reasons import Reason
 from inference.request_logger import RequestLogger
-from inference.responses import JsonInferResponse
+from inference.responses import JsonInferResponse, json_data
 from inference.transformer import v1_explain
 from inference.transformer.heart_disease import HeartDiseaseCodec
 from inference.transformer.pneumonia import PneumoniaCodec
@@ -212,8 +212,10 @@ class Transformer(CountedModel):
             out = InferOutput(name=name, shape=list(array.shape), datatype=datatype, parameters=marked)
             if name in BASE64_OUTPUTS and not text and not binary:  # gRPC: bytes_contents as they are
                 out.data = list(array)
+            elif binary:
+                out.set_data_from_numpy(array, binary_data=True)
             else:
-                out.set_data_from_numpy(array, binary_data=binary)
+                out.data = json_data(array)
             infer_outputs.append(out)
         requested = request.request_outputs  # each one known: checked in preprocess
         response = JsonInferResponse(response_id=request.id or "", model_name=self.name, model_version=self.model_version,

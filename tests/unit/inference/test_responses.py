@@ -2,10 +2,11 @@ import numpy as np
 import pytest
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import ORJSONResponse
+from kserve.errors import InferenceError
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest
 from kserve.protocol.rest.v2_datamodels import InferenceResponse
 
-from inference.responses import JsonInferResponse
+from inference.responses import JsonInferResponse, json_data
 
 pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("ignore:ORJSONResponse is deprecated")]
 
@@ -63,3 +64,21 @@ def test_binary_outputs_stay_kserves_own_encoding():
                                  use_binary_outputs=True)
     body, json_length = response.to_rest()
     assert isinstance(body, bytes) and json_length is not None and json_length < len(body)
+
+
+@pytest.mark.parametrize("array", [
+    np.array([0.8100000023841858, 0.2], np.float32), np.array([[1, 2], [3, 4]], np.int32),
+    np.array(["disease", b"no disease", "é"], dtype=object), np.array([], np.float32), np.array(np.float32(0.3)),
+    np.asfortranarray(np.arange(6, dtype=np.float32).reshape(2, 3)), np.array([[0.1], [0.7]], np.float32).T,
+], ids=["fp32", "int32-2d", "bytes-objects", "empty", "scalar", "fortran-order", "transposed"])
+def test_json_data_is_what_kserve_stores_for_a_json_output(array):
+    datatype = "BYTES" if array.dtype == object else {"float32": "FP32", "int32": "INT32"}[array.dtype.name]
+    kserves = InferOutput("x", list(array.shape), datatype)
+    kserves.set_data_from_numpy(array, binary_data=False)
+    ours = json_data(array)
+    assert ours == kserves.data and [type(v) for v in ours] == [type(v) for v in kserves.data]
+
+
+def test_json_data_refuses_bytes_that_are_not_utf8_as_kserve_does():
+    with pytest.raises(InferenceError, match="Failed to encode b'\\\\xff' using UTF-8"):
+        json_data(np.array([b"\xff"], dtype=object))
