@@ -172,10 +172,11 @@ def rewrite_binary(body: bytes, json_length: int) -> tuple[bytes, int]:
 class EnvelopeMiddleware:
     """ASGI middleware for ``POST .../infer``: size limit, envelope checks, 400 on failure."""
 
-    def __init__(self, app, max_body_bytes: int, models: frozenset[str] = frozenset()):
+    def __init__(self, app, max_body_bytes: int, models: frozenset[str] = frozenset(), direct=None):
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.models = models  # metric labels only for served names: a fuzzer must not grow the registry
+        self.direct = direct  # inference.direct_infer.DirectInfer: checked requests past FastAPI's router
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].endswith("/infer"):
@@ -198,6 +199,9 @@ class EnvelopeMiddleware:
             return await reply(send, 400, {"error": err.message})
         scope = dict(scope, headers=[(k, v) for k, v in new_headers.items()])
         sent = False
+        direct = self.direct.model_of(scope) if self.direct is not None else None
+        if direct is not None:
+            return await self.direct(scope, direct, new_body, new_headers, receive, send)
 
         async def replay():
             nonlocal sent

@@ -66,14 +66,17 @@ def serve(models: list, args: argparse.Namespace, max_body_bytes: int, predictor
     from fastapi.exceptions import RequestValidationError
     from kserve import model_server
 
+    from inference.direct_infer import DirectInfer
+
     # KServe's app answers with ORJSONResponse, which FastAPI flags as deprecated on every response;
     # scikit-learn's warning contexts reset the once-only registry, so the line was printed over and over
     warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     app = model_server.app
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(admission.Overloaded, admission.retry_after_response)
+    direct = DirectInfer()
     app.add_middleware(EnvelopeMiddleware, max_body_bytes=max_body_bytes,
-                       models=frozenset(m.name for m in models))
+                       models=frozenset(m.name for m in models), direct=direct)
     app.add_middleware(VersionedPaths, versions={m.name: getattr(m, "model_version", None) for m in models})
     body_bound = getattr(args, "max_in_flight_body_bytes", None)
     app.add_middleware(admission.BodyAdmission, max_body_bytes=max_body_bytes, models=frozenset(m.name for m in models),
@@ -91,6 +94,7 @@ def serve(models: list, args: argparse.Namespace, max_body_bytes: int, predictor
         grace_period=getattr(args, "grace_period", 30),
         predictor_config=predictor_config,
     )
+    direct.dataplane, direct.app = server.dataplane, app
     log_requests = getattr(args, "log_requests", False)
     if not log_requests:
         # One access line and two timing lines per request cost more than the model on small rows.
