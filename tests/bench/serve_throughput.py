@@ -673,6 +673,11 @@ def main() -> int:
             tempfile.tempdir = None
 
 
+def progress(where: str, name: str, r: dict) -> None:
+    """One line per measurement as it lands: the whole run takes a quarter of an hour."""
+    print(f"  {where}: {name}: {r['rps']:.0f} req/s, p99 {r['p99_ms']:.1f} ms", flush=True)
+
+
 def run(workdir: Path, logs: Path) -> int:
     hearts = heart_bundles(workdir)
     heart = hearts[0][0]
@@ -684,13 +689,15 @@ def run(workdir: Path, logs: Path) -> int:
     ones, twos = {}, {}  # per heart-disease model: configuration -> summary over rounds
     for folder, source in hearts:
         rounds_one, rounds_two = {}, {}
-        for _ in range(ROUNDS):  # ours and the peers alternate, so that a change in machine load hits both
+        for round_ in range(1, ROUNDS + 1):  # ours and the peers alternate, so that a change in load hits both
             if "1" in ONLY:
                 for name, r in bench_predictors(folder, logs).items():
                     rounds_one.setdefault(name, []).append(r)
+                    progress(f"(1) {source.split(';')[0]}, round {round_}/{ROUNDS}", name, r)
             if "2" in ONLY:
                 for name, r in bench_full_path(folder, logs).items():
                     rounds_two.setdefault(name, []).append(r)
+                    progress(f"(2) {source.split(';')[0]}, round {round_}/{ROUNDS}", name, r)
         ones[source] = {name: summarise(runs) for name, runs in rounds_one.items()}
         twos[source] = {name: summarise(runs) for name, runs in rounds_two.items()}
     one, two = ones[hearts[0][1]], twos[hearts[0][1]]
