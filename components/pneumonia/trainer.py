@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.pneumonia import ray_storage, train_loop
+from components.pneumonia import ray_logging, ray_storage, train_loop
 
 
 @dataclass
@@ -57,7 +57,8 @@ def local_ray(num_cpus: int | None = None, num_gpus: int | None = None):
     else:
         # address="local": always a fresh private instance, never someone else's running cluster
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
-                 log_to_driver=True, configure_logging=False)
+                 log_to_driver=True, configure_logging=False,
+                 runtime_env={"worker_process_setup_hook": ray_logging.HOOK})
         started = True
     try:
         yield
