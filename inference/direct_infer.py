@@ -6,7 +6,7 @@ exception middleware, an exit stack, the router's match over every route, a ``Re
 and the dependency solver for the path and body parameters, about a tenth of a one-row request's CPU in the
 transformer (py-spy). :class:`DirectInfer` makes the same four calls with the same arguments, answers with the
 body ``encode`` gives (our models' :class:`inference.responses.JsonInferResponse` is ready bytes) and the headers
-KServe's endpoint and :func:`inference.envelope._with_body_headers` would send, and maps an exception through the
+KServe's endpoint and :func:`inference.envelope.ready_body_headers` would send, and maps an exception through the
 app's own exception handlers, as Starlette's exception middleware does (KServe's: ``InvalidInput`` 400,
 ``ModelNotFound`` 404, ``ModelNotReady`` 503, …; ours). An exception no handler takes goes on up, to the server
 error middleware, as it would have.
@@ -25,10 +25,10 @@ from kserve.protocol.dataplane import PredictorProtocol
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from inference.envelope import ready_body_headers
 from inference.responses import encode_rest
 
 PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)/infer$")
-BINARY_LENGTH = "inference-header-content-length"
 
 
 class DirectInfer:
@@ -62,14 +62,11 @@ class DirectInfer:
             return await self._handled(exc, scope, receive, send)
         response_headers = {**response_headers, **encoded_headers}
         response_headers.pop("content-length", None)
-        response_headers.pop("content-type", None)
+        response_headers.pop("content-type", None)  # as KServe's endpoint does
         if not isinstance(response, bytes):  # a plain InferResponse's dict: FastAPI's fields, less the nulls
             response = encode_rest(response)
         raw = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in response_headers.items()]
-        if BINARY_LENGTH.encode() not in {k for k, _ in raw}:
-            raw.append((b"content-type", b"application/json"))
-        raw.append((b"content-length", str(len(response)).encode()))
-        await send({"type": "http.response.start", "status": 200, "headers": raw})
+        await send({"type": "http.response.start", "status": 200, "headers": ready_body_headers(raw, response)})
         await send({"type": "http.response.body", "body": response})
 
     async def _handled(self, exc: Exception, scope, receive, send) -> None:

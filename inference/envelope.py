@@ -198,10 +198,10 @@ class EnvelopeMiddleware:
             metrics.REQUESTS.labels(model, "400").inc()
             return await reply(send, 400, {"error": err.message})
         scope = dict(scope, headers=[(k, v) for k, v in new_headers.items()])
-        sent = False
         direct = self.direct.model_of(scope) if self.direct is not None else None
         if direct is not None:
             return await self.direct(scope, direct, new_body, new_headers, receive, send)
+        sent = False
 
         async def replay():
             nonlocal sent
@@ -265,6 +265,16 @@ class EnvelopeMiddleware:
         return new_body, headers
 
 
+def ready_body_headers(headers, body: bytes) -> list[tuple[bytes, bytes]]:
+    """The headers of a response body KServe passes through as ready bytes: its length, and ``content-type``
+    JSON unless it is the binary extension's (``Inference-Header-Content-Length``) or already named."""
+    headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
+    names = {k.lower() for k, _ in headers}
+    if b"content-type" not in names and HEADER not in names:
+        headers.append((b"content-type", b"application/json"))
+    return headers + [(b"content-length", str(len(body)).encode())]
+
+
 def _with_body_headers(send):
     """``send`` that completes the headers of bodies KServe passes through as ready bytes.
 
@@ -284,10 +294,7 @@ def _with_body_headers(send):
         elif held is not None and message["type"] == "http.response.body":
             start, held = held, None
             if not message.get("more_body"):
-                headers = [(k, v) for k, v in start.get("headers", ()) if k.lower() != b"content-length"]
-                headers += [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(message.get("body", b""))).encode())]
-                start = dict(start, headers=headers)
+                start = dict(start, headers=ready_body_headers(start.get("headers", ()), message.get("body", b"")))
             await send(start)
         return await send(message)
 
