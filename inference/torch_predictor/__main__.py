@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from inference import server
 from inference.torch_predictor.settings import TorchPredictorSettings
 
@@ -23,6 +25,8 @@ def parse_settings(argv: list[str] | None = None) -> tuple[TorchPredictorSetting
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--precision_tolerance", type=float)
     parser.add_argument("--num_threads", type=int)
+    parser.add_argument("--freeze", action=argparse.BooleanOptionalAction,
+                        help=TorchPredictorSettings.model_fields["freeze"].description)
     args = parser.parse_args(argv)
     settings = TorchPredictorSettings(**server.flag_overrides(args, TorchPredictorSettings.model_fields))
     return settings, args

@@ -26,7 +26,12 @@ class TorchPredictorSettings(BundleSettings):
         "bf16/fp16 may show; the embedding may differ by 5x this, relative to its norm.")
     allow_tf32: bool = Field(True, description="TF32 tensor cores for fp32 matmuls and convolutions on GPU.")
     autocast_on_cpu: bool = Field(False, description="Let bf16 autocast run on CPU too (tests of the GPU path).")
-    channels_last: bool | None = Field(None, description="channels_last module and input; default: on CUDA only.")
+    channels_last: bool | None = Field(None, description="channels_last module and input; default: on CUDA, and on "
+                                                         "CPU when the graph is frozen (see freeze).")
+    freeze: bool | None = Field(
+        None, description="Serve a frozen copy of the TorchScript graph (weights inlined, batch norm folded into "
+        "its convolutions), used only when its answers on a reference batch at load match the saved graph's "
+        "(freeze_check); Grad-CAM keeps the saved graph. Default: on CPU only.")
     max_batch_size: int = Field(32, ge=1, description="Most images one forward pass gets from dynamic batching.")
     max_wait_ms: float = Field(0.0, ge=0, description="Extra wait for more images once a batch has one (0: take "
                                                      "what queued up while the previous forward pass ran).")

@@ -230,7 +230,57 @@ def test_channels_last_module_and_input_give_the_same_answers(pneumonia_bundle):
     np.testing.assert_allclose(out["logits"], logits, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(out["embedding"], embedding, rtol=1e-5, atol=1e-5)
     model.stop()
-    assert not TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle), device="cpu")).channels_last
+
+
+def test_on_cpu_a_checked_frozen_channels_last_graph_is_served_and_cam_keeps_the_saved_one(pneumonia_bundle):
+    model = TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle), device="cpu"))
+    assert model.load() and model.channels_last
+    assert model.served_module is not model.module and model.freeze_check["agrees"]
+    assert model.freeze_check["probability_gap"] <= 1e-5 and model.freeze_check["embedding_gap"] <= 1e-4
+    assert "prim::GetAttr" not in str(model.served_module.graph)  # weights inlined: frozen
+    pixels = np.random.default_rng(6).integers(0, 256, size=(5, 1, 24, 20), dtype=np.uint8)
+    out = asyncio.run(call(model, request("input", pixels, "UINT8")))
+    logits, embedding = _fp32_answers(pneumonia_bundle, ((pixels / 255.0 - 0.5) / 0.25).astype(np.float32))
+    np.testing.assert_allclose(out["logits"], logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["embedding"], embedding, rtol=1e-5, atol=1e-5)
+    model.stop()
+
+    plain = TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle), device="cpu", freeze=False))
+    assert plain.load() and plain.served_module is plain.module and not plain.channels_last
+    assert plain.freeze_check is None
+    plain.stop()
+
+
+def _saved_graph_served(model, pneumonia_bundle):
+    assert model.load() and model.served_module is model.module and model.freeze_check["agrees"] is False
+    x = np.random.default_rng(7).normal(size=(2, 1, 24, 20)).astype(np.float32)
+    out = asyncio.run(call(model, request("input", x, "FP32")))
+    logits, _ = _fp32_answers(pneumonia_bundle, x)
+    np.testing.assert_allclose(out["logits"], logits, rtol=1e-5, atol=1e-6)
+    model.stop()
+
+
+def test_a_frozen_graph_that_answers_otherwise_is_not_served(pneumonia_bundle, monkeypatch):
+    def off_by_a_little(module):
+        def forward(x):
+            logits, embedding = module(x)
+            return logits + torch.tensor([0.0, 1e-3]), embedding
+        return forward
+
+    monkeypatch.setattr(torch.jit, "freeze", off_by_a_little)
+    model = TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle), device="cpu"))
+    _saved_graph_served(model, pneumonia_bundle)
+    assert 0 < model.freeze_check["probability_gap"] < 1e-3 and model.freeze_check["embedding_gap"] == 0
+
+
+def test_a_graph_that_cannot_be_frozen_is_served_as_saved(pneumonia_bundle, monkeypatch):
+    def refuses(module):
+        raise RuntimeError("attribute 'steps' is mutated in forward")
+
+    monkeypatch.setattr(torch.jit, "freeze", refuses)
+    model = TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle), device="cpu"))
+    _saved_graph_served(model, pneumonia_bundle)
+    assert model.freeze_check["error"] == "attribute 'steps' is mutated in forward"
 
 
 def test_warm_up_runs_sizes_1_and_the_maximum_of_both_inputs_on_the_serving_thread(pneumonia_bundle, monkeypatch):
@@ -246,7 +296,9 @@ def test_warm_up_runs_sizes_1_and_the_maximum_of_both_inputs_on_the_serving_thre
     monkeypatch.setattr(TorchPredictor, "_forward", recording)
     model = TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle), device="cpu", max_batch_size=6))
     assert model.load()
-    assert sorted((dtype, rows) for _, dtype, rows in calls) == [
+    # warm-up, after the freeze check's two passes of the reference batch (saved graph, frozen copy)
+    assert [(dtype, rows) for _, dtype, rows in calls[:2]] == [("uint8", 6), ("uint8", 6)]
+    assert sorted((dtype, rows) for _, dtype, rows in calls[2:]) == [
         ("float32", 1), ("float32", 6), ("uint8", 1), ("uint8", 6)]
     served = []
     model.batcher._executor.submit(lambda: served.append(threading.current_thread().name)).result()
