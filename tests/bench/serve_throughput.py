@@ -15,6 +15,9 @@
    doing the same decode + forward at the same torch threads, :mod:`stock_kserve_peer`) with one image per
    request and with the predictor's batch of images per request; ours is compared against the faster, as
    served (responses logged to the drift sidecar) and, like (2), on the peer's work (no request logging).
+   On a CPU our predictor serves a frozen channels_last copy of the graph (its ``freeze`` setting) and raw
+   runs that graph; two rows beside them show the saved graph's raw forward (what the stock peer runs) and
+   the peer given our frozen graph (not stock KServe: a fairness row, reported, not the target).
 
 Load comes from ``wrk`` (the same generator, connections and duration for both sides of a
 comparison). Prints a table and ratios; writes ``$CLINOPS_HOME/bench/serve.json``.
@@ -30,6 +33,7 @@ champion bundle when there is one and also reports the sample EfficientNet-B0.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -463,6 +467,11 @@ def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
         torch.set_num_threads(TORCH_THREADS)
     threads = torch.get_num_threads()
     module = torch.jit.load(str(model_dir / "model.pt"), map_location=device).eval()
+    # raw runs the graph our predictor serves: on CPU by default the frozen channels_last copy (its freeze
+    # setting); the saved graph, what the stock peer runs, has a raw row of its own
+    frozen = device.type == "cpu"
+    served = torch.jit.freeze(torch.jit.load(str(model_dir / "model.pt"), map_location=device).eval()
+                              .to(memory_format=torch.channels_last)) if frozen else module
     # the very tensor the transformer sends for this image (UINT8 pixels), batch x, on the device, and the
     # predictor's own normalisation of it in torch before every pass: the same input, values and work
     from inference.torch_predictor.model import normalise_pixels
@@ -477,12 +486,17 @@ def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
     results = {"device": device.type, "torch_threads": threads, "batch": batch, "image": [c, h, w],
                "seconds": seconds,
                "raw_context": "one worker thread, like the predictor's batcher; the transformer's UINT8 tensor, "
-                              "normalised in torch before each pass as the predictor does"}
-    raws, fulls = [], []
+                              "normalised in torch before each pass as the predictor does",
+               "served_graph": "frozen, channels_last" if frozen else "as saved"}
+    raws, saved_raws, fulls = [], [], []
     stock_modes = {f"stock KServe kserve.Model, 1 image/request, {2 * batch} connections": (1, 2 * batch),
                    f"stock KServe kserve.Model, {batch} images/request, 2 connections": (batch, 2)}
     stocks: dict[str, list[dict]] = {mode: [] for mode in stock_modes}
     peer, peer_url = start_stock_pneumonia(model_dir, image, threads, logs)
+    frozen_mode = f"peer given our frozen graph (not stock): kserve.Model, {batch} images/request, 2 connections"
+    frozen_peer, frozen_url = start_stock_pneumonia(model_dir, image, threads, logs, freeze=True) if frozen \
+        else (contextlib.nullcontext(), None)
+    frozen_peers: list[dict] = []
     # every pass of this process on one thread, as the predictor does: a pass on a second thread gives it an
     # OpenMP team of its own, and the first thread's passes then ran on 0.8 cores of 2
     from concurrent.futures import ThreadPoolExecutor
@@ -494,7 +508,6 @@ def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
             return torch.softmax(module(normalise_pixels(x[:1], mean, std))[0].float(), dim=1).cpu().numpy()
 
     expected = torch_thread.submit(softmax_of_first).result()
-    check_stock_pneumonia(peer, peer_url, body, expected)
     name = f"clinops full path (1 image/request, {2 * batch} connections)"
     # the peer logs nothing: ours also without its request logger and drift sidecar (the embeddings' tests)
     bare_name = "clinops full path, no request logging (the peer's work)"
@@ -502,13 +515,16 @@ def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
                   "extra_args": {"pneumonia/predictor": ["--max_batch_size", str(batch), "--num_threads", str(threads)],
                                  "pneumonia/transformer": ["--batch_max_size", str(batch)]}}
     bares: list[dict] = []
-    with peer, LocalStack({"pneumonia": str(model_dir)}, log_dir=logs, drift_dir=logs / "pneumonia-drift",
+    with peer, frozen_peer, LocalStack({"pneumonia": str(model_dir)}, log_dir=logs, drift_dir=logs / "pneumonia-drift",
                           **stack_args) as stack, \
             LocalStack({"pneumonia": str(model_dir)}, log_dir=logs / "no-logging", drift=False, **stack_args) as bare:
+        check_stock_pneumonia(peer, peer_url, body, expected)
+        if frozen_url:
+            check_stock_pneumonia(frozen_peer, frozen_url, body, expected)
 
-        def raw() -> dict:  # in a worker thread, as the predictor runs its forward passes
+        def raw(graph=served) -> dict:  # in a worker thread, as the predictor runs its forward passes
             cpu: dict = {}
-            images_per_s = torch_thread.submit(raw_forward, module, x, seconds, cpu,
+            images_per_s = torch_thread.submit(raw_forward, graph, x, seconds, cpu,
                                                lambda t: normalise_pixels(t, mean, std)).result()
             return {"images_per_s": images_per_s, "load1": load1(), **cpu}
 
@@ -518,6 +534,9 @@ def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
             bares.append(full_path_run(bare, body, batch, seconds))
             for mode, (images, connections) in stock_modes.items():
                 stocks[mode].append(stock_pneumonia_run(peer, peer_url, body, images, connections, seconds))
+            if frozen_url:
+                saved_raws.append(raw(module))
+                frozen_peers.append(stock_pneumonia_run(frozen_peer, frozen_url, body, batch, 2, seconds))
         raws.append(raw())
     torch_thread.shutdown()
     mean = lambda runs, key: sum(r[key] for r in runs) / len(runs)  # noqa: E731
@@ -537,6 +556,13 @@ def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
     results[f"raw forward, batch {batch} on {device.type}"] = {
         "images_per_s": mean(raws, "images_per_s"), "load1": mean(raws, "load1"),
         "images_per_cpu_s": mean(raws, "images_per_cpu_s"), "rounds": raws}
+    if frozen_peers:
+        results["saved graph's raw forward (what the stock peer runs)"] = {
+            key: mean(saved_raws, key) for key in ("images_per_s", "load1", "images_per_cpu_s")}
+        results["saved graph's raw forward (what the stock peer runs)"]["rounds"] = saved_raws
+        results[frozen_mode] = {key: mean(frozen_peers, key) for key in ("images_per_s", "images_per_cpu_s", "load1",
+                                                                         "p50_ms", "p99_ms")}
+        results[frozen_mode].update(errors=sum(r["errors"] + r["non_2xx"] for r in frozen_peers), rounds=frozen_peers)
     # each round's full path against the raw runs either side of it
     results["round_ratios"] = [f["images_per_s"] / ((raws[i]["images_per_s"] + raws[i + 1]["images_per_s"]) / 2)
                                for i, f in enumerate(fulls)]
@@ -564,16 +590,18 @@ def full_path_run(stack: LocalStack, body: dict, batch: int, seconds: float) -> 
     return run
 
 
-def start_stock_pneumonia(model_dir: Path, image, threads: int, logs: Path) -> tuple[Proc, str]:
+def start_stock_pneumonia(model_dir: Path, image, threads: int, logs: Path, freeze: bool = False) -> tuple[Proc, str]:
     """The pneumonia peer (:mod:`stock_kserve_peer`) on the same model, image size and torch threads, and its
-    infer URL."""
+    infer URL; ``freeze``: running the frozen graph our predictor serves on CPU (a fairness row)."""
     port = free_ports(1)[0]
     join = lambda values: ",".join(str(v) for v in values)  # noqa: E731
     peer = str(Path(__file__).with_name("stock_kserve_peer.py"))
     proc = Proc([sys.executable, peer, "pneumonia", "--model_name", "pneumonia", "--model_dir", str(model_dir),
                  "--image", join([image.channels, image.height, image.width]), "--mean", join(image.mean),
-                 "--std", join(image.std), "--num_threads", str(threads), "--http_port", str(port)],
-                f"http://127.0.0.1:{port}/v2/models/pneumonia/ready", logs / "stock-pneumonia.log")
+                 "--std", join(image.std), "--num_threads", str(threads), "--http_port", str(port),
+                 *(["--freeze"] if freeze else [])],
+                f"http://127.0.0.1:{port}/v2/models/pneumonia/ready",
+                logs / f"stock-pneumonia{'-frozen' if freeze else ''}.log")
     return proc, f"http://127.0.0.1:{port}/v2/models/pneumonia/infer"
 
 
@@ -715,7 +743,7 @@ def run(workdir: Path, logs: Path) -> int:
         ratios.update(heart_ratios(ones[source], twos[source], "" if i == 0 else "sample_model_"))
     for i, three in enumerate(threes.values()):
         full = next(v["images_per_s"] for k, v in three.items() if k.startswith("clinops full path"))
-        raw = next(v["images_per_s"] for k, v in three.items() if k.startswith("raw forward"))
+        raw = three[f"raw forward, batch {three['batch']} on {three['device']}"]["images_per_s"]
         stock = max(v["images_per_s"] for k, v in three.items() if k.startswith("stock KServe"))
         key = "3_full_path_over_raw_forward" if i == 0 else "3_sample_model_full_path_over_raw_forward"
         ratios[key] = full / raw
@@ -724,14 +752,18 @@ def run(workdir: Path, logs: Path) -> int:
         if bare:
             ratios[key.replace("full_path_over_raw_forward", "full_path_same_work_over_best_stock_kserve")] = (
                 bare["images_per_s"] / stock)
+            frozen_peer = next((v for k, v in three.items() if k.startswith("peer given our frozen graph")), None)
+            if frozen_peer:  # reported beside the target, not the target (the peer runs what we serve)
+                ratios[key.replace("full_path_over_raw_forward", "full_path_same_work_over_peer_with_our_graph")] = (
+                    bare["images_per_s"] / frozen_peer["images_per_s"])
         ratios[key.replace("full_path_over_raw_forward", "full_path_over_raw_per_cpu_second")] = (
             next(v["images_per_cpu_s"] for k, v in three.items() if k.startswith("clinops full path"))
-            / next(v["images_per_cpu_s"] for k, v in three.items() if k.startswith("raw forward")))
+            / three[f"raw forward, batch {three['batch']} on {three['device']}"]["images_per_cpu_s"])
     for _, source in hearts:
         print_heart_table(source, ones[source], twos[source])
     for source, three in threes.items():
         print(f"\npneumonia: {source}; image {three['image']}, batch {three['batch']}, {three['device']}, "
-              f"torch threads {three['torch_threads']} (raw and predictor)")
+              f"torch threads {three['torch_threads']} (raw and predictor), served graph {three['served_graph']}")
         for name, r in three.items():
             if isinstance(r, dict) and "images_per_s" in r:
                 extra = "".join(f", mean {k} batch {r[f'mean_{k}_batch']:.1f}" for k in ("transformer", "predictor")

@@ -6,11 +6,12 @@ bytes, ``raw_input_contents``).
 For pneumonia, one plain ``kserve.Model`` that does what a stock custom model server does with the same
 TorchScript model: base64 JPEG/PNG → Pillow decode, grey/RGB, bilinear resize → uint8 tensor → normalise →
 forward → softmax, one request at a time on the server's event loop (stock KServe batches only in its agent),
-at the torch thread count it is given.
+at the torch thread count it is given. With ``--freeze`` it runs the graph our predictor serves on CPU instead
+(``torch.jit.freeze`` in channels_last): a fairness row, not the stock peer.
 
 ``python stock_kserve_peer.py predictor --model_dir DIR --http_port P --grpc_port G``
 ``python stock_kserve_peer.py transformer --predictor_host H:P|H:G --predictor_protocol v2|grpc-v2 --http_port P``
-``python stock_kserve_peer.py pneumonia --model_dir DIR --image C,H,W --mean M,.. --std S,.. --num_threads T --http_port P``
+``python stock_kserve_peer.py pneumonia --model_dir DIR --image C,H,W --mean M,.. --std S,.. --num_threads T [--freeze] --http_port P``
 """
 
 from __future__ import annotations
@@ -68,13 +69,16 @@ def main() -> None:
             return InferResponse(result.id, self.name, outputs)
 
     class StockPneumonia(kserve.Model):
-        def __init__(self, name, model_dir, image, mean, std, threads):
+        def __init__(self, name, model_dir, image, mean, std, threads, freeze):
             import torch
 
             super().__init__(name)
             torch.set_num_threads(threads)
             self.torch = torch
             self.module = torch.jit.load(f"{model_dir}/model.pt", map_location="cpu").eval()
+            self.memory_format = torch.channels_last if freeze else torch.contiguous_format
+            if freeze:
+                self.module = torch.jit.freeze(self.module.to(memory_format=torch.channels_last))
             self.channels, self.height, self.width = image
             self.mean = torch.tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
             self.std = torch.tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
@@ -96,6 +100,7 @@ def main() -> None:
             pixels = np.stack([self.decode(item) for item in payload.inputs[0].data])
             with torch.inference_mode():
                 x = torch.from_numpy(pixels).float().div_(255.0).sub_(self.mean).div_(self.std)
+                x = x.contiguous(memory_format=self.memory_format)
                 logits = self.module(x)
                 logits = logits[0] if isinstance(logits, tuple) else logits  # a bundle's model: (logits, embedding)
                 proba = torch.softmax(logits, dim=1).numpy()
@@ -110,9 +115,11 @@ def main() -> None:
     parser.add_argument("--mean", type=floats)
     parser.add_argument("--std", type=floats)
     parser.add_argument("--num_threads", type=int, default=1)
+    parser.add_argument("--freeze", action="store_true")
     args, _ = parser.parse_known_args()
     if role == "pneumonia":
-        model = StockPneumonia(args.model_name, args.model_dir, args.image, args.mean, args.std, args.num_threads)
+        model = StockPneumonia(args.model_name, args.model_dir, args.image, args.mean, args.std, args.num_threads,
+                               args.freeze)
     elif role == "predictor":
         model = StockPredictor(args.model_name, args.model_dir)
     else:
