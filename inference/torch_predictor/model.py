@@ -34,11 +34,13 @@ cuDNN) create their handles and workspaces per thread and the first request must
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
 import os
 import time
+import warnings
 from contextvars import ContextVar
 from pathlib import Path
 
@@ -65,6 +67,15 @@ _ROWS: ContextVar[tuple[np.ndarray, DynamicBatcher]] = ContextVar("clinops_torch
 
 FREEZE_PROBABILITY_GAP = 1e-5  # the same answers up to float32 rounding in a different order of operations
 FREEZE_EMBEDDING_GAP = 1e-4
+
+
+@contextlib.contextmanager
+def _torchscript_deprecation_quiet():
+    """TorchScript is the bundle's model format (the training→serving contract): torch's FutureWarnings that
+    ``torch.jit.load``/``freeze`` are deprecated say nothing an operator can act on at every start."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+        yield
 
 
 def pick_device(requested: str):
@@ -171,7 +182,8 @@ class TorchPredictor(CountedModel):
         self.channels_last = (cuda or freeze) if self.settings.channels_last is None else self.settings.channels_last
         self._mean = torch.tensor(image.mean, dtype=torch.float32, device=self.device).reshape(-1, 1, 1)
         self._std = torch.tensor(image.std, dtype=torch.float32, device=self.device).reshape(-1, 1, 1)
-        self.module = torch.jit.load(str(served.model_path), map_location=self.device).eval()
+        with _torchscript_deprecation_quiet():
+            self.module = torch.jit.load(str(served.model_path), map_location=self.device).eval()
         if self.channels_last:
             self.module = self.module.to(memory_format=torch.channels_last)
         self.served_module = self.module
@@ -238,7 +250,8 @@ class TorchPredictor(CountedModel):
         import torch
 
         try:
-            frozen = torch.jit.freeze(self.module)
+            with _torchscript_deprecation_quiet():
+                frozen = torch.jit.freeze(self.module)
         except Exception as err:  # noqa: BLE001 - e.g. a graph that mutates its attributes: served as saved
             self.freeze_check = {"agrees": False, "error": str(err)}
             log.warning("the saved graph cannot be frozen (%s): serving it as saved", err)
