@@ -20,7 +20,10 @@ batches averaged 2.7 rows under 8 concurrent clients instead of 8.
 ``fn`` may also be a coroutine function (the transformer batches its calls to the predictor). Then
 ``max_in_flight`` > 1 lets a further call start while earlier ones are still out, so that the remote
 model finds its next batch already waiting when it finishes one, instead of idling while a result
-travels back and the next request travels out. When such a further call may go is ``dispatch``:
+travels back and the next request travels out. A model run in worker threads may have as many calls
+out as the executor has threads (``max_in_flight`` up to that): the torch predictor on CPU runs two
+single-threaded forward passes at once, which keep two cores busy where one pass with two OpenMP
+threads waits at its barriers whenever another process on those cores preempts one of them. When such a further call may go is ``dispatch``:
 ``"full"`` — only with a full batch (``max_batch_size`` rows), for a model whose calls are expensive
 and want big batches (below saturation nothing changes: one call at a time); ``"eager"`` — as soon as
 a slot is free, for a model whose calls are cheap next to the caller's own work per request: the
@@ -68,16 +71,17 @@ class DynamicBatcher:
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
         self.inline = inline
         self.settle = settle if inline else 0
-        self.max_in_flight = max_in_flight if self._is_async else 1  # threads and inline calls run one at a time
+        self.max_in_flight = 1 if inline else max_in_flight  # inline calls block the loop: one at a time
+        # ``executor``: share another batcher's worker threads, so that their model calls together never
+        # take more threads than it has (the shared executor should have ``max_in_flight`` of them)
+        self._executor = None if inline or self._is_async else executor or ThreadPoolExecutor(
+            max_workers=self.max_in_flight, thread_name_prefix=f"batch-{model_name}")
         self._in_flight: set[asyncio.Task] = set()
         self._wake: asyncio.Event | None = None  # set on a new request and on a finished call
         self._batch_size = metrics.BATCH_SIZE.labels(model_name)
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
         self._carry = None
-        # ``executor``: share another batcher's worker thread, so that their model calls never overlap
-        self._executor = None if inline or self._is_async else executor or ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"batch-{model_name}")
         self._owns_executor = executor is None
         self.batches: int = 0  # model calls so far (metrics have the distribution)
         # rows (tables) or decoded values (images) queued or in a call; past it a request is refused at once

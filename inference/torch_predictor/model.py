@@ -5,7 +5,9 @@ V2 input ``input`` ``[N, C, H, W]``, either
   normalises them by the bundle's image schema mean/std, in torch on the model's device
   (``x / 255``, ``- mean``, ``/ std`` in float32: the same values as the transformer's numpy step), or
 - FP32 (other numeric types are cast to FP32) already normalised: passed to the model as is.
-UINT8 and FP32 requests are batched separately (never mixed in one forward pass) on one worker thread.
+UINT8 and FP32 requests are batched separately (never mixed in one forward pass) on the same worker
+threads: one on CUDA; on CPU ``forward_workers`` (default: the cores this process may use over its torch
+threads), a further pass starting only with a full batch.
 V2 outputs: ``logits`` FP32 ``[N, 2]`` and ``embedding`` FP32 ``[N, D]`` (what the drift sidecar needs);
 on request (the V2 request's ``outputs``) ``cam`` FP32 ``[N, H, W]``, the Grad-CAM map of the positive
 class in [0, 1] (:mod:`inference.torch_predictor.gradcam`; fp32, in batches of its own), computed only
@@ -149,6 +151,7 @@ class TorchPredictor(CountedModel):
         self.batcher: DynamicBatcher | None = None  # FP32 input, already normalised
         self.pixel_batcher: DynamicBatcher | None = None  # UINT8 pixels, normalised here
         self.num_threads = 0
+        self.forward_workers = 1
         self.channels_last = False
         self.staging: PinnedStaging | None = None
         self.precision_served = "fp32"
@@ -173,6 +176,7 @@ class TorchPredictor(CountedModel):
         if self.device.type == "cpu":
             self.num_threads = self.settings.num_threads or cpu_budget()
             torch.set_num_threads(self.num_threads)
+            self.forward_workers = self.settings.forward_workers or max(1, cpu_budget() // self.num_threads)
         cuda = self.device.type == "cuda"
         if cuda:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.settings.allow_tf32
@@ -188,9 +192,11 @@ class TorchPredictor(CountedModel):
             self.module = self.module.to(memory_format=torch.channels_last)
         self.served_module = self.module
         self.batcher = DynamicBatcher(self._forward, self.name, self.settings.max_batch_size, self.settings.max_wait_ms,
+                                      max_in_flight=self.forward_workers,
                                       max_in_flight_units=self.settings.max_in_flight_pixels)
         self.pixel_batcher = DynamicBatcher(self._forward_pixels, self.name, self.settings.max_batch_size,
                                             self.settings.max_wait_ms, executor=self.batcher._executor,
+                                            max_in_flight=self.forward_workers,
                                             max_in_flight_units=self.settings.max_in_flight_pixels)
         self._load_cam(served)
         if freeze:
@@ -201,9 +207,10 @@ class TorchPredictor(CountedModel):
             self.amp_dtype = self._checked_autocast(requested)
         self._warm_up()
         self.ready = True
-        log.info("loaded %s v%s from %s on %s (%s, channels_last %s, frozen graph %s, %s torch threads)",
-                 manifest.model_name, manifest.model_version, served.folder, self.device, self.precision_served,
-                 self.channels_last, self.served_module is not self.module, self.num_threads or "-")
+        log.info("loaded %s v%s from %s on %s (%s, channels_last %s, frozen graph %s, %s torch threads, %d "
+                 "forward worker(s))", manifest.model_name, manifest.model_version, served.folder, self.device,
+                 self.precision_served, self.channels_last, self.served_module is not self.module,
+                 self.num_threads or "-", self.forward_workers)
         return self.ready
 
     def _load_cam(self, served) -> None:
@@ -227,7 +234,7 @@ class TorchPredictor(CountedModel):
         return gradcam.cam(self.module, self._input(batch, pixels), self._positive)
 
     def _on_serving_thread(self, fn, rows: np.ndarray):
-        """``fn(rows)`` on the batchers' worker thread, the one that serves requests."""
+        """``fn(rows)`` on a worker thread of the batchers, where requests are served (the only one on CUDA)."""
         return self.batcher._executor.submit(fn, rows).result()
 
     def _warm_up(self) -> None:

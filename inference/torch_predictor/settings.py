@@ -42,3 +42,8 @@ class TorchPredictorSettings(BundleSettings):
     max_body_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="REST bodies over this are rejected (400).")
     num_threads: int | None = Field(None, ge=1, description="torch intra-op threads on CPU; default: the cores this "
                                                                "process may use (CPU affinity, cgroup CPU quota).")
+    forward_workers: int | None = Field(
+        None, ge=1, description="Forward passes run at once on CPU, each on a thread of its own with num_threads "
+        "intra-op threads; a further pass starts only with a full batch, so below saturation passes run one "
+        "at a time. Default: the cores this process may use divided by num_threads (so at least 1); always 1 "
+        "on CUDA.")

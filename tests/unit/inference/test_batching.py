@@ -283,3 +283,41 @@ def test_max_in_flight_must_be_positive_and_applies_to_async_models_only():
         DynamicBatcher(RemoteModel().call, "m", max_in_flight=0)
     assert DynamicBatcher(lambda r: (r,), "m", max_in_flight=3, inline=True).max_in_flight == 1
     assert DynamicBatcher(RemoteModel().call, "m", max_in_flight=3).max_in_flight == 3
+    threaded = DynamicBatcher(lambda r: (r,), "m", max_in_flight=3)
+    assert threaded.max_in_flight == 3 and threaded._executor._max_workers == 3
+    threaded.close()
+
+
+def test_a_threaded_model_runs_full_batches_at_once_on_its_threads_and_a_partial_one_waits():
+    import threading
+    import time
+
+    both = threading.Barrier(2, timeout=5)  # broken unless two calls are inside the model at the same time
+    calls: list[int] = []
+
+    def model(rows):
+        calls.append(len(rows))
+        if len(rows) == 2:
+            both.wait()
+        else:
+            time.sleep(0.2)
+        return (rows * 10,)
+
+    async def main():
+        batcher = DynamicBatcher(model, "m", max_batch_size=2, max_in_flight=2)
+        loop = asyncio.get_running_loop()
+        first = loop.create_task(batcher.submit(np.full((1, 1), 1.0)))  # idle: alone, and the model sleeps
+        await settle()
+        lone = loop.create_task(batcher.submit(np.full((1, 1), 2.0)))
+        await asyncio.sleep(0.05)
+        assert calls == [1]  # one row queued, not a full batch: it waits for the call out
+        pairs = [loop.create_task(batcher.submit(np.full((1, 1), 3.0 + i))) for i in range(4)]
+        results = [(await t)[0].tolist() for t in (first, lone, *pairs)]
+        batcher.close()
+        return results
+
+    results = asyncio.run(main())
+    assert results == [[[10.0]], [[20.0]], [[30.0]], [[40.0]], [[50.0]], [[60.0]]]
+    # the lone row goes with the first pair while the first call sleeps; the next pair meets it in the model
+    # (the barrier); the last row follows alone
+    assert calls == [1, 2, 2, 1] and not both.broken

@@ -256,6 +256,41 @@ def test_on_cpu_a_checked_frozen_channels_last_graph_is_served_and_cam_keeps_the
     plain.stop()
 
 
+def test_on_cpu_forward_workers_fill_the_cores_and_full_batches_run_at_once(pneumonia_bundle, monkeypatch):
+    import threading
+
+    import inference.torch_predictor.model as torch_model
+
+    monkeypatch.setattr(torch_model, "cpu_budget", lambda: 4)
+    defaults = TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle), device="cpu", num_threads=2))
+    assert defaults.load() and defaults.forward_workers == 2 and defaults.batcher.max_in_flight == 2
+    defaults.stop()
+
+    model = TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle), device="cpu", num_threads=1,
+                                                  forward_workers=2, max_batch_size=2))
+    assert model.load() and model.forward_workers == 2
+    both = threading.Barrier(2, timeout=10)  # broken unless two full batches are in the model at once
+    served, inside = model.served_module, []
+
+    def meeting(x):
+        inside.append(threading.current_thread().name)
+        if len(x) == 2:
+            both.wait()
+        return served(x)
+
+    model.served_module = meeting
+    pixels = np.random.default_rng(8).integers(0, 256, size=(9, 1, 24, 20), dtype=np.uint8)
+
+    async def main():
+        return await asyncio.gather(*(call(model, request("input", pixels[i:i + 1], "UINT8")) for i in range(9)))
+
+    results = asyncio.run(main())
+    logits, _ = _fp32_answers(pneumonia_bundle, ((pixels / 255.0 - 0.5) / 0.25).astype(np.float32))
+    np.testing.assert_allclose(np.concatenate([r["logits"] for r in results]), logits, rtol=1e-5, atol=1e-5)
+    assert not both.broken and len(set(inside)) == 2  # two worker threads, met in the model
+    model.stop()
+
+
 def _saved_graph_served(model, pneumonia_bundle):
     assert model.load() and model.served_module is model.module and model.freeze_check["agrees"] is False
     x = np.random.default_rng(7).normal(size=(2, 1, 24, 20)).astype(np.float32)
