@@ -12,7 +12,7 @@
 3. pneumonia full path images/s vs the raw batched forward pass of the same model on the same device,
    both in steady state (see :func:`bench_pneumonia`; at least ``BENCH_PNEUMONIA_SECONDS``, default 30,
    on a CPU, where one batch takes about a second), and vs the stock KServe peer (a plain ``kserve.Model``
-   doing the same decode + forward at the same torch threads, :mod:`stock_kserve_peer`) with one image per
+   doing the same decode + forward with as many torch threads, :mod:`stock_kserve_peer`) with one image per
    request and with the predictor's batch of images per request; ours is compared against the faster, as
    served (responses logged to the drift sidecar) and, like (2), on the peer's work (no request logging).
    On a CPU our predictor serves a frozen channels_last copy of the graph (its ``freeze`` setting) and raw
@@ -511,8 +511,15 @@ def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
     name = f"clinops full path (1 image/request, {2 * batch} connections)"
     # the peer logs nothing: ours also without its request logger and drift sidecar (the embeddings' tests)
     bare_name = "clinops full path, no request logging (the peer's work)"
+    # the same threads, arranged as each runs best: our predictor on CPU runs as many single-threaded forward
+    # passes at once as raw and the peer have torch threads (its forward_workers); the peer answers one request
+    # at a time on its event loop (KServe's --workers would spawn processes by pickling the loaded model, and a
+    # TorchScript module does not pickle), so its best is all threads in one pass
+    threads_args = ["--num_threads", "1", "--forward_workers", str(threads)] if device.type == "cpu" else \
+        ["--num_threads", str(threads)]
+    results["predictor_threads"] = " ".join(threads_args)
     stack_args = {"ports": "ephemeral",
-                  "extra_args": {"pneumonia/predictor": ["--max_batch_size", str(batch), "--num_threads", str(threads)],
+                  "extra_args": {"pneumonia/predictor": ["--max_batch_size", str(batch), *threads_args],
                                  "pneumonia/transformer": ["--batch_max_size", str(batch)]}}
     bares: list[dict] = []
     with peer, frozen_peer, LocalStack({"pneumonia": str(model_dir)}, log_dir=logs, drift_dir=logs / "pneumonia-drift",
@@ -763,7 +770,8 @@ def run(workdir: Path, logs: Path) -> int:
         print_heart_table(source, ones[source], twos[source])
     for source, three in threes.items():
         print(f"\npneumonia: {source}; image {three['image']}, batch {three['batch']}, {three['device']}, "
-              f"torch threads {three['torch_threads']} (raw and predictor), served graph {three['served_graph']}")
+              f"torch threads {three['torch_threads']} (raw forward and stock peer; predictor "
+              f"{three['predictor_threads']}), served graph {three['served_graph']}")
         for name, r in three.items():
             if isinstance(r, dict) and "images_per_s" in r:
                 extra = "".join(f", mean {k} batch {r[f'mean_{k}_batch']:.1f}" for k in ("transformer", "predictor")
