@@ -23,6 +23,7 @@ Load comes from ``wrk`` (the same generator, connections and duration for both s
 comparison). Prints a table and ratios; writes ``$CLINOPS_HOME/bench/serve.json``.
 Settings: ``BENCH_SECONDS`` (default 10), ``BENCH_CONNECTIONS`` (default 8), ``BENCH_ROUNDS`` (default 2:
 ours and the peer alternate, each measured once per round; the table shows the mean and every round),
+``BENCH_PNEUMONIA_SAMPLE`` (default 1; 0: (3) on the champion only),
 ``BENCH_ONLY`` (default ``1,2,3,4``: which comparisons to run; 4 is the explanations' latency,
 :mod:`explain_latency`), ``BENCH_TORCH_THREADS`` (torch intra-op
 threads of both the raw forward and the predictor in (3); default torch's own, the cores).
@@ -37,6 +38,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -248,8 +250,11 @@ def heart_bundle(workdir: Path) -> tuple[Path, str]:
 
 
 def pneumonia_bundles(workdir: Path) -> list[tuple[Path, str]]:
-    """The champion bundle first when there is one, then the sample model (always, for comparison)."""
+    """The champion bundle first when there is one, then the sample model (for comparison; left out with
+    ``BENCH_PNEUMONIA_SAMPLE=0`` when there is a champion)."""
     found = champion_bundle("pneumonia", workdir)
+    if found and os.environ.get("BENCH_PNEUMONIA_SAMPLE", "1") == "0":
+        return [found]
     return [*([found] if found else []), sample_pneumonia_bundle(workdir, "for comparison" if found else "no champion yet")]
 
 
@@ -528,6 +533,13 @@ def bench_pneumonia(model_dir: Path, logs: Path, batch: int = 32) -> dict:
         check_stock_pneumonia(peer, peer_url, body, expected)
         if frozen_url:
             check_stock_pneumonia(frozen_peer, frozen_url, body, expected)
+        # what our predictors really serve (their load check may refuse the frozen copy): raw runs the same
+        served_frozen = {serves_frozen_graph(folder / "pneumonia-predictor.log") for folder in (logs, logs / "no-logging")}
+        if len(served_frozen) != 1:
+            raise RuntimeError(f"the two stacks' predictors serve different graphs; see {logs}")
+        if not served_frozen.pop():
+            served = module
+            results["served_graph"] = "as saved (the predictor's freeze check refused the frozen copy; see its log)"
 
         def raw(graph=served) -> dict:  # in a worker thread, as the predictor runs its forward passes
             cpu: dict = {}
@@ -595,6 +607,14 @@ def full_path_run(stack: LocalStack, body: dict, batch: int, seconds: float) -> 
     for k in urls:
         run[f"mean_{k}_batch"] = mean_batch(marks["start"][k], marks["end"][k])
     return run
+
+
+def serves_frozen_graph(log: Path) -> bool:
+    """Whether the torch predictor that writes ``log`` serves its frozen graph, from its last load line."""
+    found = re.findall(r"frozen graph (True|False)", log.read_text(errors="replace"))
+    if not found:
+        raise RuntimeError(f"no load line in {log}")
+    return found[-1] == "True"
 
 
 def start_stock_pneumonia(model_dir: Path, image, threads: int, logs: Path, freeze: bool = False) -> tuple[Proc, str]:

@@ -336,9 +336,9 @@ def test_warm_up_runs_sizes_1_and_the_maximum_of_both_inputs_on_the_serving_thre
     monkeypatch.setattr(TorchPredictor, "_forward", recording)
     model = TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle), device="cpu", max_batch_size=6))
     assert model.load()
-    # warm-up, after the freeze check's two passes of the reference batch (saved graph, frozen copy)
-    assert [(dtype, rows) for _, dtype, rows in calls[:2]] == [("uint8", 6), ("uint8", 6)]
-    assert sorted((dtype, rows) for _, dtype, rows in calls[2:]) == [
+    # warm-up, after the freeze check's passes of its probe batch (the saved graph once, the frozen copy 3 times)
+    assert [(dtype, rows) for _, dtype, rows in calls[:4]] == [("uint8", 6)] * 4
+    assert sorted((dtype, rows) for _, dtype, rows in calls[4:]) == [
         ("float32", 1), ("float32", 6), ("uint8", 1), ("uint8", 6)]
     served = []
     model.batcher._executor.submit(lambda: served.append(threading.current_thread().name)).result()
