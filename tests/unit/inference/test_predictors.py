@@ -220,15 +220,19 @@ def test_precision_gap_measures_probabilities_and_relative_embeddings():
     assert prob == pytest.approx(0.25) and emb == pytest.approx(0.1)
 
 
+def _answers_pixels_as_the_saved_graph(model, bundle_dir, seed: int, rows: int) -> None:
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(rows, 1, 24, 20), dtype=np.uint8)
+    out = asyncio.run(call(model, request("input", pixels, "UINT8")))
+    logits, embedding = _fp32_answers(bundle_dir, ((pixels / 255.0 - 0.5) / 0.25).astype(np.float32))
+    np.testing.assert_allclose(out["logits"], logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["embedding"], embedding, rtol=1e-5, atol=1e-5)
+
+
 def test_channels_last_module_and_input_give_the_same_answers(pneumonia_bundle):
     model = TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle), device="cpu", channels_last=True))
     assert model.load() and model.channels_last
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.module.parameters() if p.dim() == 4)
-    pixels = np.random.default_rng(5).integers(0, 256, size=(2, 1, 24, 20), dtype=np.uint8)
-    out = asyncio.run(call(model, request("input", pixels, "UINT8")))
-    logits, embedding = _fp32_answers(pneumonia_bundle, ((pixels / 255.0 - 0.5) / 0.25).astype(np.float32))
-    np.testing.assert_allclose(out["logits"], logits, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(out["embedding"], embedding, rtol=1e-5, atol=1e-5)
+    _answers_pixels_as_the_saved_graph(model, pneumonia_bundle, seed=5, rows=2)
     model.stop()
 
 
@@ -243,11 +247,7 @@ def test_on_cpu_a_checked_frozen_channels_last_graph_is_served_and_cam_keeps_the
     assert model.served_module is not model.module and model.freeze_check["agrees"]
     assert model.freeze_check["probability_gap"] <= 1e-5 and model.freeze_check["embedding_gap"] <= 1e-4
     assert "prim::GetAttr" not in str(model.served_module.graph)  # weights inlined: frozen
-    pixels = np.random.default_rng(6).integers(0, 256, size=(5, 1, 24, 20), dtype=np.uint8)
-    out = asyncio.run(call(model, request("input", pixels, "UINT8")))
-    logits, embedding = _fp32_answers(pneumonia_bundle, ((pixels / 255.0 - 0.5) / 0.25).astype(np.float32))
-    np.testing.assert_allclose(out["logits"], logits, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(out["embedding"], embedding, rtol=1e-5, atol=1e-5)
+    _answers_pixels_as_the_saved_graph(model, pneumonia_bundle, seed=6, rows=5)
     model.stop()
 
     plain = TorchPredictor(TorchPredictorSettings(bundle=str(pneumonia_bundle), device="cpu", freeze=False))
