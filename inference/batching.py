@@ -23,8 +23,8 @@ model finds its next batch already waiting when it finishes one, instead of idli
 travels back and the next request travels out. A model run in worker threads may have as many calls
 out as the executor has threads (``max_in_flight`` up to that): the torch predictor on CPU runs two
 single-threaded forward passes at once, which keep two cores busy where one pass with two OpenMP
-threads waits at its barriers whenever another process on those cores preempts one of them. When such a further call may go is ``dispatch``:
-``"full"`` — only with a full batch (``max_batch_size`` rows), for a model whose calls are expensive
+threads waits at its barriers whenever another process on those cores preempts one of them.
+When such a further call may go is ``dispatch``: ``"full"`` — only with a full batch (``max_batch_size`` rows), for a model whose calls are expensive
 and want big batches (below saturation nothing changes: one call at a time); ``"eager"`` — as soon as
 a slot is free, for a model whose calls are cheap next to the caller's own work per request: the
 caller prepares the next requests while a call is out, instead of waiting for it.

@@ -16,9 +16,9 @@ when asked for.
 Frozen graph (CPU default, ``freeze``): the predictor serves ``torch.jit.freeze`` of the saved graph in
 channels_last (weights inlined, batch norm folded into the convolutions; on the EfficientNet-B0 champion
 on 2 CPU cores about 1.7x the images/s of the saved graph at batch 32). It is served only when, at load,
-its answers on plausible images (mid-grey with mild noise) match the saved graph's (``freeze_check``: class probabilities within
-``FREEZE_PROBABILITY_GAP``, embeddings within ``FREEZE_EMBEDDING_GAP`` relative to their norm); otherwise
-the saved graph is served and the gap is logged. Grad-CAM always runs on the saved graph (it needs the
+its answers on plausible images (mid-grey with mild noise) match the saved graph's (``freeze_check``:
+class probabilities within ``FREEZE_PROBABILITY_GAP``, embeddings within ``FREEZE_EMBEDDING_GAP``
+relative to their norm); otherwise the saved graph is served and the gap is logged. Grad-CAM always runs on the saved graph (it needs the
 trunk's maps and their gradients).
 
 Precision policy: the decision threshold and the drift reference were computed in fp32, so fp32 is
@@ -281,7 +281,7 @@ class TorchPredictor(CountedModel):
         agrees = prob <= FREEZE_PROBABILITY_GAP and emb <= FREEZE_EMBEDDING_GAP
         self.freeze_check = {"probability_gap": prob, "embedding_gap": emb, "agrees": agrees}
         if not agrees:
-            log.warning("the frozen graph's answers differ from the saved graph's on the reference batch "
+            log.warning("the frozen graph's answers differ from the saved graph's on plausible images "
                         "(probability by %.3g, embedding by %.3g relative; tolerance %.3g, %.3g): serving it as saved",
                         prob, emb, FREEZE_PROBABILITY_GAP, FREEZE_EMBEDDING_GAP)
             return self.module
