@@ -23,8 +23,8 @@ trunk's maps and their gradients).
 
 Precision policy: the decision threshold and the drift reference were computed in fp32, so fp32 is
 served by default (on a GPU with TF32 matmuls and convolutions, ``allow_tf32``). bf16 or fp16 autocast
-is served only when, at load, its answers on a reference batch (seeded noise images, normalised as
-served) match fp32's: every class probability within ``precision_tolerance`` (default 0.01) and every
+is served only when, at load, its answers on the plausible images the freeze check uses (mid-grey with
+mild noise, normalised as served) match fp32's: every class probability within ``precision_tolerance`` (default 0.01) and every
 embedding within 5× that relative to its norm. Otherwise the predictor serves fp32 and logs the
 measured difference (``precision_served`` and ``precision_check`` hold the outcome).
 
@@ -247,10 +247,6 @@ class TorchPredictor(CountedModel):
                 raise RuntimeError(f"warm-up gave logits {logits.shape}, embedding {embedding.shape}; "
                                    f"model_config.json says {self.config}")
 
-    def _reference_pixels(self) -> np.ndarray:
-        rows = min(self.settings.max_batch_size, 16)
-        return np.random.default_rng(0).integers(0, 256, size=(rows, *self.input_shape), dtype=np.uint8)
-
     def _plausible_pixels(self) -> np.ndarray:
         """Mid-grey images with mild noise (sigma 20 grey levels): activations in the range real images give.
         Uniform noise images drive a trained network's embedding to thousands of times its usual norm, where
@@ -288,8 +284,8 @@ class TorchPredictor(CountedModel):
         return frozen
 
     def _checked_autocast(self, dtype):
-        """``dtype`` when its answers on the reference batch match fp32's within the tolerance, else None."""
-        pixels = self._reference_pixels()
+        """``dtype`` when its answers on plausible images match fp32's within the tolerance, else None."""
+        pixels = self._plausible_pixels()
         exact = self._on_serving_thread(functools.partial(self._forward, pixels=True, amp_dtype=None), pixels)
         low = self._on_serving_thread(functools.partial(self._forward, pixels=True, amp_dtype=dtype), pixels)
         prob, emb = precision_gap(exact, low)
@@ -299,7 +295,7 @@ class TorchPredictor(CountedModel):
         self.precision_check = {"precision": name, "probability_gap": prob, "embedding_gap": emb,
                                 "tolerance": tolerance, "agrees": agrees}
         if not agrees:
-            log.warning("%s answers differ from fp32 on the reference batch (probability by %.4g, embedding by "
+            log.warning("%s answers differ from fp32 on plausible images (probability by %.4g, embedding by "
                         "%.4g relative; tolerance %.4g, %.4g): serving fp32", name, prob, emb, tolerance,
                         5 * tolerance)
             return None
