@@ -20,9 +20,9 @@ class TorchPredictorSettings(BundleSettings):
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="fp32 (TF32 matmuls allowed on GPU, see allow_tf32) matches the fp32 the decision "
         "threshold and drift reference were computed in; bf16/fp16 autocast on GPU is served only when it "
-        "agrees with fp32 on a reference batch at load (precision_tolerance), else fp32 is served.")
+        "agrees with fp32 on plausible images at load (precision_tolerance), else fp32 is served.")
     precision_tolerance: float = Field(
-        0.01, ge=0, description="Largest |P(class)| difference from fp32 on the load-time reference batch that "
+        0.01, ge=0, description="Largest |P(class)| difference from fp32 on the load-time probe images that "
         "bf16/fp16 may show; the embedding may differ by 5x this, relative to its norm.")
     allow_tf32: bool = Field(True, description="TF32 tensor cores for fp32 matmuls and convolutions on GPU.")
     autocast_on_cpu: bool = Field(False, description="Let bf16 autocast run on CPU too (tests of the GPU path).")
@@ -30,7 +30,7 @@ class TorchPredictorSettings(BundleSettings):
                                                          "CPU when the graph is frozen (see freeze).")
     freeze: bool | None = Field(
         None, description="Serve a frozen copy of the TorchScript graph (weights inlined, batch norm folded into "
-        "its convolutions), used only when its answers on a reference batch at load match the saved graph's "
+        "its convolutions), used only when its answers on plausible images at load match the saved graph's "
         "(freeze_check); Grad-CAM keeps the saved graph. Default: on CPU only.")
     max_batch_size: int = Field(32, ge=1, description="Most images one forward pass gets from dynamic batching.")
     max_wait_ms: float = Field(0.0, ge=0, description="Extra wait for more images once a batch has one (0: take "
