@@ -2,7 +2,10 @@
 
 For each workload (heart-disease: the champion bundle when ``$CLINOPS_HOME`` has one, else the sample
 gradient-boosting pipeline; pneumonia: the champion, else the sample EfficientNet-B0, as ``make bench-serve``
-picks them) a local stack (transformer, predictor, drift sidecar) starts on ephemeral loopback ports, then:
+picks them) a local stack (transformer, predictor, drift sidecar) starts on ephemeral loopback ports, its
+processes on core 0 and the load generators (wrk, the sender) on the other cores, as when clients call a server
+from machines of their own (``BENCH_OVERLOAD_PIN=0``: all share every core, and the sender, reniced ahead of
+the stack, then takes its CPU: on 2 cores that, not the server, decides the accepted tail), then:
 
 1. unloaded: ``wrk`` (8 connections for heart-disease, 128 for pneumonia) gives the capacity (req/s) and the
    unloaded p99;
@@ -25,7 +28,7 @@ Settings: ``BENCH_OVERLOAD_SECONDS`` (60), ``BENCH_OVERLOAD_FACTOR`` (10), ``BEN
 (10: heart-disease's wrk run), ``BENCH_OVERLOAD_IMAGE_CAPACITY_SECONDS`` (30: pneumonia's, whose batches take
 a second or more on a CPU), ``BENCH_OVERLOAD_CONNECTIONS`` (8: wrk connections for heart-disease's capacity),
 ``BENCH_OVERLOAD_IMAGE_CONNECTIONS`` (128: pneumonia's, twice the transformer's batch),
-``BENCH_OVERLOAD_WORKLOADS`` (``heart-disease,pneumonia``), ``BENCH_OVERLOAD_MAX_CONNECTIONS`` (8000:
+``BENCH_OVERLOAD_WORKLOADS`` (``heart-disease,pneumonia``), ``BENCH_OVERLOAD_PIN`` (1: the placement above), ``BENCH_OVERLOAD_MAX_CONNECTIONS`` (8000:
 connections the sender may hold open; a request due when all are busy is counted as unsent),
 ``BENCH_OVERLOAD_TIMEOUT`` (30 s per request), ``BENCH_OVERLOAD_INTERVAL`` (10 s: rows of the series),
 ``BENCH_OVERLOAD_MAX_IN_FLIGHT_ROWS`` / ``BENCH_OVERLOAD_MAX_IN_FLIGHT_PIXELS`` (unset: the runtimes'
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import math
@@ -88,6 +92,13 @@ SETTLE_S = 5.0  # after the sender's exit, before usage is read again
 PROBE_WINDOW_S = 10.0  # how long after the load stops the recovery probe keeps trying
 OUTPUTS = {"heart-disease": {"probability", "prediction", "risk_level"}, "pneumonia": {"probability", "label"}}
 MAX_SEND_LAG_P99_MS = 50.0  # the sender kept time: 99% of what was due sent, 99% of it no later than this
+# the stack on core 0, the load generators (wrk, the sender) and this process on the others, as when clients
+# call a server from machines of their own: what is measured is the server, not which of them the scheduler
+# favoured; 0: everything shares every core
+PIN = os.environ.get("BENCH_OVERLOAD_PIN", "1") != "0" and len(os.sched_getaffinity(0)) >= 2
+ALL_CORES = sorted(os.sched_getaffinity(0))
+STACK_CORES = set(ALL_CORES[:1]) if PIN else set(ALL_CORES)
+LOAD_CORES = set(ALL_CORES[1:]) if PIN else set(ALL_CORES)
 LOOP_TICK_S = 0.005  # the sender's loop-lag watch: how often it sleeps
 IDLE_REUSE_S = 3.0  # idle keep-alive connections older than this are closed, not reused (uvicorn closes at 5 s)
 
@@ -372,6 +383,19 @@ class Sender:
 
 
 # -- the stack's processes ------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def on_stack_cores(stack):
+    """Enter ``stack`` (its processes start) with this process on the stack's cores, which they inherit; then
+    back on the load generators' cores."""
+    with contextlib.ExitStack() as exits:
+        os.sched_setaffinity(0, STACK_CORES)
+        try:
+            entered = exits.enter_context(stack)
+        finally:
+            os.sched_setaffinity(0, LOAD_CORES)
+        yield entered
+
+
 def descendants(pid: int) -> list[int]:
     found, todo = [], [pid]
     while todo and len(found) < 256:
@@ -522,8 +546,9 @@ def overload(workload: str, folder: Path, source: str, workdir: Path, logs: Path
     from pipelines.local_stack import LocalStack
 
     body = request_body(workload, folder)
-    with LocalStack({workload: str(folder)}, ports="ephemeral", log_dir=logs / f"{workload}-unloaded",
-                    drift_dir=logs / f"{workload}-unloaded-drift", extra_args=stack_args(workload)) as stack:
+    with on_stack_cores(LocalStack({workload: str(folder)}, ports="ephemeral", log_dir=logs / f"{workload}-unloaded",
+                                   drift_dir=logs / f"{workload}-unloaded-drift",
+                                   extra_args=stack_args(workload))) as stack:
         base = unloaded(stack.endpoints[workload].infer_url, body, workload)
     bound = request_bound(base)
     rate = FACTOR * base["rps"]
@@ -531,8 +556,9 @@ def overload(workload: str, folder: Path, source: str, workdir: Path, logs: Path
           f"(wrk -c{CONNECTIONS[workload]}, {CAPACITY_SECONDS[workload]} s, load {base['load1']:.2f}); a stack with "
           f"the transformer's max_in_flight_requests {bound or 'default'} takes {rate:.0f} req/s for {SECONDS} s …",
           flush=True)
-    with LocalStack({workload: str(folder)}, ports="ephemeral", log_dir=logs / workload,
-                    drift_dir=logs / f"{workload}-drift", extra_args=stack_args(workload, bound)) as stack:
+    with on_stack_cores(LocalStack({workload: str(folder)}, ports="ephemeral", log_dir=logs / workload,
+                                   drift_dir=logs / f"{workload}-drift",
+                                   extra_args=stack_args(workload, bound))) as stack:
         url = stack.endpoints[workload].infer_url
         if WARMUP_S[workload]:
             from serve_throughput import wrk
@@ -661,9 +687,18 @@ def bench_home(name: str) -> tuple[Path, Path]:
     return home, logs
 
 
+def placement() -> str:
+    if not PIN:
+        return f"stack and load generators share cores {sorted(STACK_CORES)} (BENCH_OVERLOAD_PIN=0)"
+    return (f"stack on core {sorted(STACK_CORES)}, load generators on cores {sorted(LOAD_CORES)} "
+            f"(BENCH_OVERLOAD_PIN=0 shares them)")
+
+
 def main() -> int:
     home, logs = bench_home("overload")
+    os.sched_setaffinity(0, LOAD_CORES)  # wrk and the sender inherit it
     print(f"overload benchmark: workloads {','.join(WORKLOADS)}; {FACTOR:g}x the unloaded capacity for {SECONDS} s; "
+          f"{placement()}; "
           f"open-loop sender (asyncio/uvloop, its own process, up to {MAX_CONNECTIONS} connections, {TIMEOUT_S:g} s "
           f"timeout); capacity from wrk for {CAPACITY_SECONDS} s with {CONNECTIONS} connections; admission: "
           f"{ {w: v or 'default' for w, (_, v) in MAX_IN_FLIGHT.items()} }; loopback only; "
@@ -682,6 +717,7 @@ def main() -> int:
                                "settings": {"seconds": SECONDS, "factor": FACTOR, "capacity_seconds": CAPACITY_SECONDS,
                                             "capacity_connections": CONNECTIONS, "max_connections": MAX_CONNECTIONS,
                                             "timeout_s": TIMEOUT_S, "interval_s": INTERVAL_S,
+                                            "stack_cores": sorted(STACK_CORES), "load_cores": sorted(LOAD_CORES),
                                             "generator": "open-loop asyncio/uvloop sender, own process"},
                                "targets": {"p99_ratio": TARGET_P99_RATIO, "recovery_s": TARGET_RECOVERY_S,
                                            "rss_ratio": TARGET_RSS_RATIO},
