@@ -2,8 +2,10 @@
 
 One local stack (transformer, predictor, drift sidecar per workload) on ephemeral loopback ports. Each
 workload's capacity is measured alone with ``wrk`` (as in ``make bench-overload``), then a steady rate is
-offered for ``BENCH_SOAK_SECONDS``: ``BENCH_SOAK_SHARE`` (half) of heart-disease's capacity and, at the
-same time, ``BENCH_SOAK_PNEUMONIA_SHARE`` (a fifth) of pneumonia's. The rate comes from the open-loop
+offered for ``BENCH_SOAK_SECONDS``: ``BENCH_SOAK_SHARE`` (0.35) of heart-disease's capacity and, at the
+same time, ``BENCH_SOAK_PNEUMONIA_SHARE`` (0.15) of pneumonia's. Each capacity is the whole machine's for
+that workload alone, so the two shares add up to the machine's load: half of it by default (0.5 of each
+at once would offer the machine its full capacity, senders and drift sidecars on top). The rate comes from the open-loop
 sender of ``overload.py`` (one process per workload; wrk cannot hold a rate). Every
 ``BENCH_SOAK_INTERVAL`` seconds the RSS and open file descriptors of every stack process are read from
 ``/proc``, and each sender reports the requests completed in that interval: answers, errors, latency p50/p99.
@@ -14,8 +16,8 @@ descriptor each); p99 within 1.5x (or 5 ms) for each workload; and no error in t
 (any status but 200, 503 included, connection errors, timeouts). A missed one is printed as MISS; the run
 still exits 0.
 
-Settings: ``BENCH_SOAK_SECONDS`` (600), ``BENCH_SOAK_INTERVAL`` (30), ``BENCH_SOAK_SHARE`` (0.5),
-``BENCH_SOAK_PNEUMONIA_SHARE`` (0.2; 0 soaks heart-disease alone), ``BENCH_SOAK_CAPACITY_SECONDS`` (10) and
+Settings: ``BENCH_SOAK_SECONDS`` (600), ``BENCH_SOAK_INTERVAL`` (30), ``BENCH_SOAK_SHARE`` (0.35),
+``BENCH_SOAK_PNEUMONIA_SHARE`` (0.15; 0 soaks heart-disease alone), ``BENCH_SOAK_CAPACITY_SECONDS`` (10) and
 ``BENCH_SOAK_IMAGE_CAPACITY_SECONDS`` (30: the wrk runs that measure capacity); wrk connections and the
 sender's limits are ``make bench-overload``'s settings. Writes ``$CLINOPS_HOME/bench/soak.json``; logs in
 ``$CLINOPS_HOME/bench/logs/soak``.
@@ -37,8 +39,9 @@ import overload  # noqa: E402
 
 SECONDS = int(os.environ.get("BENCH_SOAK_SECONDS", "600"))
 INTERVAL_S = float(os.environ.get("BENCH_SOAK_INTERVAL", "30"))
-SHARES = {"heart-disease": float(os.environ.get("BENCH_SOAK_SHARE", "0.5")),
-          "pneumonia": float(os.environ.get("BENCH_SOAK_PNEUMONIA_SHARE", "0.2"))}
+# shares of each workload's own capacity, offered at once: together half the machine's
+SHARES = {"heart-disease": float(os.environ.get("BENCH_SOAK_SHARE", "0.35")),
+          "pneumonia": float(os.environ.get("BENCH_SOAK_PNEUMONIA_SHARE", "0.15"))}
 CAPACITY_SECONDS = {"heart-disease": int(os.environ.get("BENCH_SOAK_CAPACITY_SECONDS", "10")),
                     "pneumonia": int(os.environ.get("BENCH_SOAK_IMAGE_CAPACITY_SECONDS", "30"))}
 RSS_TOLERANCE = (0.10, 16.0)  # relative, MiB: whichever allows more
