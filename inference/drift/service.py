@@ -9,13 +9,13 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from bundle import Bundle, observations
 from inference.drift import events
 from inference.drift.metrics import DriftMetrics
+from inference.drift.recent import RecentEvents
 from inference.drift.settings import DriftSettings
 from inference.drift.store import ObservationStore, StoreFull
 from inference.drift.verdicts import VerdictLog
@@ -52,7 +52,7 @@ class DriftService:
         self.store = ObservationStore(log_dir, settings.max_log_bytes, settings.max_log_age_s, fsync=settings.fsync)
         self.windower = Windower(self.window, detector.needs, settings.pair_timeout_s, settings.min_rows,
                                  settings.max_pending)
-        self.seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self.seen = RecentEvents(DEDUP_MEMORY)
         self.queue: list[ClosedWindow] = []
         self.lock = threading.Lock()
         self._wake: asyncio.Event | None = None
@@ -66,7 +66,7 @@ class DriftService:
         before, after = [], []
         for record in observations.read(self.store.log_dir, since_seq=checkpoint.replay_from):
             (before if record.seq <= checkpoint.consumed_through else after).append(record)
-            self._remember(record.id, record.type)
+            self.seen.add(record.id, record.type)
         self.windower.restore(checkpoint, before)
         for record in after:
             self.queue += self.windower.add(record)
@@ -74,16 +74,6 @@ class DriftService:
         log.info("drift sidecar for %s: resumed after %d verdicts; %d rows in the current window, %d windows "
                  "to test, log at seq %d", self.workload, self.verdicts.count, self.windower.rows, len(self.queue),
                  self.store.next_seq - 1)
-
-    def _remember(self, event_id: str, kind: str) -> bool:
-        """False when (id, type) was already taken: a sender's retry."""
-        key = (event_id, kind)
-        if key in self.seen:
-            return False
-        self.seen[key] = None
-        if len(self.seen) > DEDUP_MEMORY:
-            self.seen.popitem(last=False)
-        return True
 
     # -- the request path ---------------------------------------------------------------------------------
     def accept(self, headers: dict[str, str], body: bytes) -> Answer:
@@ -118,7 +108,7 @@ class DriftService:
             except OSError as err:
                 return self._reject(503, "log_unwritable", f"the observation log cannot be written: {err.strerror}",
                                     retry_after=5)
-            self._remember(event.id, event.kind)
+            self.seen.add(event.id, event.kind)
             self.queue += self.windower.add(record)
             self.metrics.processed.labels(w, event.kind).inc()
             self._gauges()
