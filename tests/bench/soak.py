@@ -87,18 +87,33 @@ def soak(bundles: dict, workdir: Path, logs: Path) -> dict:
         print("soaking: " + ", ".join(f"{w} at {r:.1f} req/s" for w, r in rates.items())
               + f" for {SECONDS} s, a sample every {INTERVAL_S:g} s", flush=True)
         t0 = time.monotonic() + 1.0
-        samples = [{"t_s": 0.0, "load1": overload.load1(), "usage": overload.stack_usage(stack)}]
+        samples = [{"t_s": 0.0, "load1": overload.load1(), "usage": overload.stack_usage(stack), "cpu_busy": None}]
+        jiffies = cpu_jiffies()
         senders = {w: overload.Sender(urls[w], bodies[w], rates[w], SECONDS, INTERVAL_S, t0, workdir) for w in bundles}
         for k in range(1, int(SECONDS // INTERVAL_S) + 1):  # bounded: one sample per interval
             time.sleep(max(0.0, t0 + k * INTERVAL_S - time.monotonic()))
-            sample = {"t_s": k * INTERVAL_S, "load1": overload.load1(), "usage": overload.stack_usage(stack)}
+            now = cpu_jiffies()  # the shares are meant to keep the machine about half busy: this says whether they did
+            sample = {"t_s": k * INTERVAL_S, "load1": overload.load1(), "usage": overload.stack_usage(stack),
+                      "cpu_busy": busy_share(jiffies, now)}
+            jiffies = now
             samples.append(sample)
-            print(f"  {sample['t_s']:>6.0f} s  load {sample['load1']:.2f}  "
+            print(f"  {sample['t_s']:>6.0f} s  load {sample['load1']:.2f}  cpu {100 * (sample['cpu_busy'] or 0):.0f}% busy  "
                   + "  ".join(f"{name.split('/')[0][:5]}/{name.split('/', 1)[1]} {u['rss_mib'] or 0:.0f} MiB "
                               f"{u['fds'] or 0} fds" for name, u in sample["usage"].items()), flush=True)
         results = {w: s.result() for w, s in senders.items()}
         alive = stack.alive()
     return {"capacity": capacity, "rates": rates, "samples": samples, "senders": results, "alive_after": alive}
+
+
+def cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine so far, in jiffies (``/proc/stat``; idle and iowait are not busy)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(values) - values[3] - values[4], sum(values)
+
+
+def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else None
 
 
 def judge(run: dict) -> dict:
@@ -176,6 +191,11 @@ def report(run: dict, judged: dict) -> None:
               f"{s['read_errors']}, timeouts {s['timeouts']}, unsent {s['unsent']}) {overload.verdict(n == 0)}")
     flat = v["rss_flat"] and v["fds_flat"] and v["latency_flat"] and v["no_errors"] and v["all_processes_alive"]
     print(f"  every process alive after: {overload.verdict(v['all_processes_alive'])}")
+    busy = [x["cpu_busy"] for x in run["samples"][1:] if x.get("cpu_busy") is not None]
+    if busy:
+        print(f"  the machine's CPU was {100 * sum(busy) / len(busy):.0f}% busy on average ({100 * min(busy):.0f}…"
+              f"{100 * max(busy):.0f}% by interval; the shares aim at about half: near 100%, the soak measured a "
+              f"saturated machine, not a steady one)")
     print(f"  soak: {'FLAT' if flat else 'NOT FLAT'} "
           f"({', '.join(k for k, ok in v.items() if not ok) or 'every check passed'})")
 
