@@ -4,8 +4,10 @@ One local stack (transformer, predictor, drift sidecar per workload) on ephemera
 workload's capacity is measured alone with ``wrk`` (as in ``make bench-overload``), then a steady rate is
 offered for ``BENCH_SOAK_SECONDS``: ``BENCH_SOAK_SHARE`` (0.35) of heart-disease's capacity and, at the
 same time, ``BENCH_SOAK_PNEUMONIA_SHARE`` (0.15) of pneumonia's. Each capacity is the whole machine's for
-that workload alone, so the two shares add up to the machine's load: half of it by default (0.5 of each
-at once would offer the machine its full capacity, senders and drift sidecars on top). The rate comes from the open-loop
+that workload alone, so the two shares add up to half the machine's throughput by default (0.5 of each at
+once would offer it all). Half the throughput is not half the CPU: below capacity the predictors form small
+batches, so a request costs more; the CPU reading printed per interval says how busy the machine really was
+(98% at these defaults on 2 cores). The rate comes from the open-loop
 sender of ``overload.py`` (one process per workload; wrk cannot hold a rate). Every
 ``BENCH_SOAK_INTERVAL`` seconds the RSS and open file descriptors of every stack process are read from
 ``/proc``, and each sender reports the requests completed in that interval: answers, errors, latency p50/p99.
@@ -39,7 +41,7 @@ import overload  # noqa: E402
 
 SECONDS = int(os.environ.get("BENCH_SOAK_SECONDS", "600"))
 INTERVAL_S = float(os.environ.get("BENCH_SOAK_INTERVAL", "30"))
-# shares of each workload's own capacity, offered at once: together half the machine's
+# shares of each workload's own capacity, offered at once: together half the machine's throughput
 SHARES = {"heart-disease": float(os.environ.get("BENCH_SOAK_SHARE", "0.35")),
           "pneumonia": float(os.environ.get("BENCH_SOAK_PNEUMONIA_SHARE", "0.15"))}
 CAPACITY_SECONDS = {"heart-disease": int(os.environ.get("BENCH_SOAK_CAPACITY_SECONDS", "10")),
