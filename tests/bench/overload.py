@@ -411,23 +411,26 @@ def descendants(pid: int) -> list[int]:
 
 
 def usage(pid: int) -> dict | None:
-    """RSS (MiB) and open file descriptors of one process, or None once it is gone."""
+    """RSS (MiB), open file descriptors and CPU seconds used so far (user + system) of one process, or None once
+    it is gone."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
         rss_kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
-        return {"rss_mib": rss_kib / 1024, "fds": len(os.listdir(f"/proc/{pid}/fd"))}
-    except (OSError, StopIteration):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # after the command's name
+        cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+        return {"rss_mib": rss_kib / 1024, "fds": len(os.listdir(f"/proc/{pid}/fd")), "cpu_s": cpu_s}
+    except (OSError, StopIteration, IndexError, ValueError):
         return None
 
 
 def stack_usage(stack) -> dict:
-    """Every stack process (and whatever it started) by name: RSS in MiB and open descriptors."""
+    """Every stack process (and whatever it started) by name: RSS in MiB, open descriptors, CPU seconds."""
     out = {}
     for key, process in stack.processes.items():
         for pid in [process.popen.pid, *descendants(process.popen.pid)]:
             got = usage(pid)
             name = key if pid == process.popen.pid else f"{key} child {pid}"
-            out[name] = {"pid": pid, **(got or {"rss_mib": None, "fds": None, "gone": True})}
+            out[name] = {"pid": pid, **(got or {"rss_mib": None, "fds": None, "cpu_s": None, "gone": True})}
     return out
 
 
