@@ -291,8 +291,9 @@ def report(run: dict, judged: dict) -> None:
     busy = [x["cpu_busy"] for x in run["samples"][1:] if x.get("cpu_busy") is not None]
     if busy:
         print(f"  the machine's CPU was {100 * sum(busy) / len(busy):.0f}% busy on average ({100 * min(busy):.0f}…"
-              f"{100 * max(busy):.0f}% by interval; the calibration aimed at {100 * TARGET_BUSY:.0f}%: near 100%, "
-              f"the soak measured a saturated machine, not a steady one)")
+              f"{100 * max(busy):.0f}% by interval; "
+              + (f"the calibration aimed at {100 * TARGET_BUSY:.0f}%" if TARGET_BUSY > 0 else "no calibration: the shares as given")
+              + "; near 100%, the soak measured a saturated machine, not a steady one)")
     print(f"  soak: {'FLAT' if flat else 'NOT FLAT'} "
           f"({', '.join(k for k, ok in v.items() if not ok) or 'every check passed'})")
 
