@@ -372,3 +372,29 @@ def test_a_chunked_body_over_the_limit_is_a_413_before_it_is_read_whole(tmp_path
         assert answer.status_code == 413 and "the limit is 4096 bytes" in answer.json()["error"]
         assert client.post("/", content=small, headers=headers).status_code == 200  # and it goes on serving
     assert rejected(service, "body_too_large") == 1 and [r.id for r in log_lines(service)] == ["ok"]
+
+
+def test_events_over_http_get_the_services_answer_with_json_and_retry_after_and_other_methods_a_405(
+        tmp_path, heart_bundle):
+    from starlette.testclient import TestClient
+
+    from inference.drift.app import build_app
+
+    service = make(tmp_path, heart_bundle, FakeDetector(needs=frozenset({REQUEST, RESPONSE})), window_size=100,
+                   max_pending=2)
+    with TestClient(build_app(service)) as client:
+        taken = [client.post("/", content=event(f"h{i}", [[1.0]])[1], headers=event(f"h{i}", [[1.0]])[0])
+                 for i in range(2)]
+        assert [(a.status_code, a.headers["content-type"], a.json()["status"], a.json()["id"]) for a in taken] == [
+            (200, "application/json", "accepted", "h0"), (200, "application/json", "accepted", "h1")]
+        headers, body = event("h2", [[1.0]])
+        refused = client.post("/", content=body, headers=headers)  # a third waiting half: past max_pending
+        assert (refused.status_code, refused.headers["retry-after"], refused.json()["reason"]) == (
+            429, "1", "backpressure")
+        bad = client.post("/", content=b"{not json", headers=headers)
+        assert bad.status_code == 400 and bad.json()["reason"] and "retry-after" not in bad.headers
+        wrong = client.get("/")
+        assert (wrong.status_code, wrong.headers["allow"]) == (405, "POST") and "POST" in wrong.json()["error"]
+        assert client.get("/healthz").json() == {"status": "ok", "workload": W}
+        assert client.get("/v1/drift").status_code == 200
+    assert rejected(service, "backpressure") == 1 and [r.id for r in log_lines(service)] == ["h0", "h1"]
