@@ -50,14 +50,14 @@ CAPACITY_SECONDS = {"heart-disease": int(os.environ.get("BENCH_SOAK_CAPACITY_SEC
                     "pneumonia": int(os.environ.get("BENCH_SOAK_IMAGE_CAPACITY_SECONDS", "30"))}
 RSS_TOLERANCE = (0.10, 16.0)  # relative, MiB: whichever allows more
 FD_TOLERANCE = 2
-P99_TOLERANCE = (1.5, 5.0)
+P99_TOLERANCE = (1.5, 5.0)  # ratio, ms: whichever allows more
 # half capacity, read as half of the machine: the rates are scaled until the CPU is this busy (0: the shares as given)
 TARGET_BUSY = float(os.environ.get("BENCH_SOAK_BUSY", "0.5"))
 CALIBRATE_TOLERANCE = 0.05
 CALIBRATE_STEPS = int(os.environ.get("BENCH_SOAK_CALIBRATE_STEPS", "5"))
 CALIBRATE_SECONDS = float(os.environ.get("BENCH_SOAK_CALIBRATE_SECONDS", "20"))
 CALIBRATE_WARMUP_S = 5.0
-SETTLE_BUSY, SETTLE_LIMIT_S = 0.15, 120.0  # ratio, ms: whichever allows more
+SETTLE_BUSY, SETTLE_LIMIT_S = 0.15, 120.0  # the machine counts as settled below this busy share
 ERROR_KEYS = ("shed", "bad_200", "other_5xx", "other_status", "connect_errors", "read_errors", "timeouts", "unsent")
 
 
@@ -158,7 +158,7 @@ def calibrate(urls: dict, bodies: dict, rates: dict, workdir: Path) -> list[dict
                       "next_rates": {w: r * factor for w, r in rates.items()},
                       "errors": {w: errors(r) for w, r in results.items()},
                       "p99_ms": {w: r["ok_p99_ms"] for w, r in results.items()}})
-        print(f"  calibration {step}: " + ", ".join(f"{w} {r:.1f} req/s" for w, r in rates.items())
+        print(f"  calibration {step} (after {waited:.0f} s settling): " + ", ".join(f"{w} {r:.1f} req/s" for w, r in rates.items())
               + f" → CPU {100 * busy:.0f}% busy (target {100 * TARGET_BUSY:.0f}% ± {100 * CALIBRATE_TOLERANCE:.0f})"
               + ("" if close else f"; rates × {factor:.2f}"), flush=True)
         rates = steps[-1]["next_rates"]
