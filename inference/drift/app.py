@@ -36,9 +36,9 @@ class EventsFirst:
         if scope["type"] != "http" or scope["path"] != "/":
             await self.app(scope, receive, send)
             return
-        if scope["method"] != "POST":
-            await _answer(send, 405, {"error": f"{scope['method']} /: logged events are POSTed here"},
-                          [(b"allow", b"POST")])
+        if scope["method"] != "POST":  # counted with the other refusals
+            refused = self.service._reject(405, "method_not_allowed", f"{scope['method']} /: logged events are POSTed here")
+            await _answer(send, refused.status, refused.body, [(b"allow", b"POST")])
             return
         headers: dict[str, str] = {}
         for key, value in scope["headers"]:  # names come lower-cased; the first of repeated ones counts
