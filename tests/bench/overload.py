@@ -424,13 +424,14 @@ def usage(pid: int) -> dict | None:
 
 
 def stack_usage(stack) -> dict:
-    """Every stack process (and whatever it started) by name: RSS in MiB, open descriptors, CPU seconds."""
-    out = {}
+    """Every stack process (and whatever it started) by name: RSS in MiB, open descriptors, CPU seconds, and
+    ``t``, the monotonic time of reading (CPU seconds over a time difference give a share of a core)."""
+    out, t = {}, time.monotonic()
     for key, process in stack.processes.items():
         for pid in [process.popen.pid, *descendants(process.popen.pid)]:
             got = usage(pid)
             name = key if pid == process.popen.pid else f"{key} child {pid}"
-            out[name] = {"pid": pid, **(got or {"rss_mib": None, "fds": None, "cpu_s": None, "gone": True})}
+            out[name] = {"pid": pid, "t": t, **(got or {"rss_mib": None, "fds": None, "cpu_s": None, "gone": True})}
     return out
 
 

@@ -115,13 +115,13 @@ def soak(bundles: dict, workdir: Path, logs: Path) -> dict:
                                       for w, r in rates.items())
               + f" for {SECONDS} s, a sample every {INTERVAL_S:g} s", flush=True)
         t0 = time.monotonic() + 1.0
-        samples = [{"t_s": 0.0, "load1": overload.load1(), "usage": stack_usage(stack), "cpu_busy": None}]
+        samples = [{"t_s": 0.0, "load1": overload.load1(), "usage": overload.stack_usage(stack), "cpu_busy": None}]
         jiffies = cpu_jiffies()
         senders = {w: overload.Sender(urls[w], bodies[w], rates[w], SECONDS, INTERVAL_S, t0, workdir) for w in bundles}
         for k in range(1, int(SECONDS // INTERVAL_S) + 1):  # bounded: one sample per interval
             time.sleep(max(0.0, t0 + k * INTERVAL_S - time.monotonic()))
             now = cpu_jiffies()  # the shares are meant to keep the machine about half busy: this says whether they did
-            sample = {"t_s": k * INTERVAL_S, "load1": overload.load1(), "usage": stack_usage(stack),
+            sample = {"t_s": k * INTERVAL_S, "load1": overload.load1(), "usage": overload.stack_usage(stack),
                       "cpu_busy": busy_share(jiffies, now)}
             jiffies = now
             samples.append(sample)
@@ -179,12 +179,6 @@ def settle(limit_s: float = SETTLE_LIMIT_S) -> float:
         if (busy_share(before, cpu_jiffies()) or 0.0) < SETTLE_BUSY:
             break
     return time.monotonic() - start
-
-
-def stack_usage(stack) -> dict:
-    """``overload.stack_usage`` with the time of reading, so that CPU seconds turn into a share of a core."""
-    t = time.monotonic()
-    return {name: {**u, "t": t} for name, u in overload.stack_usage(stack).items()}
 
 
 def cpu_percent(before: dict, after: dict, name: str) -> str:

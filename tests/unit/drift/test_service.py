@@ -383,8 +383,8 @@ def test_events_over_http_get_the_services_answer_with_json_and_retry_after_and_
     service = make(tmp_path, heart_bundle, FakeDetector(needs=frozenset({REQUEST, RESPONSE})), window_size=100,
                    max_pending=2)
     with TestClient(build_app(service)) as client:
-        taken = [client.post("/", content=event(f"h{i}", [[1.0]])[1], headers=event(f"h{i}", [[1.0]])[0])
-                 for i in range(2)]
+        taken = [client.post("/", content=body, headers=headers)
+                 for headers, body in (event(f"h{i}", [[1.0]]) for i in range(2))]
         assert [(a.status_code, a.headers["content-type"], a.json()["status"], a.json()["id"]) for a in taken] == [
             (200, "application/json", "accepted", "h0"), (200, "application/json", "accepted", "h1")]
         headers, body = event("h2", [[1.0]])
@@ -392,7 +392,8 @@ def test_events_over_http_get_the_services_answer_with_json_and_retry_after_and_
         assert (refused.status_code, refused.headers["retry-after"], refused.json()["reason"]) == (
             429, "1", "backpressure")
         bad = client.post("/", content=b"{not json", headers=headers)
-        assert bad.status_code == 400 and bad.json()["reason"] and "retry-after" not in bad.headers
+        assert (bad.status_code, bad.json()["reason"]) == (400, "body") and "not JSON" in bad.json()["error"]
+        assert "retry-after" not in bad.headers
         wrong = client.get("/")
         assert (wrong.status_code, wrong.headers["allow"]) == (405, "POST") and "POST" in wrong.json()["error"]
         assert client.get("/healthz").json() == {"status": "ok", "workload": W}
