@@ -383,6 +383,12 @@ def scrape(metrics_url: str) -> dict[str, float]:
             if line and not line.startswith("#")}
 
 
+def metric_sum(metrics: dict[str, float], name: str, **labels) -> float:
+    """The sum of ``name``'s series in a :func:`scrape` that carry every one of ``labels``."""
+    return sum(v for k, v in metrics.items() if k.split("{")[0] == name
+               and all(f'{a}="{b}"' in k for a, b in labels.items()))
+
+
 def batch_counts(metrics_url: str) -> tuple[float, float]:
     """(batches, rows) of the process's dynamic batcher so far, from its ``clinops_batch_size`` histogram."""
     values = {series.split("{")[0]: value for series, value in scrape(metrics_url).items()
