@@ -53,7 +53,7 @@ class EventsFirst:
             size = f"{declared} bytes" if declared else "longer than that (sent in chunks)"
             answer = self.service._reject(413, "body_too_large", f"the limit is {limit} bytes; the event body is {size}")
         else:
-            answer = self.service.accept(headers, body)
+            answer = await self.service.accept_durably(headers, body)
         await _answer(send, answer.status, answer.body,
                       [(b"retry-after", str(answer.retry_after).encode())] if answer.retry_after else [])
 

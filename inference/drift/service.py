@@ -56,6 +56,7 @@ class DriftService:
         self.queue: list[ClosedWindow] = []
         self.lock = threading.Lock()
         self._wake: asyncio.Event | None = None
+        self._syncing: asyncio.Future | None = None  # the fsync under way, which later events wait for
         self.windows_tested = 0
         self._resume()
 
@@ -115,6 +116,28 @@ class DriftService:
         self._poke()
         return Answer(200, {"status": "accepted", "id": event.id, "type": event.kind, "seq": record.seq})
 
+    async def accept_durably(self, headers: dict[str, str], body: bytes) -> Answer:
+        """:meth:`accept`, and with ``fsync`` its 200 only once the record is durable: the answer waits for an
+        fsync on a thread (one covers every event written before it began), the event loop does not."""
+        answer = self.accept(headers, body)
+        if answer.status != 200 or not self.settings.fsync:
+            return answer
+        # a duplicate (a retry) may have come while its first copy waits for its fsync: it waits for all written
+        seq = answer.body.get("seq") or (self.store.next_seq - 1 if answer.body["status"] == "duplicate" else None)
+        if seq is None:
+            return answer
+        try:
+            while self.store.synced_seq < seq:
+                syncing = self._syncing
+                if syncing is None or syncing.done():
+                    syncing = self._syncing = asyncio.ensure_future(asyncio.to_thread(self.store.sync))
+                await asyncio.shield(syncing)  # a sender that goes away does not cancel the others' fsync
+        except OSError as err:
+            log.error("drift sidecar: the observation log cannot be synced to disk: %s", err.strerror)
+            return self._reject(503, "log_unwritable", f"the observation log cannot be synced to disk: {err.strerror}",
+                                retry_after=5)
+        return answer
+
     def _reject(self, status: int, reason: str, message: str, retry_after: int | None = None) -> Answer:
         self.metrics.rejected.labels(self.workload, reason).inc()
         return Answer(status, {"error": message, "reason": reason}, retry_after)
@@ -142,6 +165,10 @@ class DriftService:
                 if not self.queue:
                     return done
                 window = self.queue[0]
+            try:
+                self.store.sync()  # a verdict is recorded only over durable rows (with fsync; else a no-op)
+            except OSError as err:  # the events' senders are told 503 and retry; the window is tested all the same
+                log.error("drift sidecar: the observation log cannot be synced to disk: %s", err.strerror)
             try:
                 verdict = self._verdict(window)
             except Exception as err:  # a window the detector cannot test is recorded, never retried forever

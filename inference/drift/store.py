@@ -1,8 +1,10 @@
 """The durable half of the sidecar: an append-only observation log (format: :mod:`bundle.observations`).
 
 An event is acknowledged only after its line is written to the segment file (``write`` reached the
-kernel: a ``kill -9`` loses nothing; ``fsync`` also survives a power cut, at a cost per event). A line
-cut short by a crash is cut off at the next start. Retention removes whole segments, oldest first, once
+kernel: a ``kill -9`` loses nothing). With ``fsync`` it is acknowledged only after :meth:`sync` has made it
+durable too (it survives a power cut): one ``fsync`` covers every line written before it began, so events
+that arrive while one runs share the next (group commit) and the event loop never waits on the disk (the
+service calls it on a thread). A line cut short by a crash is cut off at the next start. Retention removes whole segments, oldest first, once
 they are older than ``max_age_s`` (since their last write) or the log is over ``max_bytes``, but never a
 segment that holds observations the detector has not yet used: when that is what fills the log,
 :meth:`append` raises :class:`StoreFull` and the sender is told to retry (HTTP 503), nothing is dropped.
@@ -14,6 +16,7 @@ of a quiet clinic's traffic); the segment being written goes too once it has age
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -45,6 +48,9 @@ class ObservationStore:
         self._size = 0
         self._bytes = sum(p.stat().st_size for p in segments(self.log_dir))
         self.next_seq = self._recover()
+        # what a crash of the machine cannot take: every record up to this seq (a restart trusts what it found)
+        self.synced_seq = self.next_seq - 1
+        self._sync_lock = threading.Lock()  # one fsync at a time; a segment is not closed under one
 
     # -- start-up --------------------------------------------------------------------------------------
     def _recover(self) -> int:
@@ -86,23 +92,42 @@ class ObservationStore:
         if written != len(line):  # a full disk: take the partial line back so the log stays readable
             os.ftruncate(self._fd, self._size)
             raise StoreFull(f"short write to the observation log ({written} of {len(line)} bytes)")
-        if self.fsync:
-            os.fsync(self._fd)
         self._size += len(line)
         self._bytes += len(line)
         self.next_seq += 1
         return record
 
+    def sync(self) -> int:
+        """Make every record written so far durable (``fsync``; nothing to do without the setting); safe from any
+        thread. Returns the seq it made durable through."""
+        with self._sync_lock:
+            target = self.next_seq - 1  # written before this read; later ones may be covered too
+            if self.fsync and target > self.synced_seq and self._fd is not None:
+                os.fsync(self._fd)  # the segments before this one were synced as they were closed
+            self.synced_seq = max(self.synced_seq, target)
+            return self.synced_seq
+
     def _open_segment(self, first_seq: int) -> None:
-        self.close()
-        path = self.folder / segment_name(first_seq)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
-        self._size = os.fstat(self._fd).st_size
+        with self._sync_lock:
+            self._close()
+            path = self.folder / segment_name(first_seq)
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+            self._size = os.fstat(self._fd).st_size
 
     def close(self) -> None:
+        with self._sync_lock:
+            self._close()
+
+    def _close(self) -> None:
+        """Under the sync lock: a segment is closed synced, so that :meth:`sync` need only sync the open one."""
         if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+            fd, self._fd = self._fd, None
+            try:
+                if self.fsync and self.next_seq - 1 > self.synced_seq:
+                    os.fsync(fd)  # a failure reaches the caller: an append answers 503, and nothing is marked synced
+                self.synced_seq = self.next_seq - 1
+            finally:
+                os.close(fd)
 
     # -- retention -------------------------------------------------------------------------------------
     def enforce_retention(self, now: float | None = None) -> None:

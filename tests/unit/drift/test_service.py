@@ -1,7 +1,11 @@
 """The sidecar's core without HTTP: what it answers to each event, its backpressure, and a restart after a
 kill -9 that neither loses nor double-counts a row."""
 
+import asyncio
+import errno
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -73,6 +77,65 @@ def test_a_retried_event_is_acknowledged_as_duplicate_and_kept_once(tmp_path, he
     assert restarted.accept(*event("a", [[1.0, 2.0]])).body["status"] == "duplicate"
     assert restarted.windower.rows == 1
     restarted.close()
+
+
+class SlowFsync:
+    """``os.fsync`` taking ``seconds``, as a disk does: records how far the store had written at each call."""
+
+    def __init__(self, monkeypatch, store, seconds=0.02, error=None):
+        self.store, self.seconds, self.error, self.covered = store, seconds, error, []
+        monkeypatch.setattr(os, "fsync", self)
+
+    def __call__(self, fd):
+        if self.error:
+            raise self.error
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        self.covered.append(self.store.next_seq - 1 if name.endswith(".jsonl") and "/segments/" in name
+                            else name.rsplit("/", 1)[1])
+        time.sleep(self.seconds)
+
+
+async def answers_when_durable(service, events):
+    """Each event's answer, and how far the store was durable when that answer came back."""
+    async def one(ev):
+        answer = await service.accept_durably(*ev)
+        return answer, service.store.synced_seq
+
+    return await asyncio.gather(*(one(ev) for ev in events))
+
+
+def test_with_fsync_an_event_is_acknowledged_only_once_durable_and_concurrent_ones_share_an_fsync(
+        tmp_path, heart_bundle, monkeypatch):
+    service = make(tmp_path, heart_bundle, fsync=True, window_size=100)
+    fsync = SlowFsync(monkeypatch, service.store)
+    got = asyncio.run(answers_when_durable(service, [event(f"e{i}", [[float(i)]]) for i in range(12)]))
+    assert [a.body["seq"] for a, _ in got] == list(range(1, 13))
+    assert all(a.status == 200 and durable >= a.body["seq"] for a, durable in got)
+    # one fsync covers every event written before it began: the twelve took one or two, not twelve
+    assert fsync.covered[-1] == 12 and len(fsync.covered) <= 2
+    again = asyncio.run(answers_when_durable(service, [event("e13", [[1.0]]), event("e13", [[1.0]])]))
+    assert [(a.body["status"], durable) for a, durable in again] == [("accepted", 13), ("duplicate", 13)]
+    service.close()
+
+
+def test_an_fsync_that_fails_is_a_503_to_retry_counted_as_log_unwritable(tmp_path, heart_bundle, monkeypatch):
+    service = make(tmp_path, heart_bundle, fsync=True)
+    SlowFsync(monkeypatch, service.store, error=OSError(errno.EIO, os.strerror(errno.EIO)))
+    [(answer, durable)] = asyncio.run(answers_when_durable(service, [event("a", [[1.0]])]))
+    assert (answer.status, answer.body["reason"], answer.retry_after, durable) == (503, "log_unwritable", 5, 0)
+    assert "Input/output error" in answer.body["error"] and rejected(service, "log_unwritable") == 1
+    monkeypatch.undo()
+    service.close()
+
+
+def test_with_fsync_a_window_is_tested_only_over_durable_rows(tmp_path, heart_bundle, monkeypatch):
+    service = make(tmp_path, heart_bundle, fsync=True)
+    fsync = SlowFsync(monkeypatch, service.store, seconds=0)
+    for i in range(4):  # through accept, which writes but does not wait for the disk: a window closes
+        assert service.accept(*event(f"e{i}", [[float(i)]])).status == 200
+    assert fsync.covered == [] and service.test_queued() == 1
+    assert fsync.covered == [4, VERDICTS] and service.store.synced_seq == 4  # the log's rows, then the verdict
+    service.close()
 
 
 @pytest.mark.parametrize("headers, body, reason", [

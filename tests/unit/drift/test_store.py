@@ -181,3 +181,47 @@ def test_the_verdict_log_holds_as_many_latest_verdicts_as_a_caller_may_ask_for(t
     assert [v["window"] for v in again.latest] == list(range(50, MAX_LATEST + 50))
     assert again.checkpoint.consumed_through == MAX_LATEST + 49
     again.close()
+
+
+class Fsyncs:
+    """``os.fsync`` for one test: records which file each call synced and how far the store had written."""
+
+    def __init__(self, monkeypatch, store=None):
+        self.calls: list[tuple[str, int]] = []
+        self.store = store
+        monkeypatch.setattr(os, "fsync", self)
+
+    def __call__(self, fd):
+        self.calls.append((os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[1],
+                           self.store.next_seq - 1 if self.store else 0))
+
+
+def test_with_fsync_an_append_only_writes_and_one_sync_makes_every_earlier_record_durable(tmp_path, monkeypatch):
+    store = ObservationStore(tmp_path, max_bytes=1 << 20, max_age_s=3600.0, fsync=True)
+    fsyncs = Fsyncs(monkeypatch, store)
+    fill(store, 1, 5)
+    assert fsyncs.calls == [] and store.synced_seq == 0  # written (a kill -9 keeps them), not yet durable
+    assert store.sync() == 5 and store.synced_seq == 5
+    assert store.sync() == 5  # nothing new: no second fsync
+    assert fsyncs.calls == [("00000000000000000001.jsonl", 5)]
+    store.close()
+
+
+def test_with_fsync_a_segment_is_synced_as_it_is_closed_so_a_sync_covers_records_across_segments(tmp_path,
+                                                                                                 monkeypatch):
+    store = ObservationStore(tmp_path, max_bytes=1 << 20, max_age_s=3600.0, segment_bytes=3 * LINE, fsync=True)
+    fsyncs = Fsyncs(monkeypatch, store)
+    fill(store, 1, 4)  # 3 lines fill the first segment; the 4th opens the second
+    assert fsyncs.calls == [("00000000000000000001.jsonl", 3)] and store.synced_seq == 3
+    assert store.sync() == 4
+    assert fsyncs.calls[-1] == ("00000000000000000004.jsonl", 4)
+    store.close()
+    assert len(fsyncs.calls) == 2  # closing a synced segment needs no fsync
+
+
+def test_without_fsync_sync_calls_no_fsync(tmp_path, monkeypatch):
+    store = open_store(tmp_path)
+    fsyncs = Fsyncs(monkeypatch)
+    fill(store, 1, 3)
+    assert store.sync() == 3 and fsyncs.calls == []
+    store.close()
