@@ -41,7 +41,8 @@ class DriftSettings:
                                                "first, and past it with untested ones: 503.")
     max_log_age_s: float = _f(7 * 24 * 3600.0, "Tested observations older than this are removed.")
     max_body_bytes: int = _f(8 * 1024 * 1024, "Largest event body accepted (else 413).")
-    fsync: bool = _f(False, "fsync every acknowledged event (survives a power cut, not only a kill -9).")
+    fsync: bool = _f(False, "Acknowledge an event only once fsynced (it survives a power cut, not only a kill -9); "
+                            "events that arrive together share one fsync.")
     alert_url: str | None = _f(None, "POST a CloudEvent (org.clinops.drift.detected) here on drift.")
     input_name: str | None = _f(None, "The request tensor the tabular detector reads; default: the schema's.")
 

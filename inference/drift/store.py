@@ -3,14 +3,16 @@
 An event is acknowledged only after its line is written to the segment file (``write`` reached the
 kernel: a ``kill -9`` loses nothing). With ``fsync`` it is acknowledged only after :meth:`sync` has made it
 durable too (it survives a power cut): one ``fsync`` covers every line written before it began, so events
-that arrive while one runs share the next (group commit) and the event loop never waits on the disk (the
-service calls it on a thread). A line cut short by a crash is cut off at the next start. Retention removes whole segments, oldest first, once
-they are older than ``max_age_s`` (since their last write) or the log is over ``max_bytes``, but never a
-segment that holds observations the detector has not yet used: when that is what fills the log,
-:meth:`append` raises :class:`StoreFull` and the sender is told to retry (HTTP 503), nothing is dropped.
-A segment is closed after ``segment_bytes`` or after ``max_age_s / 8``, so that at low traffic no row
-outlives ``max_age_s`` by more than an eighth (a 4 MB segment holds some 20,000 heart-disease events: weeks
-of a quiet clinic's traffic); the segment being written goes too once it has aged, all of it tested.
+that arrive while one runs share the next (group commit), and the service calls it on a thread, so that the
+event loop never waits on the disk. A line cut short by a crash is cut off at the next start.
+
+Retention removes whole segments, oldest first, once they are older than ``max_age_s`` (since their last
+write) or the log is over ``max_bytes``, but never a segment that holds observations the detector has not
+yet used: when that is what fills the log, :meth:`append` raises :class:`StoreFull` and the sender is told
+to retry (HTTP 503), nothing is dropped. A segment is closed after ``segment_bytes`` or after
+``max_age_s / 8``, so that at low traffic no row outlives ``max_age_s`` by more than an eighth (a 4 MB
+segment holds some 20,000 heart-disease events: weeks of a quiet clinic's traffic); the segment being
+written goes too once it has aged, all of it tested.
 """
 
 from __future__ import annotations

@@ -219,3 +219,83 @@ def test_a_url_that_is_not_http_is_refused_when_the_logger_is_made():
 def test_an_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="all, request, response"):
         RequestLogger("http://127.0.0.1:1/", model(), mode="sometimes")
+
+
+class RawSidecar:
+    """A sidecar on a bare socket, to see how the events arrive: the requests each read from the socket
+    carried, and per request the connection, ``ce-type`` and what was done (``answer``, or ``hang_up``: close
+    without answering, the requests after it on that connection unread)."""
+
+    def __init__(self, hang_up_on=()):
+        self.hang_up_on, self.seen, self.chunks, self.count = set(hang_up_on), [], [], 0
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        for number in range(1000):
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn:
+                self._connection(conn, number)
+
+    def _connection(self, conn, number):
+        buffer = b""
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                return
+            buffer += data
+            requests = []
+            while b"\r\n\r\n" in buffer:
+                head, rest = buffer.split(b"\r\n\r\n", 1)
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                if len(rest) < length:
+                    break
+                requests.append(head)
+                buffer = rest[length:]
+            self.chunks.append(len(requests))
+            for head in requests:
+                self.count += 1
+                kind = next(line.split(b": ")[1].decode() for line in head.split(b"\r\n")
+                            if line.lower().startswith(b"ce-type"))
+                if self.count in self.hang_up_on:
+                    self.seen.append((number, kind, "hang_up"))
+                    return
+                self.seen.append((number, kind, "answer"))
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+
+    def close(self):
+        self.server.close()
+
+
+def test_once_the_connection_stays_open_a_calls_two_events_leave_in_one_write():
+    sidecar, name = RawSidecar(), model()
+    logger = RequestLogger(sidecar.url, name)
+    for i in range(3):
+        logger.log({"x": np.full((1, 2), float(i))}, {"p": np.ones((1, 1))})
+    logger.close()
+    sidecar.close()
+    # the first call: one event, then (the answer kept the connection open) the other; then both at once
+    assert sidecar.chunks == [1, 1, 2, 2]
+    assert [(c, kind.rsplit(".", 1)[1]) for c, kind, _ in sidecar.seen] == [(0, "request"), (0, "response")] * 3
+    assert count("clinops_request_log_sent", name, type="request") == 3
+    assert count("clinops_request_log_sent", name, type="response") == 3
+
+
+def test_a_connection_closed_between_two_pipelined_events_sends_the_unanswered_one_again_only():
+    sidecar, name = RawSidecar(hang_up_on={4}), model()  # the 2nd call's response: read, never answered
+    logger = RequestLogger(sidecar.url, name, backoff_s=0.01)
+    for i in range(3):
+        logger.log({"x": np.full((1, 2), float(i))}, {"p": np.ones((1, 1))})
+    logger.close()
+    sidecar.close()
+    answered = [(c, kind.rsplit(".", 1)[1]) for c, kind, what in sidecar.seen if what == "answer"]
+    assert answered == [(0, "request"), (0, "response"), (0, "request"), (1, "response"), (1, "request"),
+                        (1, "response")]
+    assert count("clinops_request_log_sent", name, type="request") == 3
+    assert count("clinops_request_log_sent", name, type="response") == 3
+    assert count("clinops_request_log_dropped", name, reason="gave_up") == 0
