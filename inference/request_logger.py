@@ -19,9 +19,7 @@ responses only (the embedding), so its requests, images, are not sent at all (``
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import queue
 import socket
 import threading
@@ -31,6 +29,7 @@ from urllib.parse import urlsplit
 
 import httptools
 import numpy as np
+import orjson
 from prometheus_client import Counter, Gauge
 
 log = logging.getLogger(__name__)
@@ -39,6 +38,7 @@ RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 MODES = ("all", "request", "response")
 RETRY_STATUS = {429, 502, 503, 504}
 WIRE = {"f": "FP64", "i": "INT64", "u": "INT64", "b": "BOOL"}
+MAX_CALLS_PER_WRITE = 16  # queued predictor calls whose events go out in one write (pipelined)
 
 SENT = Counter("clinops_request_log_sent", "Logged events delivered to the drift sidecar.", ["model", "type"])
 DROPPED = Counter("clinops_request_log_dropped", "Logged events not delivered, by reason (queue_full: the "
@@ -48,16 +48,20 @@ QUEUED = Gauge("clinops_request_log_queued", "Predictor calls waiting to be sent
 
 
 def v2_tensors(tensors: dict[str, np.ndarray]) -> list[dict]:
-    """V2 JSON tensors; NaN (a missing value) becomes ``null``."""
+    """V2 JSON tensors, their data as flat arrays for :func:`encode` (which writes NaN, a missing value, as
+    ``null``)."""
     out = []
     for name, array in tensors.items():
         array = np.asarray(array)
-        data = array.ravel().tolist()
-        if array.dtype.kind == "f" and np.isnan(array).any():
-            data = [None if isinstance(v, float) and math.isnan(v) else v for v in data]
         out.append({"name": name, "shape": list(array.shape), "datatype": WIRE.get(array.dtype.kind, "FP64"),
-                    "data": data})
+                    "data": np.ascontiguousarray(array).ravel()})
     return out
+
+
+def encode(body: dict) -> bytes:
+    """JSON of an event body; numpy arrays written by orjson itself (a fifth of the time ``tolist`` and the
+    standard library take), NaN and infinities as ``null``."""
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 class RequestLogger:
@@ -67,6 +71,7 @@ class RequestLogger:
         if mode not in MODES:
             raise ValueError(f"request logger mode {mode!r}: one of {', '.join(MODES)}")
         self.url, self.model_name, self.mode = url, model_name, mode
+        self._source = f"http://localhost/v2/models/{model_name}/infer"
         self.extensions = {"ce-inferenceservicename": model_name, "ce-namespace": namespace,
                            "ce-component": component, "ce-endpoint": "default"}
         if any(c in value for value in self.extensions.values() for c in "\r\n"):  # they go into headers as they are
@@ -108,32 +113,39 @@ class RequestLogger:
         try:
             while not (self._stop.is_set() and self.queue.empty()):
                 try:
-                    event_id, size, inputs, outputs = self.queue.get(timeout=0.2)
+                    calls = [self.queue.get(timeout=0.2)]
                 except queue.Empty:
                     continue
-                events = []
-                if self.mode in ("all", "request"):
-                    events.append(("request", REQUEST_TYPE, {"id": event_id, "inputs": v2_tensors(inputs)}))
-                if self.mode in ("all", "response"):
-                    events.append(("response", RESPONSE_TYPE,
-                                   {"model_name": self.model_name, "id": event_id, "outputs": v2_tensors(outputs)}))
-                self._deliver(client, event_id, events)
+                while len(calls) < MAX_CALLS_PER_WRITE:  # what else is queued goes in the same write
+                    try:
+                        calls.append(self.queue.get_nowait())
+                    except queue.Empty:
+                        break
+                self._deliver(client, [event for call in calls for event in self._events(*call)])
                 with self._bytes_lock:
-                    self._bytes -= size
+                    self._bytes -= sum(call[1] for call in calls)
                 self._queued.set(self.queue.qsize())
         finally:
             client.close()
 
-    def _deliver(self, client: _Connection, event_id: str, events: list[tuple[str, str, dict]]) -> None:
-        """One predictor call's events, sent together; those refused for now (429/502/503/504) or left without
-        an answer by a failed connection are sent again with a doubling backoff (the sidecar keeps an event
-        once, by ``ce-id`` and type); each one is counted delivered, refused or given up."""
+    def _events(self, event_id: str, _size: int, inputs: dict, outputs: dict) -> list[tuple[str, bytes, dict]]:
+        """A predictor call's events as the mode has them: ``(kind, body, headers)`` each."""
+        out = []
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        pending = [(kind, json.dumps(body, separators=(",", ":")).encode(),
-                    {"ce-specversion": "1.0", "ce-id": event_id, "ce-type": ce_type,
-                     "ce-source": f"http://localhost/v2/models/{self.model_name}/infer", "ce-time": stamp,
-                     "content-type": "application/json", **self.extensions})
-                   for kind, ce_type, body in events]
+        for kind, ce_type in (("request", REQUEST_TYPE), ("response", RESPONSE_TYPE)):
+            if self.mode not in ("all", kind):
+                continue
+            body = ({"id": event_id, "inputs": v2_tensors(inputs)} if kind == "request" else
+                    {"model_name": self.model_name, "id": event_id, "outputs": v2_tensors(outputs)})
+            out.append((kind, encode(body),
+                        {"ce-specversion": "1.0", "ce-id": event_id, "ce-type": ce_type, "ce-source": self._source,
+                         "ce-time": stamp, "content-type": "application/json", **self.extensions}))
+        return out
+
+    def _deliver(self, client: _Connection, pending: list[tuple[str, bytes, dict]]) -> None:
+        """Events ``(kind, body, headers)``, sent together; those refused for now (429/502/503/504) or left
+        without an answer by a failed connection are sent again with a doubling backoff (the sidecar keeps an
+        event once, by ``ce-id`` and type); each one is counted delivered, refused or given up."""
         delay = self.backoff_s
         for attempt in range(self.retries + 1):
             answers: list[tuple[int, str]] = []

@@ -226,8 +226,9 @@ class RawSidecar:
     carried, and per request the connection, ``ce-type`` and what was done (``answer``, or ``hang_up``: close
     without answering, the requests after it on that connection unread)."""
 
-    def __init__(self, hang_up_on=()):
-        self.hang_up_on, self.seen, self.chunks, self.count = set(hang_up_on), [], [], 0
+    def __init__(self, hang_up_on=(), slow_on=()):
+        """``slow_on``: the numbers (from 1) of the requests answered only after 0.3 s."""
+        self.hang_up_on, self.slow_on, self.seen, self.chunks, self.count = set(hang_up_on), set(slow_on), [], [], 0
         self.server = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/"
         threading.Thread(target=self._serve, daemon=True).start()
@@ -266,24 +267,29 @@ class RawSidecar:
                     self.seen.append((number, kind, "hang_up"))
                     return
                 self.seen.append((number, kind, "answer"))
+                if self.count in self.slow_on:
+                    time.sleep(0.3)
                 conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
 
     def close(self):
         self.server.close()
 
 
-def test_once_the_connection_stays_open_a_calls_two_events_leave_in_one_write():
-    sidecar, name = RawSidecar(), model()
+def test_once_the_connection_stays_open_a_calls_events_and_those_queued_meanwhile_leave_in_one_write():
+    sidecar, name = RawSidecar(slow_on={1}), model()
     logger = RequestLogger(sidecar.url, name)
-    for i in range(3):
+    logger.log({"x": np.full((1, 2), 0.0)}, {"p": np.ones((1, 1))})
+    assert wait_for(lambda: sidecar.count == 1)  # the first request, alone: nothing says yet that the connection
+    for i in range(1, 3):                        # stays open; two more calls queue while it is answered
         logger.log({"x": np.full((1, 2), float(i))}, {"p": np.ones((1, 1))})
+    assert wait_for(lambda: sidecar.count == 6)
+    logger.log({"x": np.full((1, 2), 3.0)}, {"p": np.ones((1, 1))})
     logger.close()
     sidecar.close()
-    # the first call: one event, then (the answer kept the connection open) the other; then both at once
-    assert sidecar.chunks == [1, 1, 2, 2]
-    assert [(c, kind.rsplit(".", 1)[1]) for c, kind, _ in sidecar.seen] == [(0, "request"), (0, "response")] * 3
-    assert count("clinops_request_log_sent", name, type="request") == 3
-    assert count("clinops_request_log_sent", name, type="response") == 3
+    assert sidecar.chunks == [1, 1, 4, 2]  # then the first response; the two queued calls; the last call
+    assert [(c, kind.rsplit(".", 1)[1]) for c, kind, _ in sidecar.seen] == [(0, "request"), (0, "response")] * 4
+    assert count("clinops_request_log_sent", name, type="request") == 4
+    assert count("clinops_request_log_sent", name, type="response") == 4
 
 
 def test_a_connection_closed_between_two_pipelined_events_sends_the_unanswered_one_again_only():
