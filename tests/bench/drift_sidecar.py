@@ -356,6 +356,22 @@ def alternate(stacks: dict[str, LocalStack], delay_ms: int) -> dict[str, list[di
     """ROUNDS of the same wrk load on each stack; on and off alternate and swap which goes first, so that
     drifts of the machine's load hit both. Each round also records the CPU-seconds of every process."""
     rounds: dict[str, list[dict]] = {name: [] for name in stacks}
+    # wrk (a child of this process) runs ahead of the sidecar it shares its core with, as bench-overload's sender
+    # runs ahead of the stack: else a logger-on round counts the sidecar's turns on that core in wrk's latencies,
+    # which a logger-off round, with no sidecar, does not (root only; the stacks, started before, keep theirs)
+    niceness = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, niceness - 5)
+    except OSError:
+        pass
+    try:
+        _alternate(stacks, delay_ms, rounds)
+    finally:
+        os.setpriority(os.PRIO_PROCESS, 0, niceness)
+    return rounds
+
+
+def _alternate(stacks: dict[str, LocalStack], delay_ms: int, rounds: dict[str, list[dict]]) -> None:
     for i in range(ROUNDS):
         for name in (list(stacks) if i % 2 == 0 else list(reversed(stacks))):
             pids = {k: p.popen.pid for k, p in stacks[name].processes.items()}
@@ -364,7 +380,6 @@ def alternate(stacks: dict[str, LocalStack], delay_ms: int) -> dict[str, list[di
                     connections=CONNECTIONS, delay_ms=delay_ms)
             r["cpu_s"] = {k.split("/")[1]: cpu_seconds(pid) - before[k] for k, pid in pids.items()}
             rounds[name].append(r)
-    return rounds
 
 
 def overhead_table(title: str, rounds: dict[str, list[dict]]) -> tuple[float, list[float], float]:
