@@ -9,9 +9,9 @@ queue and returns; one background thread encodes and sends them over one kept-al
 two events in one write, :class:`_Connection`: the CPU this thread takes is taken from the request path),
 retrying a refused (429/503) or unreachable sidecar with a doubling backoff on a fresh connection (by
 default 10 retries over about 21 s: long enough for a sidecar restarted after a crash to load its detector
-and take the event). When the
-queue is full the event is dropped and counted (``clinops_request_log_dropped{reason="queue_full"}``): a
-slow or dead sidecar never slows or fails a request, and the count says so (the aim is zero at normal load).
+and take the event). When the queue is full the event is dropped and counted
+(``clinops_request_log_dropped{reason="queue_full"}``): a slow or dead sidecar never slows or fails a
+request, and the count says so (the aim is zero at normal load).
 
 ``mode`` is KServe's logger mode: ``all``, ``request`` or ``response``. Pneumonia's detector reads
 responses only (the embedding), so its requests, images, are not sent at all (``response``).
