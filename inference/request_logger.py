@@ -1,17 +1,17 @@
-"""The local stand-in for KServe's request logger: the transformer sends, for every call to its predictor,
-the CloudEvents the KServe agent in front of that predictor would send (binary content mode, ``ce-type``
-``org.kubeflow.serving.inference.request`` then ``.response``, one ``ce-id`` for both, the
-``inferenceservicename`` / ``namespace`` / ``component`` / ``endpoint`` extensions, V2 JSON bodies), so
-the drift sidecar cannot tell a laptop from a cluster.
+"""The local stand-in for KServe's request logger, the transformer's side: for every call to its predictor, the
+transformer hands the call's arrays to a request-log agent (:mod:`inference.request_log_agent`), a process of
+its own as KServe's agent is a container of its own, which sends the CloudEvents the KServe agent in front of
+that predictor would send, so the drift sidecar cannot tell a laptop from a cluster.
 
-Nothing on the request path waits for it: :meth:`RequestLogger.log` puts the call's arrays on a bounded
-queue and returns; one background thread encodes and sends them over one kept-alive connection (a call's
-two events in one write, :class:`_Connection`: the CPU this thread takes is taken from the request path),
-retrying a refused (429/503) or unreachable sidecar with a doubling backoff on a fresh connection (by
-default 10 retries over about 21 s: long enough for a sidecar restarted after a crash to load its detector
-and take the event). When the queue is full the event is dropped and counted
-(``clinops_request_log_dropped{reason="queue_full"}``): a slow or dead sidecar never slows or fails a
-request, and the count says so (the aim is zero at normal load).
+Nothing on the request path waits for it: :meth:`RequestLogger.log` writes the call's frame
+(:mod:`inference.request_log_frames`) to a non-blocking Unix socket in one ``sendmsg`` and returns; what the
+socket cannot take at once waits in order for a flusher thread. The calls handed over and not yet sent are
+bounded (``queue_size`` calls, ``queue_bytes`` of arrays): beyond that a call's events are dropped and counted
+(``clinops_request_log_dropped{reason="queue_full"}``), so a slow or dead sidecar never slows or fails a
+request, and the count says so (the aim is zero at normal load). The agent's running totals come back on the
+same socket and become this process's metrics (``clinops_request_log_sent``, ``..._dropped``,
+``..._queued``). An agent that dies is started again; the calls it held are counted lost
+(``reason="agent_lost"``), those not yet written to it go to the new one.
 
 ``mode`` is KServe's logger mode: ``all``, ``request`` or ``response``. Pneumonia's detector reads
 responses only (the embedding), so its requests, images, are not sent at all (``response``).
@@ -19,49 +19,36 @@ responses only (the embedding), so its requests, images, are not sent at all (``
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
+import os
+import select
 import socket
+import subprocess
+import sys
 import threading
 import time
-import uuid
-from urllib.parse import urlsplit
+from pathlib import Path
 
-import httptools
 import numpy as np
 import orjson
 from prometheus_client import Counter, Gauge
 
+from inference import request_log_frames
+from inference.request_log_agent import REQUEST_TYPE, RESPONSE_TYPE
+from inference.request_log_http import Connection
+
+__all__ = ["MODES", "REQUEST_TYPE", "RESPONSE_TYPE", "RequestLogger"]
 log = logging.getLogger(__name__)
-REQUEST_TYPE = "org.kubeflow.serving.inference.request"
-RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 MODES = ("all", "request", "response")
-RETRY_STATUS = {429, 502, 503, 504}
-WIRE = {"f": "FP64", "i": "INT64", "u": "INT64", "b": "BOOL"}
-MAX_CALLS_PER_WRITE = 16  # queued predictor calls whose events go out in one write (pipelined)
+RESTART_BACKOFF_S = (0.5, 30.0)  # an agent that keeps dying is started again after 0.5 s, then up to 30 s
+ROOT = Path(__file__).resolve().parents[1]
 
 SENT = Counter("clinops_request_log_sent", "Logged events delivered to the drift sidecar.", ["model", "type"])
 DROPPED = Counter("clinops_request_log_dropped", "Logged events not delivered, by reason (queue_full: the "
-                  "sidecar could not keep up; gave_up: retries exhausted; refused: a 4xx answer).",
-                  ["model", "reason"])
+                  "sidecar could not keep up; gave_up: retries exhausted; refused: a 4xx answer; agent_lost: held "
+                  "by a request-log agent that died; unencodable: arrays that cannot be framed).", ["model", "reason"])
 QUEUED = Gauge("clinops_request_log_queued", "Predictor calls waiting to be sent to the drift sidecar.", ["model"])
-
-
-def v2_tensors(tensors: dict[str, np.ndarray]) -> list[dict]:
-    """V2 JSON tensors, their data as flat arrays for :func:`encode` (which writes NaN, a missing value, as
-    ``null``)."""
-    out = []
-    for name, array in tensors.items():
-        array = np.asarray(array)
-        out.append({"name": name, "shape": list(array.shape), "datatype": WIRE.get(array.dtype.kind, "FP64"),
-                    "data": np.ascontiguousarray(array).ravel()})
-    return out
-
-
-def encode(body: dict) -> bytes:
-    """JSON of an event body; numpy arrays written by orjson itself (a fifth of the time ``tolist`` and the
-    standard library take), NaN and infinities as ``null``."""
-    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 class RequestLogger:
@@ -70,212 +57,184 @@ class RequestLogger:
                  retries: int = 10, backoff_s: float = 0.05, timeout_s: float = 5.0):
         if mode not in MODES:
             raise ValueError(f"request logger mode {mode!r}: one of {', '.join(MODES)}")
-        self.url, self.model_name, self.mode = url, model_name, mode
-        self._source = f"http://localhost/v2/models/{model_name}/infer"
-        self.extensions = {"ce-inferenceservicename": model_name, "ce-namespace": namespace,
-                           "ce-component": component, "ce-endpoint": "default"}
-        if any(c in value for value in self.extensions.values() for c in "\r\n"):  # they go into headers as they are
+        extensions = {"ce-inferenceservicename": model_name, "ce-namespace": namespace,
+                      "ce-component": component, "ce-endpoint": "default"}
+        if any(c in value for value in extensions.values() for c in "\r\n"):  # they go into headers as they are
             raise ValueError("request logger: a model name, namespace or component holds a line break")
-        self.retries, self.backoff_s, self.timeout_s = retries, backoff_s, timeout_s
-        self._client = _Connection(url, timeout_s)  # a URL that is not HTTP is refused here, not in the thread
-        self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
-        self.queue_bytes = queue_bytes
-        self._bytes = 0  # of the arrays queued: the bound that matters for embeddings
-        self._bytes_lock = threading.Lock()
+        Connection(url, timeout_s)  # a URL that is not HTTP is refused here, not in the agent
+        self.url, self.model_name, self.mode = url, model_name, mode
+        self.queue_size, self.queue_bytes = queue_size, queue_bytes
+        self._config = orjson.dumps({"url": url, "model_name": model_name, "mode": mode, "extensions": extensions,
+                                     "retries": retries, "backoff_s": backoff_s, "timeout_s": timeout_s}).decode()
+        self._per_call = 2 if mode == "all" else 1  # events a call makes
         self._sent = {kind: SENT.labels(model_name, kind) for kind in ("request", "response")}
         self._queued = QUEUED.labels(model_name)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="request-logger", daemon=True)
-        self._thread.start()
+        self._lock = threading.Condition()
+        self._pending: collections.deque = collections.deque()  # (frame bytes, sent of it) the socket has not taken
+        self._handed = [0, 0]  # calls, array bytes written to (or waiting for) the current agent
+        self._done = [0, 0]  # of those, what the agent reports sent or given up
+        self._closing = False
+        self._sock, self._agent = self._start_agent()
+        threading.Thread(target=self._read_reports, name="request-log-reports", daemon=True).start()
+        threading.Thread(target=self._flush, name="request-log-flusher", daemon=True).start()
+
+    def _start_agent(self) -> tuple[socket.socket, subprocess.Popen]:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
+        agent = subprocess.Popen([sys.executable, "-m", "inference.request_log_agent", str(theirs.fileno()),
+                                  self._config], pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
+        theirs.close()  # the socket stays blocking for the reports; frames are written with MSG_DONTWAIT
+        return mine, agent
+
+    @property
+    def agent_pid(self) -> int:
+        return self._agent.pid
 
     def log(self, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
-        """Queue one predictor call (its input and output arrays); never blocks. Only what the mode sends
-        is kept (a response-mode logger holds no image)."""
+        """Hand one predictor call (its input and output arrays) to the agent; never blocks. Only what the mode
+        sends is handed over (a response-mode logger passes no image)."""
         inputs = inputs if self.mode != "response" else {}
         outputs = outputs if self.mode != "request" else {}
-        size = sum(np.asarray(a).nbytes for a in (*inputs.values(), *outputs.values()))
-        with self._bytes_lock:
-            if self._bytes + size > self.queue_bytes:
-                DROPPED.labels(self.model_name, "queue_full").inc()
+        try:
+            buffers, length = request_log_frames.encode(inputs, outputs)
+        except (TypeError, ValueError, BufferError) as err:  # e.g. an object array: the request goes on
+            DROPPED.labels(self.model_name, "unencodable").inc(self._per_call)
+            log.warning("request logger for %s cannot hand over a call: %s", self.model_name, type(err).__name__)
+            return
+        size = sum(len(b) for b in buffers[2:])
+        with self._lock:
+            if (self._handed[1] - self._done[1] + size > self.queue_bytes
+                    or self._handed[0] - self._done[0] >= self.queue_size or self._closing):
+                DROPPED.labels(self.model_name, "queue_full").inc(self._per_call)
                 return
-            self._bytes += size
-        try:
-            self.queue.put_nowait((uuid.uuid4().hex, size, inputs, outputs))
-        except queue.Full:
-            with self._bytes_lock:
-                self._bytes -= size
-            DROPPED.labels(self.model_name, "queue_full").inc()
-        self._queued.set(self.queue.qsize())
-
-    # -- the background thread ---------------------------------------------------------------------------
-    def _run(self) -> None:
-        client = self._client
-        try:
-            while not (self._stop.is_set() and self.queue.empty()):
+            self._handed[0] += 1
+            self._handed[1] += size
+            sent = 0
+            if not self._pending:
                 try:
-                    calls = [self.queue.get(timeout=0.2)]
-                except queue.Empty:
+                    sent = self._sock.sendmsg(buffers, (), socket.MSG_DONTWAIT)
+                except OSError:  # full (BlockingIOError), or the agent is gone: the flusher or the next agent
+                    sent = 0
+            if sent < length:
+                self._pending.append([b"".join(buffers), sent])
+                self._lock.notify_all()
+
+    # -- threads ---------------------------------------------------------------------------------------------
+    def _flush(self) -> None:
+        """Writes what the socket could not take at once, in order, as it takes it."""
+        while True:
+            with self._lock:
+                while not self._pending and not (self._closing and self._sock is None):
+                    self._lock.wait()
+                if not self._pending:
+                    return
+                sock = self._sock
+                frame = self._pending[0]
+                try:
+                    frame[1] += sock.send(memoryview(frame[0])[frame[1]:], socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    self._lock.wait(0.05)  # the agent is gone: the report reader starts another
                     continue
-                while len(calls) < MAX_CALLS_PER_WRITE:  # what else is queued goes in the same write
-                    try:
-                        calls.append(self.queue.get_nowait())
-                    except queue.Empty:
-                        break
-                self._deliver(client, [event for call in calls for event in self._events(*call)])
-                with self._bytes_lock:
-                    self._bytes -= sum(call[1] for call in calls)
-                self._queued.set(self.queue.qsize())
-        finally:
-            client.close()
-
-    def _events(self, event_id: str, _size: int, inputs: dict, outputs: dict) -> list[tuple[str, bytes, dict]]:
-        """A predictor call's events as the mode has them: ``(kind, body, headers)`` each."""
-        out = []
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        for kind, ce_type in (("request", REQUEST_TYPE), ("response", RESPONSE_TYPE)):
-            if self.mode not in ("all", kind):
-                continue
-            body = ({"id": event_id, "inputs": v2_tensors(inputs)} if kind == "request" else
-                    {"model_name": self.model_name, "id": event_id, "outputs": v2_tensors(outputs)})
-            out.append((kind, encode(body),
-                        {"ce-specversion": "1.0", "ce-id": event_id, "ce-type": ce_type, "ce-source": self._source,
-                         "ce-time": stamp, "content-type": "application/json", **self.extensions}))
-        return out
-
-    def _deliver(self, client: _Connection, pending: list[tuple[str, bytes, dict]]) -> None:
-        """Events ``(kind, body, headers)``, sent together; those refused for now (429/502/503/504) or left
-        without an answer by a failed connection are sent again with a doubling backoff (the sidecar keeps an
-        event once, by ``ce-id`` and type); each one is counted delivered, refused or given up."""
-        delay = self.backoff_s
-        for attempt in range(self.retries + 1):
-            answers: list[tuple[int, str]] = []
+                if frame[1] == len(frame[0]):
+                    self._pending.popleft()
+                    self._lock.notify_all()
+                    continue
             try:
-                answers = client.post([(payload, headers) for _, payload, headers in pending])
-            except Exception as err:  # noqa: BLE001 - any transport failure is retried, then counted
-                client.close()  # the next attempt opens a fresh connection
-                answers = getattr(err, "answers", [])  # those answered before the connection failed
-                if attempt == self.retries:
-                    log.warning("drift sidecar unreachable (%s): %d event(s) dropped", type(err).__name__,
-                                len(pending) - len(answers))
-            again = pending[len(answers):]
-            for (kind, payload, headers), (status, retry_after) in zip(pending[:len(answers)], answers, strict=True):
-                if status == 200:
-                    self._sent[kind].inc()
-                elif status in RETRY_STATUS:
-                    again.append((kind, payload, headers))
-                    delay = max(delay, float(retry_after)) if retry_after.isdigit() else delay
-                else:
-                    DROPPED.labels(self.model_name, "refused").inc()
-                    log.warning("drift sidecar refused a %s event: HTTP %d", kind, status)
-            pending = again
-            if not pending:
-                return
-            if attempt < self.retries and not self._stop.is_set():
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        DROPPED.labels(self.model_name, "gave_up").inc(len(pending))
+                select.select([], [sock], [], 0.05)
+            except (OSError, ValueError):  # closed meanwhile, for a new agent
+                pass
+
+    def _read_reports(self) -> None:
+        """The agent's running totals into this process's metrics; an agent that dies is started again."""
+        backoff = RESTART_BACKOFF_S[0]
+        while True:
+            started, last = time.monotonic(), {"sent": {}, "dropped": {}, "done_calls": 0, "done_bytes": 0}
+            reader = self._sock.makefile("rb")
+            try:
+                for line in reader:
+                    last = self._apply(orjson.loads(line), last)
+            except (OSError, ValueError):
+                pass
+            status = self._agent.wait()
+            fresh = None
+            if not self._closing:
+                log.error("request-log agent for %s exited (status %s); starting another", self.model_name, status)
+                backoff = RESTART_BACKOFF_S[0] if time.monotonic() - started > 60 else min(backoff * 2,
+                                                                                           RESTART_BACKOFF_S[1])
+                time.sleep(backoff)
+                fresh = self._start_agent()  # outside the lock: log() never waits for a process to start
+            with self._lock:
+                if not self._closing:
+                    self._restart(*fresh)
+                    continue
+                self._count_lost("gave_up")
+                self._sock.close()
+                self._sock = None
+                self._lock.notify_all()
+            if fresh is not None:  # closed while it started
+                fresh[0].close()
+                fresh[1].wait()
+            return
+
+    def _apply(self, totals: dict, last: dict) -> dict:
+        for kind, n in totals["sent"].items():
+            self._sent[kind].inc(n - last["sent"].get(kind, 0))
+        for reason, n in totals["dropped"].items():
+            if n > last["dropped"].get(reason, 0):
+                DROPPED.labels(self.model_name, reason).inc(n - last["dropped"].get(reason, 0))
+        with self._lock:
+            self._done[0] += totals["done_calls"] - last["done_calls"]
+            self._done[1] += totals["done_bytes"] - last["done_bytes"]
+            self._queued.set(self._handed[0] - self._done[0])
+            self._lock.notify_all()
+        return totals
+
+    def _count_lost(self, reason: str) -> None:
+        """(lock held) The calls handed to the current agent that it did not report done, as dropped events."""
+        lost = self._handed[0] - self._done[0]
+        if lost:
+            DROPPED.labels(self.model_name, reason).inc(lost * self._per_call)
+        self._handed, self._done = [0, 0], [0, 0]
+        self._queued.set(0)
+
+    def _restart(self, sock: socket.socket, agent: subprocess.Popen) -> None:
+        """(lock held) The new agent's turn; the frames not yet written in full go to it, the rest are counted
+        lost."""
+        if self._pending and self._pending[0][1]:  # its head went to the dead agent in part: lost with it
+            self._pending.popleft()
+        kept = [len(frame) - request_log_frames.PREFIX.size - request_log_frames.PREFIX.unpack_from(frame)[0]
+                for frame, _ in self._pending]
+        self._handed[0] -= len(kept)
+        self._handed[1] -= sum(kept)
+        self._count_lost("agent_lost")
+        self._handed = [len(kept), sum(kept)]
+        self._sock.close()
+        self._sock, self._agent = sock, agent
+        self._lock.notify_all()
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Send what is queued (up to ``timeout_s``), then stop the thread."""
+        """Send what is handed over (up to ``timeout_s``), then stop the agent; what it could not send in that
+        time is counted given up."""
         deadline = time.monotonic() + timeout_s
-        while not self.queue.empty() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        self._stop.set()
-        self._thread.join(max(0.1, deadline - time.monotonic()))
-
-
-class Unanswered(ConnectionError):
-    """The connection failed before every event was answered; ``answers`` holds those that were."""
-
-    def __init__(self, message: str, answers: list[tuple[int, str]]):
-        super().__init__(message)
-        self.answers = answers
-
-
-class _Answers:
-    """httptools callbacks: each answer's status and ``Retry-After``, in order."""
-
-    def __init__(self):
-        self.parser = None
-        self.results: list[tuple[int, str]] = []
-        self.keep_alive = True
-        self._retry_after = ""
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"retry-after":
-            self._retry_after = value.decode("latin-1").strip()
-
-    def on_message_complete(self) -> None:
-        self.results.append((self.parser.get_status_code(), self._retry_after))
-        self.keep_alive = self.parser.should_keep_alive()
-        self._retry_after = ""
-
-
-class _Connection:
-    """One kept-alive HTTP/1.1 connection to the sidecar, opened when first needed and again after a failure.
-
-    Requests are written as bytes and answers read by httptools (the C parser uvicorn serves with). Once the
-    connection has shown it stays open, a predictor call's request and response events leave in one write,
-    pipelined, and their answers are read together. With ``http.client`` an event cost the transformer's
-    process about 210 µs of CPU (its header checks and the email parser reading each answer, a write and a
-    read per event): at half the heart-disease stack's capacity that was a third more CPU per request on the
-    transformer's core, and its p99 rose 10–15 % (``make bench-drift`` (2))."""
-
-    def __init__(self, url: str, timeout_s: float):
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"request logger url {url!r}: an http:// or https:// URL is needed")
-        self._tls = parts.scheme == "https"
-        self._host, self._port = parts.hostname, parts.port or (443 if self._tls else 80)
-        self._timeout = timeout_s
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self._start = f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n".encode("latin-1")
-        self._sock: socket.socket | None = None
-        self._proven = False  # an answer on this connection said it stays open: later events may be pipelined
-
-    def _open(self) -> socket.socket:
-        sock = socket.create_connection((self._host, self._port), timeout=self._timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self._tls:
-            import ssl
-
-            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self._host)
-        return sock
-
-    def _request(self, payload: bytes, headers: dict[str, str]) -> bytes:
-        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-        return b"%s%sContent-Length: %d\r\n\r\n%s" % (self._start, lines.encode("latin-1"), len(payload), payload)
-
-    def post(self, events: list[tuple[bytes, dict[str, str]]]) -> list[tuple[int, str]]:
-        """Status and ``Retry-After`` of each event's POST, in order. Raises :class:`Unanswered` (with the answers
-        received) when the connection fails before every event is answered."""
-        answers: list[tuple[int, str]] = []
-        while len(answers) < len(events):
-            if self._sock is None:
-                self._sock, self._proven = self._open(), False
-            batch = events[len(answers):] if self._proven else events[len(answers):len(answers) + 1]
-            reader = _Answers()
-            reader.parser = httptools.HttpResponseParser(reader)
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            self._lock.notify_all()
+            while self._pending and time.monotonic() < deadline:
+                self._lock.wait(0.05)
+            self._pending.clear()
+            sock, agent = self._sock, self._agent
             try:
-                self._sock.sendall(b"".join(self._request(payload, headers) for payload, headers in batch))
-                while len(reader.results) < len(batch):
-                    chunk = self._sock.recv(65536)
-                    if not chunk:
-                        break  # closed: what was answered counts, the rest goes again
-                    reader.parser.feed_data(chunk)
-            except (OSError, httptools.HttpParserError) as err:
-                self.close()
-                raise Unanswered(f"{type(err).__name__}: {err}", answers + reader.results) from err
-            answers += reader.results
-            if len(reader.results) < len(batch) or not reader.keep_alive:
-                self.close()
-                if len(reader.results) < len(batch) and not reader.results:
-                    raise Unanswered("the sidecar closed the connection without an answer", answers)
-            else:
-                self._proven = True
-        return answers
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+                sock.shutdown(socket.SHUT_WR)  # the agent reads to the end, sends what it holds, reports, exits
+            except OSError:
+                pass
+        try:
+            agent.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            agent.kill()
+        with self._lock:
+            while self._sock is not None and time.monotonic() < deadline + 1.0:
+                self._lock.wait(0.05)

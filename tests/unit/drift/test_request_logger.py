@@ -2,11 +2,16 @@
 slow, refusing or dead sidecar costs the request path nothing and every lost event is counted."""
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,7 +189,7 @@ def test_an_overflowing_queue_drops_and_counts_instead_of_waiting():
     started = time.perf_counter()
     logger.log({"x": np.ones((10, 2))}, {"p": np.ones((10, 1))})  # 240 bytes of arrays
     assert time.perf_counter() - started < 0.05
-    assert count("clinops_request_log_dropped", name, reason="queue_full") == 1
+    assert count("clinops_request_log_dropped", name, reason="queue_full") == 2  # the call's two events
     logger.close()
     assert count("clinops_request_log_dropped", name, reason="gave_up") == 0
 
@@ -305,3 +310,95 @@ def test_a_connection_closed_between_two_pipelined_events_sends_the_unanswered_o
     assert count("clinops_request_log_sent", name, type="request") == 3
     assert count("clinops_request_log_sent", name, type="response") == 3
     assert count("clinops_request_log_dropped", name, reason="gave_up") == 0
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting for its parent counts)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+# -- the agent: a process of its own --------------------------------------------------------------------------
+def test_the_events_are_sent_by_an_agent_process_of_its_own(sidecar_factory):
+    sidecar, name = sidecar_factory(keep_alive=True), model()
+    logger = RequestLogger(sidecar.url, name)
+    assert logger.agent_pid != os.getpid()
+    assert b"inference.request_log_agent" in Path(f"/proc/{logger.agent_pid}/cmdline").read_bytes()
+    logger.log({"x": np.ones((1, 2))}, {"p": np.ones((1, 1))})
+    assert wait_for(lambda: count("clinops_request_log_sent", name, type="response") == 1)
+    agent = logger.agent_pid
+    logger.close()
+    assert gone(agent)
+
+
+def test_an_agent_killed_is_replaced_and_the_calls_it_held_are_counted_lost(sidecar_factory):
+    sidecar, name = sidecar_factory(keep_alive=True), model()
+    logger = RequestLogger(sidecar.url, name, backoff_s=0.01)
+    logger.log({"x": np.full((1, 2), 0.0)}, {"p": np.ones((1, 1))})
+    assert wait_for(lambda: count("clinops_request_log_sent", name, type="response") == 1)
+    first = logger.agent_pid
+    os.kill(first, signal.SIGSTOP)  # it holds the next three calls, then dies with them
+    for i in range(1, 4):
+        logger.log({"x": np.full((1, 2), float(i))}, {"p": np.ones((1, 1))})
+    os.kill(first, signal.SIGKILL)
+    assert wait_for(lambda: logger.agent_pid != first)
+    assert wait_for(lambda: count("clinops_request_log_dropped", name, reason="agent_lost") == 6)
+    logger.log({"x": np.full((1, 2), 4.0)}, {"p": np.ones((1, 1))})
+    logger.close()
+    assert [body["inputs"][0]["data"][0] for _, body in sidecar.received[::2]] == [0.0, 4.0]
+    assert count("clinops_request_log_sent", name, type="request") == 2
+    assert count("clinops_request_log_dropped", name, reason="gave_up") == 0
+
+
+def test_a_stalled_agent_never_blocks_log_and_every_event_is_accounted_for(sidecar_factory):
+    sidecar, name = sidecar_factory(keep_alive=True), model()
+    row = np.ones((1, 128))  # 1 KiB a call: 4,000 calls are far more than the socket holds
+    logger = RequestLogger(sidecar.url, name, mode="request", queue_bytes=2_000 * row.nbytes)
+    os.kill(logger.agent_pid, signal.SIGSTOP)
+    for _ in range(4_000):
+        logger.log({"x": row}, {})  # returns at once: the frames the socket cannot take wait for the flusher
+    dropped = count("clinops_request_log_dropped", name, reason="queue_full")
+    assert dropped == 2_000  # the bound is the calls handed over and not yet sent
+    os.kill(logger.agent_pid, signal.SIGCONT)
+    logger.close(timeout_s=30)
+    assert count("clinops_request_log_sent", name, type="request") == len(sidecar.received) == 2_000
+    assert count("clinops_request_log_dropped", name, reason="gave_up") == 0
+
+
+def test_when_the_transformer_dies_its_agent_sends_what_it_holds_and_exits(sidecar_factory, tmp_path):
+    sidecar = sidecar_factory(keep_alive=True)
+    script = tmp_path / "transformer.py"
+    script.write_text(
+        "import os, sys\nimport numpy as np\nfrom inference.request_logger import RequestLogger\n"
+        f"logger = RequestLogger({sidecar.url!r}, 'dies')\n"
+        "for i in range(5):\n    logger.log({'x': np.full((1, 2), float(i))}, {'p': np.ones((1, 1))})\n"
+        "print(logger.agent_pid, flush=True)\nos._exit(0)  # no close: as a kill -9\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[3])
+    agent = int(done.stdout.split()[0])
+    assert wait_for(lambda: gone(agent), timeout_s=15)
+    assert [body["inputs"][0]["data"][0] for _, body in sidecar.received[::2]] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert len(sidecar.received) == 10
+
+
+def test_a_call_that_cannot_be_framed_is_counted_and_the_request_goes_on(sidecar_factory):
+    sidecar, name = sidecar_factory(), model()
+    logger = RequestLogger(sidecar.url, name)
+    logger.log({"x": np.array([["not a number"]], dtype=object)}, {"p": np.ones((1, 1))})  # raises nothing
+    logger.log({"x": np.ones((1, 2))}, {"p": np.ones((1, 1))})
+    logger.close()
+    assert count("clinops_request_log_dropped", name, reason="unencodable") == 2
+    assert count("clinops_request_log_sent", name, type="request") == 1 and len(sidecar.received) == 2
+
+
+def test_the_agent_counts_a_frame_it_cannot_read_and_goes_on():
+    from inference.request_log_agent import Agent
+
+    agent = Agent(None, "http://127.0.0.1:1/", model(), "all", {}, retries=0, backoff_s=0.01, timeout_s=0.5)
+    assert agent._events_or_count(b'[[["x", "<U1", [1]]], []]', b"a\0\0\0") == []
+    assert agent.totals["dropped"]["unencodable"] == 2
+    events = agent._events_or_count(b'[[["x", "<f8", [1]]], []]', np.array([2.5]).tobytes())
+    assert [kind for kind, _, _ in events] == ["request", "response"]
+    assert json.loads(events[0][1])["inputs"][0]["data"] == [2.5]
