@@ -402,3 +402,16 @@ def test_the_agent_counts_a_frame_it_cannot_read_and_goes_on():
     events = agent._events_or_count(b'[[["x", "<f8", [1]]], []]', np.array([2.5]).tobytes())
     assert [kind for kind, _, _ in events] == ["request", "response"]
     assert json.loads(events[0][1])["inputs"][0]["data"] == [2.5]
+
+
+def test_a_call_larger_than_the_socket_takes_at_once_arrives_whole(sidecar_factory):
+    sidecar, name = sidecar_factory(keep_alive=True), model()
+    logger = RequestLogger(sidecar.url, name, mode="response")
+    embedding = np.arange(32 * 8192, dtype=np.float32).reshape(32, 8192)  # 1 MiB: written in parts by the flusher
+    logger.log({}, {"embedding": embedding})
+    logger.log({}, {"embedding": embedding[:1] + 1})
+    logger.close(timeout_s=30)
+    assert [body["outputs"][0]["shape"] for _, body in sidecar.received] == [[32, 8192], [1, 8192]]
+    np.testing.assert_array_equal(np.array(sidecar.received[0][1]["outputs"][0]["data"], dtype=np.float32),
+                                  embedding.ravel())
+    assert sidecar.received[1][1]["outputs"][0]["data"][:2] == [1.0, 2.0]
