@@ -31,7 +31,7 @@ import uuid
 import numpy as np
 import orjson
 
-from inference.request_log_frames import PREFIX, decode
+from inference.request_log_frames import PREFIX, decode, events_per_call
 from inference.request_log_http import Connection
 
 log = logging.getLogger("clinops.request_log_agent")
@@ -62,7 +62,7 @@ class Agent:
         self._source = f"http://localhost/v2/models/{model_name}/infer"
         self._client = Connection(url, timeout_s)
         self.calls: queue.Queue = queue.Queue()  # bounded by the transformer, which counts what it hands over
-        self.totals = {"sent": {"request": 0, "response": 0}, "dropped": {"gave_up": 0, "refused": 0},
+        self.totals = {"sent": {"request": 0, "response": 0}, "dropped": {"gave_up": 0, "refused": 0, "unencodable": 0},
                        "done_calls": 0, "done_bytes": 0}
         self._closing = threading.Event()  # the transformer's end is closed: send what is held, then exit
         self._reported = b""
@@ -138,8 +138,7 @@ class Agent:
         try:
             return self._events(header, data)
         except (ValueError, TypeError) as err:
-            self.totals["dropped"]["unencodable"] = self.totals["dropped"].get("unencodable", 0) + (
-                2 if self.mode == "all" else 1)
+            self.totals["dropped"]["unencodable"] += events_per_call(self.mode)
             log.warning("a logged call could not be read (%s): its events are dropped", type(err).__name__)
             return []
 

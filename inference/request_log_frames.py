@@ -19,8 +19,13 @@ PREFIX = struct.Struct("<II")
 NUMERIC = "biuf"  # bool, integers, floats: what a V2 tensor of numbers holds
 
 
-def encode(inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> tuple[list, int]:
-    """A call's frame as buffers for ``sendmsg``, and its length in bytes."""
+def events_per_call(mode: str) -> int:
+    """CloudEvents a logged call makes in a KServe logger ``mode``: request and response, or one of them."""
+    return 2 if mode == "all" else 1
+
+
+def encode(inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> tuple[list, int, int]:
+    """A call's frame as buffers for ``sendmsg``, its length in bytes, and its arrays' bytes."""
     arrays = [np.ascontiguousarray(a) for a in (*inputs.values(), *outputs.values())]
     names = (*inputs, *outputs)
     for name, a in zip(names, arrays, strict=True):
@@ -30,7 +35,7 @@ def encode(inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> tup
     header = orjson.dumps([specs[:len(inputs)], specs[len(inputs):]])
     data = [memoryview(a).cast("B") for a in arrays if a.nbytes]
     size = sum(len(d) for d in data)
-    return [PREFIX.pack(len(header), size), header, *data], PREFIX.size + len(header) + size
+    return [PREFIX.pack(len(header), size), header, *data], PREFIX.size + len(header) + size, size
 
 
 def decode(header: bytes, data: bytes) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

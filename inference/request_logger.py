@@ -66,11 +66,11 @@ class RequestLogger:
         self.queue_size, self.queue_bytes = queue_size, queue_bytes
         self._config = orjson.dumps({"url": url, "model_name": model_name, "mode": mode, "extensions": extensions,
                                      "retries": retries, "backoff_s": backoff_s, "timeout_s": timeout_s}).decode()
-        self._per_call = 2 if mode == "all" else 1  # events a call makes
+        self._per_call = request_log_frames.events_per_call(mode)
         self._sent = {kind: SENT.labels(model_name, kind) for kind in ("request", "response")}
         self._queued = QUEUED.labels(model_name)
         self._lock = threading.Condition()
-        self._pending: collections.deque = collections.deque()  # (frame bytes, sent of it) the socket has not taken
+        self._pending: collections.deque = collections.deque()  # [frame, bytes sent, array bytes] not yet taken
         self._handed = [0, 0]  # calls, array bytes written to (or waiting for) the current agent
         self._done = [0, 0]  # of those, what the agent reports sent or given up
         self._closing = False
@@ -96,12 +96,11 @@ class RequestLogger:
         inputs = inputs if self.mode != "response" else {}
         outputs = outputs if self.mode != "request" else {}
         try:
-            buffers, length = request_log_frames.encode(inputs, outputs)
+            buffers, length, size = request_log_frames.encode(inputs, outputs)
         except (TypeError, ValueError, BufferError) as err:  # e.g. an object array: the request goes on
             DROPPED.labels(self.model_name, "unencodable").inc(self._per_call)
             log.warning("request logger for %s cannot hand over a call: %s", self.model_name, type(err).__name__)
             return
-        size = sum(len(b) for b in buffers[2:])
         with self._lock:
             if (self._handed[1] - self._done[1] + size > self.queue_bytes
                     or self._handed[0] - self._done[0] >= self.queue_size or self._closing):
@@ -116,7 +115,7 @@ class RequestLogger:
                 except OSError:  # full (BlockingIOError), or the agent is gone: the flusher or the next agent
                     sent = 0
             if sent < length:
-                self._pending.append([b"".join(buffers), sent])
+                self._pending.append([b"".join(buffers), sent, size])
                 self._lock.notify_all()
 
     # -- threads ---------------------------------------------------------------------------------------------
@@ -204,8 +203,7 @@ class RequestLogger:
         lost."""
         if self._pending and self._pending[0][1]:  # its head went to the dead agent in part: lost with it
             self._pending.popleft()
-        kept = [len(frame) - request_log_frames.PREFIX.size - request_log_frames.PREFIX.unpack_from(frame)[0]
-                for frame, _ in self._pending]
+        kept = [size for _, _, size in self._pending]
         self._handed[0] -= len(kept)
         self._handed[1] -= sum(kept)
         self._count_lost("agent_lost")

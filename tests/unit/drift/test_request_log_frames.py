@@ -9,12 +9,12 @@ pytestmark = pytest.mark.unit
 
 
 def frame_parts(inputs, outputs):
-    buffers, length = encode(inputs, outputs)
+    buffers, length, size = encode(inputs, outputs)
     joined = b"".join(bytes(b) for b in buffers)
     assert len(joined) == length
     header_len, data_len = PREFIX.unpack_from(joined)
     header = joined[PREFIX.size:PREFIX.size + header_len]
-    assert len(joined) == PREFIX.size + header_len + data_len
+    assert len(joined) == PREFIX.size + header_len + data_len and data_len == size
     return header, joined[PREFIX.size + header_len:]
 
 
